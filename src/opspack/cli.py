@@ -1,0 +1,64 @@
+"""The `opspack` command: `opspack lab up|status|down`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from opspack import __version__
+from opspack.lab import DEFAULT_BASE_PORT, MAX_HOSTS, Lab, LabError
+
+
+def log(message: str) -> None:
+    print(f"opspack: {message}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opspack", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"opspack {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    lab = commands.add_parser("lab", help="local Debian 12 VPS hosts to rehearse runbooks on")
+    lab_commands = lab.add_subparsers(dest="lab_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", default="lab", help="lab name; several labs can run side by side (default: lab)")
+    common.add_argument("--dir", type=Path, default=Path("inventories/lab"),
+                        help="where the inventory, key and known_hosts are written (default: inventories/lab)")
+    up = lab_commands.add_parser("up", parents=[common], help="build the image if needed and start the hosts")
+    up.add_argument("--hosts", type=int, default=2, help=f"how many hosts, 1-{MAX_HOSTS} (default: 2)")
+    up.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
+                    help=f"first 127.0.0.1 port; host N gets SSH, HTTP, HTTPS at base+10*(N-1)+0,1,2 (default: {DEFAULT_BASE_PORT})")
+    lab_commands.add_parser("status", parents=[common], help="show each host's container, systemd and SSH state")
+    lab_commands.add_parser("down", parents=[common], help="remove the hosts (the cached image is kept)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    lab = Lab(args.name, args.dir, log)
+    try:
+        if args.lab_command == "up":
+            hosts = lab.up(args.hosts, args.base_port)
+            for host in hosts:
+                print(f"{host.name}: ssh -i {lab.key_file} -p {host.ports.ssh} root@127.0.0.1"
+                      f"  (http 127.0.0.1:{host.ports.http}, https 127.0.0.1:{host.ports.https})")
+            print(f"inventory: {lab.inventory}")
+            return 0
+        if args.lab_command == "status":
+            healthy, report = lab.status()
+            print(report)
+            return 0 if healthy else 1
+        removed = lab.down()
+        print(f"lab '{args.name}': removed {len(removed)} host(s); the cached image is kept")
+        return 0
+    except LabError as error:
+        print(f"opspack: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("opspack: interrupted; nothing half-started is left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

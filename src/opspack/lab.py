@@ -1,0 +1,521 @@
+"""The opspack lab: local Debian 12 hosts that look like freshly handed-over cloud VPSes.
+
+Each host is a container running systemd and sshd, reached over SSH on a 127.0.0.1 port
+with a key generated for the lab, exactly as a real VPS is reached. Operators use it to
+rehearse a runbook; the test suite uses it to prove every capability end to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+SUITE = "bookworm"
+# What a fresh cloud VPS has: an init system, sshd, Python for Ansible, sudo. Nothing else.
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "sudo",
+    "iproute2",
+    "ca-certificates",
+)
+# Lab-only: user namespaces cannot be set up inside these containers, so units with
+# PrivateUsers=yes (Debian's redis-server) would fail with 217/USER. Never on a real server.
+LAB_SERVICE_DROPIN = "[Service]\nPrivateUsers=no\n"
+# Host keys are made on each host's first boot, so no two lab hosts share one.
+SSH_HOSTKEY_DROPIN = (
+    "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n"
+)
+RECIPE_VERSION = 1
+IMAGE_REPOSITORY = "opspack/lab-vps"
+LAB_LABEL = "io.opspack.lab"
+HOST_LABEL = "io.opspack.lab.host"
+# Each host gets a block of ports on 127.0.0.1: SSH, HTTP and HTTPS.
+PORTS_PER_HOST = 10
+DEFAULT_BASE_PORT = 22000
+MAX_HOSTS = 20
+BOOT_TIMEOUT = 90.0
+ENGINE_TIMEOUT = 60.0
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+Log = Callable[[str], None]
+
+
+class LabError(Exception):
+    """A problem the operator can act on; the message is one line that says what to do."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclasses.dataclass(frozen=True)
+class HostPorts:
+    ssh: int
+    http: int
+    https: int
+
+    def all(self) -> tuple[int, int, int]:
+        return (self.ssh, self.http, self.https)
+
+
+def recipe_hash() -> str:
+    """Hash of everything that goes into the image: a new recipe means a new image tag."""
+    recipe = json.dumps(
+        [RECIPE_VERSION, SUITE, PACKAGES, LAB_SERVICE_DROPIN, SSH_HOSTKEY_DROPIN], sort_keys=True
+    )
+    return hashlib.sha256(recipe.encode()).hexdigest()[:12]
+
+
+def image_ref() -> str:
+    return f"{IMAGE_REPOSITORY}:{SUITE}-{recipe_hash()}"
+
+
+def host_names(count: int) -> list[str]:
+    return [f"vps{index}" for index in range(1, count + 1)]
+
+
+def host_ports(base_port: int, index: int) -> HostPorts:
+    """Ports of the index-th host (1-based)."""
+    block = base_port + PORTS_PER_HOST * (index - 1)
+    return HostPorts(ssh=block, http=block + 1, https=block + 2)
+
+
+def validate_request(name: str, hosts: int, base_port: int) -> None:
+    if not NAME_PATTERN.match(name):
+        raise LabError(
+            f"lab name {name!r} is not valid: use 1-31 lowercase letters, digits or '-', starting with a letter",
+            exit_code=2,
+        )
+    if not 1 <= hosts <= MAX_HOSTS:
+        raise LabError(f"--hosts must be between 1 and {MAX_HOSTS} (got {hosts})", exit_code=2)
+    last_port = host_ports(base_port, hosts).https
+    if base_port < 1024 or last_port > 65535:
+        raise LabError(
+            f"--base-port {base_port} gives ports {base_port}-{last_port}: choose a base port so that all of them lie in 1024-65535",
+            exit_code=2,
+        )
+
+
+def port_in_use(port: int, address: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Connections left in TIME_WAIT by a lab just taken down do not make a port busy;
+        # with SO_REUSEADDR only a real listener does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return True
+    return False
+
+
+def taken_ports(ports: Iterable[int], in_use: Callable[[int], bool] = port_in_use) -> list[int]:
+    return [port for port in ports if in_use(port)]
+
+
+def find_apt_sources(etc_apt: Path = Path("/etc/apt")) -> tuple[str, Path]:
+    """The Debian mirror this machine uses and the file that names it.
+
+    The lab image is bootstrapped from that mirror and gets a copy of that file, so apt
+    inside the hosts reaches the same mirror; no mirror name is ever written into the repo.
+    """
+    for sources in sorted((etc_apt / "sources.list.d").glob("*.sources")):
+        for stanza in sources.read_text().split("\n\n"):
+            fields = {}
+            for line in stanza.splitlines():
+                if line.startswith("#") or ":" not in line:
+                    continue
+                key, value = line.split(":", 1)
+                fields[key.strip().lower()] = value.split()
+            if SUITE in fields.get("suites", []) and fields.get("uris"):
+                return fields["uris"][0], sources
+    classic = etc_apt / "sources.list"
+    if classic.exists():
+        for line in classic.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb" and parts[2] == SUITE:
+                uri = next(part for part in parts[1:] if not part.startswith("["))
+                return uri, classic
+    raise LabError(
+        f"no Debian {SUITE} mirror found in {etc_apt}/sources.list.d/*.sources or {etc_apt}/sources.list: "
+        "the lab image is built from the machine's own Debian mirror"
+    )
+
+
+def cache_root() -> Path:
+    """Where the lab keeps what is not project state: the engine log and image build space."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "opspack"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def is_debian() -> bool:
+    return Path("/etc/debian_version").exists()
+
+
+def run(args: list[str], *, check: bool = True, input_text: str | None = None,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
+    try:
+        result = subprocess.run(
+            args, input=input_text, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError as error:
+        raise LabError(f"{args[0]} is not installed: {error}") from error
+    except subprocess.TimeoutExpired as error:
+        raise LabError(f"'{' '.join(args[:3])}' did not finish within {timeout:.0f} s") from error
+    if check and result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise LabError(f"'{' '.join(args[:3])}' failed: {detail[-1] if detail else f'exit {result.returncode}'}")
+    return result
+
+
+def engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return run(["docker", "info", "--format", "{{.ServerVersion}}"], check=False, timeout=20).returncode == 0
+
+
+def apt_install(packages: list[str], log: Log) -> None:
+    log(f"installing {' '.join(packages)} with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for args in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+        result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+            raise LabError(f"'{' '.join(args[:3])}' failed ({' '.join(tail)}): install {' '.join(packages)} by hand and re-run")
+
+
+def ensure_engine(log: Log, state_root: Path) -> None:
+    """Make sure a Docker engine answers; install and start one only as root on Debian."""
+    if engine_answers():
+        return
+    if not (is_root() and is_debian()):
+        raise LabError(
+            "no Docker engine answers ('docker info' failed) and opspack installs or starts one only as root on Debian: "
+            "start Docker yourself (e.g. 'sudo systemctl start docker', or add your user to the docker group) and re-run"
+        )
+    if shutil.which("dockerd") is None or shutil.which("docker") is None:
+        apt_install(["docker.io"], log)
+    if Path("/run/systemd/system").is_dir():
+        log("starting the Docker engine with systemctl")
+        run(["systemctl", "start", "docker"])
+    else:
+        # No systemd on this machine (a container or CI sandbox): run dockerd detached.
+        state_root.mkdir(parents=True, exist_ok=True)
+        engine_log = state_root / "dockerd.log"
+        log(f"starting dockerd (log: {engine_log})")
+        with open(engine_log, "ab") as handle:
+            subprocess.Popen(  # pylint: disable=consider-using-with
+                ["dockerd"], stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+    deadline = time.monotonic() + ENGINE_TIMEOUT
+    while time.monotonic() < deadline:
+        if engine_answers():
+            return
+        time.sleep(1)
+    raise LabError(f"started the Docker engine but it did not answer within {ENGINE_TIMEOUT:.0f} s: see {state_root / 'dockerd.log'}")
+
+
+def image_exists(ref: str) -> bool:
+    return run(["docker", "image", "inspect", ref], check=False).returncode == 0
+
+
+def build_image(ref: str, log: Log, work_root: Path) -> None:
+    """debootstrap a minimal Debian 12 with systemd and sshd, then import it as an image."""
+    if shutil.which("debootstrap") is None:
+        if not (is_root() and is_debian()):
+            raise LabError("building the lab image needs debootstrap and root: install debootstrap (apt-get install debootstrap) and run as root")
+        apt_install(["debootstrap"], log)
+    if not is_root():
+        raise LabError("building the lab image runs debootstrap, which needs root: run 'opspack lab up' once as root")
+    mirror, sources_file = find_apt_sources()
+    work_root.mkdir(parents=True, exist_ok=True)
+    build_dir = Path(tempfile.mkdtemp(prefix="lab-image-", dir=work_root))
+    rootfs = build_dir / "rootfs"
+    started = time.monotonic()
+    log(f"building lab image {ref} with debootstrap (first run only, about 1-2 minutes)")
+    try:
+        run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), mirror],
+            timeout=900)
+        apt_dir = rootfs / "etc/apt"
+        (apt_dir / "sources.list").unlink(missing_ok=True)
+        target = apt_dir / ("sources.list" if sources_file.name == "sources.list" else f"sources.list.d/{sources_file.name}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sources_file, target)
+        dropin = rootfs / "etc/systemd/system/service.d/10-lab.conf"
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        dropin.write_text(LAB_SERVICE_DROPIN)
+        ssh_dropin = rootfs / "etc/systemd/system/ssh.service.d/10-lab-hostkeys.conf"
+        ssh_dropin.parent.mkdir(parents=True, exist_ok=True)
+        ssh_dropin.write_text(SSH_HOSTKEY_DROPIN)
+        for host_key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+            host_key.unlink()
+        # An empty machine-id gives every host its own at first boot.
+        (rootfs / "etc/machine-id").write_text("")
+        for cached in (rootfs / "var/cache/apt/archives").glob("*.deb"):
+            cached.unlink()
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run(
+            ["docker", "import", "--change", 'CMD ["/sbin/init"]',
+             "--message", f"opspack lab recipe {recipe_hash()}", "-", ref],
+            stdin=tar.stdout, capture_output=True, text=True, check=False,
+        )
+        tar.stdout.close()
+        tar.wait()
+        if tar.returncode != 0 or imported.returncode != 0:
+            raise LabError(f"importing the lab image failed: {imported.stderr.strip() or 'tar exit ' + str(tar.returncode)}")
+    finally:
+        shutil.rmtree(build_dir, ignore_errors=True)
+    log(f"built lab image {ref} in {time.monotonic() - started:.0f} s")
+
+
+@dataclasses.dataclass
+class LabHost:
+    name: str
+    container: str
+    ports: HostPorts
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "container": self.container, **{f"{key}_port": value for key, value in dataclasses.asdict(self.ports).items()}}
+
+
+class Lab:
+    """One named lab: its containers (found by label) and its state directory."""
+
+    def __init__(self, name: str, state_dir: Path, log: Log):
+        self.name = name
+        self.state_dir = state_dir.resolve()
+        self.log = log
+
+    @property
+    def key_file(self) -> Path:
+        return self.state_dir / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state_dir / "known_hosts"
+
+    @property
+    def inventory(self) -> Path:
+        return self.state_dir / "hosts.yml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "lab.json"
+
+    def container_name(self, host: str) -> str:
+        return f"opspack-{self.name}-{host}"
+
+    def containers(self) -> dict[str, str]:
+        """Container name -> state, for every container of this lab."""
+        result = run(["docker", "ps", "--all", "--filter", f"label={LAB_LABEL}={self.name}",
+                      "--format", "{{.Names}}\t{{.State}}"])
+        return dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
+
+    # -- up --------------------------------------------------------------------------------
+    def up(self, hosts: int, base_port: int) -> list[LabHost]:
+        validate_request(self.name, hosts, base_port)
+        ensure_engine(self.log, cache_root())
+        planned = [LabHost(name, self.container_name(name), host_ports(base_port, index))
+                   for index, name in enumerate(host_names(hosts), start=1)]
+        existing = self.containers()
+        if existing:
+            wanted = {host.container for host in planned}
+            if set(existing) == wanted and all(state == "running" for state in existing.values()) and self._state_matches(planned):
+                self.log(f"lab '{self.name}' is already up with {hosts} host(s)")
+                return planned
+            raise LabError(
+                f"lab '{self.name}' already has containers ({', '.join(sorted(existing))}) that differ from this request: "
+                f"run 'opspack lab down --name {self.name}' first"
+            )
+        taken = taken_ports(port for host in planned for port in host.ports.all())
+        if taken:
+            raise LabError(
+                f"port(s) {', '.join(map(str, taken))} on 127.0.0.1 already in use: free them or choose other ports with --base-port",
+                exit_code=2,
+            )
+        ref = image_ref()
+        if image_exists(ref):
+            self.log(f"using cached lab image {ref}")
+        else:
+            build_image(ref, self.log, cache_root())
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_key()
+        started: list[str] = []
+        try:
+            for host in planned:
+                self._start(host, ref)
+                started.append(host.container)
+            host_keys = [self._wait_ready(host) for host in planned]
+            self._write_state(planned, host_keys, ref)
+        except BaseException:
+            # Never leave a half-started lab behind: remove what this call started.
+            for container in started:
+                run(["docker", "rm", "--force", "--volumes", container], check=False)
+            self._remove_state()
+            raise
+        return planned
+
+    def _state_matches(self, planned: list[LabHost]) -> bool:
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return False
+        return state.get("hosts") == [host.as_dict() for host in planned] and self.inventory.exists()
+
+    def _ensure_key(self) -> None:
+        if not self.key_file.exists():
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"opspack-lab-{self.name}", "-f", str(self.key_file)])
+
+    def _start(self, host: LabHost, ref: str) -> None:
+        self.log(f"starting {host.name} (ssh 127.0.0.1:{host.ports.ssh})")
+        run([
+            "docker", "run", "--detach", "--name", host.container, "--hostname", host.name,
+            "--label", f"{LAB_LABEL}={self.name}", "--label", f"{HOST_LABEL}={host.name}",
+            # systemd shuts down cleanly on SIGRTMIN+3, not on docker's default SIGTERM.
+            "--stop-signal", "SIGRTMIN+3",
+            "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+            "--volume", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+            "--publish", f"127.0.0.1:{host.ports.ssh}:22",
+            "--publish", f"127.0.0.1:{host.ports.http}:80",
+            "--publish", f"127.0.0.1:{host.ports.https}:443",
+            ref, "/sbin/init",
+        ])
+
+    def _system_state(self, container: str) -> str:
+        result = run(["docker", "exec", container, "systemctl", "is-system-running"], check=False, timeout=20)
+        return result.stdout.strip() or "unknown"
+
+    def _wait_ready(self, host: LabHost) -> str:
+        """Wait until systemd says running and sshd greets on the published port; return the host key."""
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        state = "unknown"
+        while time.monotonic() < deadline:
+            state = self._system_state(host.container)
+            if state in ("running", "degraded"):
+                break
+            time.sleep(0.5)
+        if state != "running":
+            failed = run(["docker", "exec", host.container, "systemctl", "--failed", "--plain", "--no-legend"], check=False).stdout
+            units = ", ".join(line.split()[0] for line in failed.splitlines() if line.strip()) or "none listed"
+            raise LabError(f"{host.name} did not reach systemd state 'running' within {BOOT_TIMEOUT:.0f} s (state {state}; failed units: {units})")
+        authorized = self.key_file.with_suffix(".pub").read_text()
+        run(["docker", "exec", "-i", host.container, "sh", "-c",
+             "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys"], input_text=authorized)
+        host_key = run(["docker", "exec", host.container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout.split()
+        while time.monotonic() < deadline:
+            if ssh_greets(host.ports.ssh):
+                return f"{host_key[0]} {host_key[1]}"
+            time.sleep(0.5)
+        raise LabError(f"{host.name}: sshd did not answer on 127.0.0.1:{host.ports.ssh} within {BOOT_TIMEOUT:.0f} s")
+
+    def _write_state(self, planned: list[LabHost], host_keys: list[str], ref: str) -> None:
+        known = "".join(f"[127.0.0.1]:{host.ports.ssh} {key}\n" for host, key in zip(planned, host_keys))
+        write_atomically(self.known_hosts, known)
+        write_atomically(self.inventory, render_inventory(self.name, planned, self.key_file, self.known_hosts))
+        write_atomically(self.state_file, json.dumps(
+            {"name": self.name, "image": ref, "key_file": str(self.key_file), "known_hosts": str(self.known_hosts),
+             "inventory": str(self.inventory), "hosts": [host.as_dict() for host in planned]}, indent=2) + "\n")
+
+    def _remove_state(self) -> None:
+        for path in (self.inventory, self.known_hosts, self.state_file):
+            path.unlink(missing_ok=True)
+
+    # -- status and down -------------------------------------------------------------------
+    def status(self) -> tuple[bool, str]:
+        if not engine_answers():
+            raise LabError("no Docker engine answers ('docker info' failed): the lab is not running; 'opspack lab up' starts it")
+        containers = self.containers()
+        if not containers:
+            return False, f"lab '{self.name}' is not up: 'opspack lab up --name {self.name}' starts it"
+        try:
+            hosts = {host["container"]: host for host in json.loads(self.state_file.read_text())["hosts"]}
+        except (OSError, ValueError, KeyError):
+            hosts = {}
+        rows = [("HOST", "CONTAINER", "CONTAINER STATE", "SYSTEMD", "SSH")]
+        healthy = True
+        for container, state in sorted(containers.items()):
+            host = hosts.get(container)
+            system = self._system_state(container) if state == "running" else "-"
+            ssh = "-"
+            if host:
+                ssh = f"127.0.0.1:{host['ssh_port']} " + ("answers" if ssh_greets(host["ssh_port"]) else "silent")
+            healthy = healthy and state == "running" and system == "running" and ssh.endswith("answers")
+            rows.append((host["name"] if host else "?", container, state, system, ssh))
+        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+        table = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+        return healthy, f"lab '{self.name}': inventory {self.inventory}\n{table}"
+
+    def down(self) -> list[str]:
+        if not engine_answers():
+            raise LabError("no Docker engine answers ('docker info' failed): nothing to take down, or start Docker and re-run")
+        containers = sorted(self.containers())
+        if containers:
+            run(["docker", "rm", "--force", "--volumes", *containers])
+        self._remove_state()
+        return containers
+
+
+def ssh_greets(port: int, timeout: float = 2.0) -> bool:
+    """True when an SSH server sends its banner on 127.0.0.1:port (a bare TCP accept is not enough:
+    Docker's port proxy accepts before the host listens)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+            return connection.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def render_inventory(name: str, hosts: list[LabHost], key_file: Path, known_hosts: Path) -> str:
+    lines = [
+        f"# Written by 'opspack lab up --name {name}'; 'opspack lab down' removes it. Not for git.",
+        "all:",
+        "  children:",
+        "    lab:",
+        "      hosts:",
+    ]
+    for host in hosts:
+        lines += [
+            f"        {host.name}:",
+            "          ansible_host: 127.0.0.1",
+            f"          ansible_port: {host.ports.ssh}",
+            f"          opspack_lab_http_port: {host.ports.http}",
+            f"          opspack_lab_https_port: {host.ports.https}",
+        ]
+    lines += [
+        "      vars:",
+        "        ansible_user: root",
+        f"        ansible_ssh_private_key_file: {json.dumps(str(key_file))}",
+        # Host keys are pinned from the hosts themselves: real verification, as on a real VPS.
+        f"        ansible_ssh_common_args: {json.dumps(f'-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes')}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
