@@ -1,0 +1,56 @@
+# The two commands README.md promises: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR := 0
+export PY_COLORS := 0
+
+.PHONY: venv lint sanity unit test-fast lab-tests molecule test-lab test demo lab-down clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,lab]'
+	touch $@
+
+lint: venv
+	ansible-lint
+
+sanity: venv
+	python tests/sanity/run_sanity.py
+
+unit: venv
+	pytest tests/unit
+
+# Lint, sanity and unit tests: no lab, a few minutes at most.
+test-fast: lint sanity unit
+
+# End-to-end tests on lab hosts; they fail (never skip) when the lab cannot start.
+lab-tests: venv
+	pytest tests/lab
+
+molecule: venv
+	molecule test --all
+
+test-lab: lab-tests molecule
+
+test: test-fast test-lab
+
+# The main job end to end on the built-in lab.
+demo: venv
+	opspack lab up --hosts 2
+	ansible all -m ansible.builtin.ping
+	ansible-playbook opspack.platform.preflight
+	ansible all -m ansible.builtin.command -a 'systemctl is-system-running'
+	opspack lab status
+
+lab-down: venv
+	opspack lab down
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache src/*.egg-info
