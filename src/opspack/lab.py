@@ -145,10 +145,10 @@ def find_apt_sources(etc_apt: Path = Path("/etc/apt")) -> tuple[str, Path]:
     classic = etc_apt / "sources.list"
     if classic.exists():
         for line in classic.read_text().splitlines():
-            parts = line.split()
+            # "deb [options] URI SUITE COMPONENTS...": drop the options before reading fields.
+            parts = re.sub(r"\[[^]]*\]", " ", line).split()
             if len(parts) >= 3 and parts[0] == "deb" and parts[2] == SUITE:
-                uri = next(part for part in parts[1:] if not part.startswith("["))
-                return uri, classic
+                return parts[1], classic
     raise LabError(
         f"no Debian {SUITE} mirror found in {etc_apt}/sources.list.d/*.sources or {etc_apt}/sources.list: "
         "the lab image is built from the machine's own Debian mirror"
