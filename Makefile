@@ -37,9 +37,12 @@ lab-tests: venv
 molecule: venv
 	molecule test --all
 
-test-lab: lab-tests molecule
+test-lab: molecule lab-tests
 
-test: test-fast test-lab
+# Molecule first, then one pytest run over unit and lab tests, so the run closes on pytest's
+# summary of everything it ran.
+test: lint sanity molecule
+	pytest tests
 
 # The main job end to end on the built-in lab.
 demo: venv

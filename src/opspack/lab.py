@@ -340,10 +340,10 @@ class Lab:
             if set(existing) == wanted and all(state == "running" for state in existing.values()) and self._state_matches(planned):
                 self.log(f"lab '{self.name}' is already up with {hosts} host(s)")
                 return planned
-            raise LabError(
-                f"lab '{self.name}' already has containers ({', '.join(sorted(existing))}) that differ from this request: "
-                f"run 'opspack lab down --name {self.name}' first"
-            )
+            stopped = sorted(name for name, state in existing.items() if state != "running")
+            problem = (f"has stopped hosts ({', '.join(stopped)})" if stopped and set(existing) == wanted
+                       else f"already has hosts ({', '.join(sorted(existing))}) that differ from this request")
+            raise LabError(f"lab '{self.name}' {problem}: run 'opspack lab down --name {self.name}', then 'opspack lab up' again")
         taken = taken_ports(port for host in planned for port in host.ports.all())
         if taken:
             raise LabError(

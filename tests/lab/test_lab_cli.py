@@ -91,3 +91,16 @@ def test_no_engine_and_not_root_says_what_to_do(lab_name, lab_dir, tmp_path):
     assert result.stderr.count("\n") == 1
     assert "no Docker engine answers" in result.stderr and "start Docker yourself" in result.stderr
     assert containers_of(lab_name) == []
+
+
+def test_a_lab_with_a_stopped_host_is_not_reused(lab_name, lab_dir):
+    up = opspack("lab", "up", "--name", lab_name, "--dir", str(lab_dir), "--hosts", "1", "--base-port", str(BASE_PORT + 200))
+    assert up.returncode == 0, up.stderr
+    subprocess.run(["docker", "stop", "--time", "5", f"opspack-{lab_name}-vps1"], check=True, capture_output=True)
+    again = opspack("lab", "up", "--name", lab_name, "--dir", str(lab_dir), "--hosts", "1", "--base-port", str(BASE_PORT + 200))
+    assert again.returncode == 1
+    assert f"has stopped hosts (opspack-{lab_name}-vps1)" in again.stderr
+    status = opspack("lab", "status", "--name", lab_name, "--dir", str(lab_dir))
+    assert status.returncode == 1 and "exited" in status.stdout
+    assert opspack("lab", "down", "--name", lab_name, "--dir", str(lab_dir)).returncode == 0
+    assert containers_of(lab_name) == []
