@@ -390,6 +390,9 @@ class Lab:
             "--label", f"{LAB_LABEL}={self.name}", "--label", f"{HOST_LABEL}={host.name}",
             # systemd shuts down cleanly on SIGRTMIN+3, not on docker's default SIGTERM.
             "--stop-signal", "SIGRTMIN+3",
+            # A VPS owns its network stack: nftables and fail2ban need it. (--privileged is
+            # neither needed nor possible on these machines.)
+            "--cap-add", "NET_ADMIN",
             "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
             "--volume", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
             "--publish", f"127.0.0.1:{host.ports.ssh}:22",
