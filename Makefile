@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: venv lint sanity unit test-fast lab-tests molecule test-lab test demo lab-down clean
+.PHONY: venv lint sanity unit test-fast lab-tests molecule test-lab test demo lab-down bench clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -44,13 +44,17 @@ test-lab: molecule lab-tests
 test: lint sanity molecule
 	pytest tests
 
-# The main job end to end on the built-in lab.
+# The main job end to end on the built-in lab: two fresh VPSes become production hosts.
+LAB_DIR := inventories/lab
 demo: venv
 	opspack lab up --hosts 2
-	ansible all -m ansible.builtin.ping
-	ansible-playbook opspack.platform.preflight
-	ansible all -m ansible.builtin.command -a 'systemctl is-system-running'
-	opspack lab status
+	printf 'access_operator_user: ops\naccess_operator_ssh_keys:\n  - "%s"\n' "$$(cat $(LAB_DIR)/id_ed25519.pub)" > $(LAB_DIR)/operator.yml
+	ansible-playbook opspack.platform.provision -e @inventories/lab-site.yml -e @$(LAB_DIR)/operator.yml
+	opspack lab report
+
+# Speed figures as ratios to a baseline measured in the same run (never timed tests).
+bench: venv
+	python bench/provision.py
 
 lab-down: venv
 	opspack lab down

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from opspack import __version__
 from opspack.lab import DEFAULT_BASE_PORT, MAX_HOSTS, Lab, LabError
+from opspack.report import report
 
 
 def log(message: str) -> None:
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"first 127.0.0.1 port; host N gets SSH, HTTP, HTTPS at base+10*(N-1)+0,1,2 (default: {DEFAULT_BASE_PORT})")
     lab_commands.add_parser("status", parents=[common], help="show each host's container, systemd and SSH state")
     lab_commands.add_parser("down", parents=[common], help="remove the hosts (the cached image is kept)")
+    lab_commands.add_parser("report", parents=[common],
+                            help="what each provisioned host serves: HTTP redirect, verified HTTPS, health")
     return parser
 
 
@@ -45,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"  (http 127.0.0.1:{host.ports.http}, https 127.0.0.1:{host.ports.https})")
             print(f"inventory: {lab.inventory}")
             return 0
+        if args.lab_command == "report":
+            return report(lab.state_dir)
         if args.lab_command == "status":
-            healthy, report = lab.status()
-            print(report)
+            healthy, table = lab.status()
+            print(table)
             return 0 if healthy else 1
         removed = lab.down()
         print(f"lab '{args.name}': removed {len(removed)} host(s); the cached image is kept")

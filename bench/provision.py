@@ -1,0 +1,59 @@
+"""Benchmark: provision time for two fresh lab hosts, and for a second (converged) run.
+
+Prints figures and ratios to a baseline measured in the same run on the same hosts: one
+ansible-playbook run that only gathers facts (connection and fact cost, no work). Goal from
+issue 3: the second run takes at most 25 s for two hosts. Speed goals live here, never in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = "bench"
+BASE_PORT = int(os.environ.get("OPSPACK_BENCH_BASE_PORT", "26000"))
+SECOND_RUN_GOAL_S = 25.0
+
+
+def timed(args: list[str], env: dict) -> float:
+    started = time.monotonic()
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        sys.exit(f"bench: {' '.join(args[:2])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
+    return elapsed
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="opspack-bench-") as scratch:
+        lab_dir = Path(scratch) / "lab"
+        subprocess.run(["opspack", "lab", "up", "--name", LAB, "--dir", str(lab_dir), "--hosts", "2",
+                        "--base-port", str(BASE_PORT)], check=True, cwd=ROOT)
+        try:
+            key = (lab_dir / "id_ed25519.pub").read_text().strip()
+            extra = Path(scratch) / "vars.yml"
+            extra.write_text(
+                "access_operator_user: ops\n"
+                f"access_operator_ssh_keys: [{key!r}]\n"
+            )
+            env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+            inventory = ["-i", str(lab_dir / "hosts.yml")]
+            baseline = timed(["ansible", "all", *inventory, "-m", "ansible.builtin.setup"], env)
+            first = timed(["ansible-playbook", *inventory, "playbooks/provision.yml", "-e", f"@{extra}"], env)
+            second = timed(["ansible-playbook", *inventory, "playbooks/provision.yml", "-e", f"@{extra}"], env)
+        finally:
+            subprocess.run(["opspack", "lab", "down", "--name", LAB, "--dir", str(lab_dir)], check=False, cwd=ROOT)
+    print(f"baseline (gather facts, 2 hosts):  {baseline:6.1f} s")
+    print(f"provision, fresh hosts (2 hosts):  {first:6.1f} s  = {first / baseline:5.1f} x baseline")
+    print(f"provision, second run (2 hosts):   {second:6.1f} s  = {second / baseline:5.1f} x baseline"
+          f"  (goal <= {SECOND_RUN_GOAL_S:.0f} s: {'met' if second <= SECOND_RUN_GOAL_S else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

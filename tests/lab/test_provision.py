@@ -1,0 +1,80 @@
+"""provision.yml on real lab hosts: bad input changes nothing; a run cut off halfway converges."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+from conftest import BASE_PORT, ROOT, opspack
+
+PORT = BASE_PORT + 300
+
+
+@pytest.fixture
+def fresh_host(lab_name, lab_dir):
+    up = opspack("lab", "up", "--name", lab_name, "--dir", str(lab_dir), "--hosts", "1", "--base-port", str(PORT))
+    assert up.returncode == 0, up.stderr
+    yield lab_dir
+    opspack("lab", "down", "--name", lab_name, "--dir", str(lab_dir))
+
+
+def provision(lab_dir, extra_vars: dict, **popen):
+    vars_file = lab_dir / "vars.yml"
+    vars_file.write_text(yaml.safe_dump(extra_vars))
+    args = ["ansible-playbook", "-i", str(lab_dir / "hosts.yml"), "playbooks/provision.yml", "-e", f"@{vars_file}"]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_SSH_ARGS="-o ControlMaster=no")
+    if popen:
+        return subprocess.Popen(args, cwd=ROOT, env=env, **popen)
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+
+
+def as_root(lab_dir, command):
+    """Run a command on the host the way it was handed over (root by key)."""
+    return subprocess.run(["ansible", "all", "-i", str(lab_dir / "hosts.yml"), "-m", "ansible.builtin.command",
+                           "-a", command], cwd=ROOT, capture_output=True, text=True, check=False,
+                          env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+
+
+def operator_vars(lab_dir):
+    return {"access_operator_user": "ops",
+            "access_operator_ssh_keys": [(lab_dir / "id_ed25519.pub").read_text().strip()]}
+
+
+def assert_untouched(lab_dir):
+    # Root still gets in, and neither sshd nor PostgreSQL was configured.
+    result = as_root(lab_dir, "sh -c 'test ! -e /etc/ssh/sshd_config.d/00-opspack.conf && test ! -e /etc/postgresql && ! id ops'")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_operator_key_is_refused_before_anything_changes(fresh_host):
+    result = provision(fresh_host, {"access_operator_user": "ops"})
+    assert result.returncode != 0
+    assert "access_operator_ssh_keys" in result.stdout
+    assert_untouched(fresh_host)
+
+
+def test_site_without_database_password_is_refused_before_anything_changes(fresh_host):
+    result = provision(fresh_host, {**operator_vars(fresh_host),
+                                    "postgresql_sites": [{"name": "shop", "db_name": "shop", "db_user": "shop"}]})
+    assert result.returncode != 0
+    assert "db_password" in result.stdout
+    assert_untouched(fresh_host)
+
+
+def test_a_run_cut_off_halfway_converges_when_run_again(fresh_host, tmp_path):
+    site_vars = {**operator_vars(fresh_host), **yaml.safe_load((ROOT / "inventories/lab-site.yml").read_text())}
+    log = open(tmp_path / "cut.log", "w")  # noqa: SIM115 - closed below
+    run = provision(fresh_host, site_vars, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    time.sleep(40)  # well into package installation
+    assert run.poll() is None, "provision finished before it could be cut off"
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    log.close()
+    again = provision(fresh_host, site_vars)
+    assert again.returncode == 0, again.stdout[-4000:]
+    settled = provision(fresh_host, site_vars)
+    assert settled.returncode == 0
+    assert "changed=0" in settled.stdout and "failed=0" in settled.stdout
