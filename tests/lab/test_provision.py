@@ -43,6 +43,10 @@ def operator_vars(lab_dir):
             "access_operator_ssh_keys": [(lab_dir / "id_ed25519.pub").read_text().strip()]}
 
 
+def lab_site():
+    return yaml.safe_load((ROOT / "inventories/lab-site.yml").read_text())
+
+
 def assert_untouched(lab_dir):
     # Root still gets in, and neither sshd nor PostgreSQL was configured.
     result = as_root(lab_dir, "sh -c 'test ! -e /etc/ssh/sshd_config.d/00-opspack.conf && test ! -e /etc/postgresql && ! id ops'")
@@ -57,15 +61,17 @@ def test_no_operator_key_is_refused_before_anything_changes(fresh_host):
 
 
 def test_site_without_database_password_is_refused_before_anything_changes(fresh_host):
-    result = provision(fresh_host, {**operator_vars(fresh_host),
-                                    "postgresql_sites": [{"name": "shop", "db_name": "shop", "db_user": "shop"}]})
+    site = lab_site()
+    for database in site["postgresql_sites"]:
+        del database["db_password"]
+    result = provision(fresh_host, {**operator_vars(fresh_host), **site})
     assert result.returncode != 0
-    assert "db_password" in result.stdout
+    assert "Site(s) blog have no db_password" in result.stdout
     assert_untouched(fresh_host)
 
 
 def test_a_run_cut_off_halfway_converges_when_run_again(fresh_host, tmp_path):
-    site_vars = {**operator_vars(fresh_host), **yaml.safe_load((ROOT / "inventories/lab-site.yml").read_text())}
+    site_vars = {**operator_vars(fresh_host), **lab_site()}
     log = open(tmp_path / "cut.log", "w")  # noqa: SIM115 - closed below
     run = provision(fresh_host, site_vars, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     time.sleep(40)  # well into package installation

@@ -17,6 +17,7 @@ import socket
 import time
 
 import pytest
+from conftest import lab_port
 
 IF_OUT, IF_IN = "opsfwt1", "opsfwt0"  # we send on IF_OUT, the host receives on IF_IN
 HOST_IP = "192.0.2.1"
@@ -26,7 +27,6 @@ BLOCKED_PORT = 8081
 # what came back: SYNACK (accepted, port open), RST (accepted, port closed) or NOREPLY (dropped).
 SYN_PROBE = r'''
 import random, socket, struct, sys, time
-from conftest import lab_port
 out_if, in_if, src_ip, dst_ip = sys.argv[1:5]
 dport, count = int(sys.argv[5]), int(sys.argv[6])
 
@@ -165,9 +165,13 @@ def test_stopping_nftables_only_removes_our_table(host):
 def test_port_outside_the_allowlist_is_dropped(host, veth):
     # A real listener on the port, reachable locally, so only the firewall can explain silence.
     host.run_expect([0], f"(timeout 20 python3 -m http.server {BLOCKED_PORT} >/dev/null 2>&1 &)")
-    host.run_expect([0], "for i in $(seq 50); do "
-                    f"ss -Htln 'sport = :{BLOCKED_PORT}' | grep -q . && exit 0; sleep 0.1; done; exit 1")
-    assert _probe(host, veth, BLOCKED_PORT) == ["NOREPLY"]
+    try:
+        host.run_expect([0], "for i in $(seq 50); do "
+                        f"ss -Htln 'sport = :{BLOCKED_PORT}' | grep -q . && exit 0; sleep 0.1; done; exit 1")
+        assert _probe(host, veth, BLOCKED_PORT) == ["NOREPLY"]
+    finally:
+        # Leave nothing listening: later checks count what the host exposes.
+        host.run(f"pkill -f 'http.server {BLOCKED_PORT}'")
     # The same path does get answers where the ruleset accepts: the probe itself works.
     assert _probe(host, veth, _ssh_port(host)) == ["SYNACK"]
     assert _probe(host, veth, 80)[0] in ("SYNACK", "RST")
