@@ -360,8 +360,9 @@ class Lab:
         started: list[str] = []
         try:
             for host in planned:
-                self._start(host, ref)
+                # Recorded before `docker run`: a run that fails can still leave a created container.
                 started.append(host.container)
+                self._start(host, ref)
             host_keys = [self._wait_ready(host) for host in planned]
             self._write_state(planned, host_keys, ref)
         except BaseException:
@@ -467,7 +468,9 @@ class Lab:
 
     def down(self) -> list[str]:
         if not engine_answers():
-            raise LabError("no Docker engine answers ('docker info' failed): nothing to take down, or start Docker and re-run")
+            # No engine, so no host of this lab can be running: only stale state files remain.
+            self._remove_state()
+            return []
         containers = sorted(self.containers())
         if containers:
             run(["docker", "rm", "--force", "--volumes", *containers])

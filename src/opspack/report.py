@@ -32,16 +32,24 @@ def report(lab_dir: Path) -> int:
                        "(make demo does both)") from error
     ok = True
     for host in state["hosts"]:
-        plain = http.client.HTTPConnection("127.0.0.1", host["http_port"], timeout=10)
-        plain.request("GET", "/", headers={"Host": SERVER_NAME})
-        redirect = plain.getresponse()
-        secure = LabHTTPSConnection(SERVER_NAME, host["https_port"], timeout=10, context=context)
-        secure.request("GET", "/opspack-health")
-        health = secure.getresponse()
-        tls = secure.sock.version()
-        line = (f"{host['name']}: http -> {redirect.status} {redirect.getheader('Location')}; "
-                f"https://{SERVER_NAME} ({tls}, certificate verified by the lab CA) /opspack-health -> {health.status}; "
-                f"ssh: ops with sudo (root login off)")
+        try:
+            line, healthy = check_host(host, context)
+        except (OSError, http.client.HTTPException) as error:
+            line, healthy = f"{host['name']}: not serving ({error})", False
         print(line)
-        ok = ok and redirect.status == 301 and health.status == 200
+        ok = ok and healthy
     return 0 if ok else 1
+
+
+def check_host(host: dict, context: ssl.SSLContext) -> tuple[str, bool]:
+    plain = http.client.HTTPConnection("127.0.0.1", host["http_port"], timeout=10)
+    plain.request("GET", "/", headers={"Host": SERVER_NAME})
+    redirect = plain.getresponse()
+    secure = LabHTTPSConnection(SERVER_NAME, host["https_port"], timeout=10, context=context)
+    secure.request("GET", "/opspack-health")
+    health = secure.getresponse()
+    tls = secure.sock.version()
+    line = (f"{host['name']}: http -> {redirect.status} {redirect.getheader('Location')}; "
+            f"https://{SERVER_NAME} ({tls}, certificate verified by the lab CA) /opspack-health -> {health.status}; "
+            f"ssh: ops with sudo (root login off)")
+    return line, redirect.status == 301 and health.status == 200

@@ -171,7 +171,7 @@ def test_port_outside_the_allowlist_is_dropped(host, veth):
         assert _probe(host, veth, BLOCKED_PORT) == ["NOREPLY"]
     finally:
         # Leave nothing listening: later checks count what the host exposes.
-        host.run(f"pkill -f 'http.server {BLOCKED_PORT}'")
+        host.run(f"pkill -f 'http[.]server {BLOCKED_PORT}'")
     # The same path does get answers where the ruleset accepts: the probe itself works.
     assert _probe(host, veth, _ssh_port(host)) == ["SYNACK"]
     assert _probe(host, veth, 80)[0] in ("SYNACK", "RST")
