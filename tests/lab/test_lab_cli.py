@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 import socket
 import subprocess
 from pathlib import Path
@@ -104,3 +105,16 @@ def test_a_lab_with_a_stopped_host_is_not_reused(lab_name, lab_dir):
     assert status.returncode == 1 and "exited" in status.stdout
     assert opspack("lab", "down", "--name", lab_name, "--dir", str(lab_dir)).returncode == 0
     assert containers_of(lab_name) == []
+
+
+def test_down_without_an_engine_clears_stale_state(lab_dir):
+    # Molecule's first step is a destroy, on a machine whose engine may not run yet.
+    lab_dir.mkdir(parents=True)
+    (lab_dir / "hosts.yml").write_text("stale\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "opspack.cli", "lab", "down", "--name", "nothing", "--dir", str(lab_dir)],
+        capture_output=True, text=True, check=False, cwd=ROOT,
+        env=dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (lab_dir / "hosts.yml").exists()
