@@ -12,13 +12,14 @@ OPSPACK_TEST_LAB_CA: the lab CA certificate, or the directory holding ca.crt
 import http.client
 import os
 import re
-import socket
 import ssl
 import time
 import warnings
 
 import pytest
 from conftest import lab_port
+
+from opspack.report import LabHTTPSConnection
 
 CONF_D = "/etc/nginx/conf.d"
 TIMEOUT = 10
@@ -65,36 +66,23 @@ def _context(minimum=ssl.TLSVersion.TLSv1_2, maximum=ssl.TLSVersion.MAXIMUM_SUPP
     return context
 
 
-class _Connection(http.client.HTTPSConnection):
-    """HTTPS to 127.0.0.1:port, with SNI and certificate check for server_name."""
-
-    def __init__(self, port, server_name, context):
-        super().__init__("127.0.0.1", port, context=context, timeout=TIMEOUT)
-        self._server_name = server_name
-
-    def connect(self):
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name)
+def _get(conn, server_name, path):
+    try:
+        conn.request("GET", path, headers={"Host": server_name})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read().decode(errors="replace")
+    finally:
+        conn.close()
 
 
 def _https(port, server_name, path, context=None):
-    conn = _Connection(port, server_name, context or _context())
-    try:
-        conn.request("GET", path, headers={"Host": server_name})
-        response = conn.getresponse()
-        return response.status, response.headers, response.read().decode(errors="replace")
-    finally:
-        conn.close()
+    # The same connection `opspack lab report` uses: 127.0.0.1:port, SNI and check for server_name.
+    return _get(LabHTTPSConnection(server_name, port, timeout=TIMEOUT, context=context or _context()),
+                server_name, path)
 
 
 def _http(port, server_name, path):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-    try:
-        conn.request("GET", path, headers={"Host": server_name})
-        response = conn.getresponse()
-        return response.status, response.headers, response.read().decode(errors="replace")
-    finally:
-        conn.close()
+    return _get(http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT), server_name, path)
 
 
 def test_nginx_runs_and_listens_on_80_and_443(host):
