@@ -1,0 +1,130 @@
+# Copyright: opspack developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters that compare what a role wants with one probe of what a host has.
+
+Each ansible.builtin.template or copy task costs two module runs on the host even when nothing
+changes, each package or directory task one more. Roles read their files and directories with
+a single ansible.builtin.find (get_checksum) and their packages from package_facts, and skip the
+tasks whose target is already in place. Anything missing, unreadable or different makes the
+task run, so the full task (with its check mode and diff) stays the authority.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ansible.errors import AnsibleFilterError
+
+
+def _found_by_path(found):
+    """Index an ansible.builtin.find result (or its files list) by path."""
+    if isinstance(found, dict):
+        if found.get("skipped") or found.get("failed"):
+            return {}
+        found = found.get("files", [])
+    if not isinstance(found, list):
+        raise AnsibleFilterError(f"expected an ansible.builtin.find result, got {type(found).__name__}")
+    return {entry["path"]: entry for entry in found if isinstance(entry, dict) and "path" in entry}
+
+
+def _mode_bits(mode):
+    if mode is None:
+        return None
+    if isinstance(mode, int):
+        return mode & 0o7777
+    try:
+        return int(str(mode), 8) & 0o7777
+    except ValueError as exc:
+        raise AnsibleFilterError(f"mode {mode!r} is not an octal number such as '0644'") from exc
+
+
+def _attributes_differ(entry, owner, group, mode):
+    return ((owner is not None and entry.get("pw_name") != owner)
+            or (group is not None and entry.get("gr_name") != group)
+            or (mode is not None and _mode_bits(entry.get("mode")) != _mode_bits(mode)))
+
+
+def file_differs(found, path, content, owner="root", group="root", mode="0644"):
+    """True unless a regular file at path holds exactly content, with these owner, group and mode.
+
+    content None compares only that it is a regular file with these attributes (for files
+    whose content the controller cannot know, such as private keys)."""
+    entry = _found_by_path(found).get(path)
+    if entry is None or not entry.get("isreg"):
+        return True
+    if content is None:
+        return _attributes_differ(entry, owner, group, mode)
+    if "checksum" not in entry:
+        return True
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    return (hashlib.sha1(content).hexdigest() != entry["checksum"]  # nosec B324: ansible's own checksum
+            or _attributes_differ(entry, owner, group, mode))
+
+
+def dir_differs(found, path, owner="root", group="root", mode="0755"):
+    """True unless path is a directory with these owner, group and mode."""
+    entry = _found_by_path(found).get(path.rstrip("/") or "/")
+    return entry is None or not entry.get("isdir") or _attributes_differ(entry, owner, group, mode)
+
+
+def find_spec(paths):
+    """Arguments for one ansible.builtin.find call that sees every path given.
+
+    The search starts at each path's top-level directory (/etc, /srv, /var...), which exists on
+    every Debian host, so a fresh host gives no "path does not exist" warnings, and goes as deep
+    as the deepest path. Matching is by base name: extra matches are harmless, the filters look
+    entries up by full path.
+    """
+    if isinstance(paths, str) or not all(isinstance(path, str) and path.startswith("/") for path in paths):
+        raise AnsibleFilterError(f"find_spec wants a list of absolute paths, got {paths!r}")
+    parts = [[part for part in path.split("/") if part] for path in paths]
+    if not parts:
+        raise AnsibleFilterError("find_spec needs at least one path (skip the probe when a role manages none)")
+    if any(len(part) < 2 for part in parts):
+        raise AnsibleFilterError(f"find_spec wants paths below a top-level directory, got {paths!r}")
+    return {"paths": sorted({"/" + part[0] for part in parts}),
+            "patterns": sorted({part[-1] for part in parts}),
+            "depth": max(len(part) - 1 for part in parts)}
+
+
+def packages_missing(packages, names):
+    """The names not installed according to ansible_facts['packages'] (all of them if unknown).
+
+    A pinned name (name=version) always counts as missing, so apt itself checks the version."""
+    names = [names] if isinstance(names, str) else list(names)
+    if not isinstance(packages, dict) or not packages:
+        return names
+    return [name for name in names if "=" in name or name not in packages]
+
+
+def unit_settled(show, name, enabled=True, started=True):
+    """True when `systemctl show -p Id -p UnitFileState -p ActiveState UNIT...` output (or a
+    registered command result holding it) says unit name is enabled and, if started, active."""
+    if isinstance(show, dict):
+        if show.get("skipped") or show.get("failed") or show.get("rc", 0) != 0:
+            return False
+        show = show.get("stdout", "")
+    units = {}
+    for block in str(show).strip().split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if "Id" in fields:
+            units[fields["Id"]] = fields
+    unit = units.get(name)
+    if unit is None:
+        return False
+    return ((not enabled or unit.get("UnitFileState") == "enabled")
+            and (not started or unit.get("ActiveState") == "active"))
+
+
+class FilterModule:
+    """Compare desired state with one probe of the host."""
+
+    def filters(self):
+        return {
+            "file_differs": file_differs,
+            "dir_differs": dir_differs,
+            "find_spec": find_spec,
+            "packages_missing": packages_missing,
+            "unit_settled": unit_settled,
+        }
