@@ -1,0 +1,221 @@
+"""Backups and restore drills on a provisioned lab host, run as an operator runs them.
+
+Each test runs the real playbooks (backup.yml, restore_drill.yml) with ansible-playbook against
+the scenario's host and checks the host, the control node's off-host copies and the drill
+records. The tests run in file order: the first takes the backup the later ones drill.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+INVENTORY = EPHEMERAL / "inventory"
+SCENARIO = Path(os.environ["OPSPACK_SCENARIO_DIR"])
+SITE_DIR = "/var/backups/opspack/blog/postgresql"
+OFFHOST = EPHEMERAL / "backups" / "vps1" / "blog" / "postgresql"
+DRILLS = EPHEMERAL / "records" / "drills.jsonl"
+# The lab site's database password: a canary that no output, record or copy may ever hold.
+CANARY = "lab-canary-Pg-7f3a9c"
+
+
+def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
+    args = ["ansible-playbook", "-i", str(INVENTORY), str(PROJECT / "playbooks" / name),
+            "-e", f"@{PROJECT / 'inventories' / 'lab-site.yml'}", "-e", f"@{SCENARIO / 'site-checks.yml'}", *extra]
+    ran = subprocess.run(args, capture_output=True, text=True, check=False, cwd=PROJECT,
+                         env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+    # Every run, failing ones included (Ansible prints loop items on failure), keeps the secret.
+    assert CANARY not in ran.stdout + ran.stderr, f"the database password leaked in {name} {extra}"
+    return ran
+
+
+def sql(host, query: str, db: str = "blog") -> str:
+    return host.check_output(f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {db} -c {shlex.quote(query)}").strip()
+
+
+def listing(host) -> list[str]:
+    return sorted(host.check_output(f"ls -1 {SITE_DIR}").split())
+
+
+def manifests(host) -> list[dict]:
+    """Every manifest in the site's backup directory, read in one round trip."""
+    read_all = "import glob, json; print(json.dumps([json.load(open(p)) for p in sorted(glob.glob('%s/*.manifest.json'))]))"
+    return json.loads(host.check_output("python3 -c " + shlex.quote(read_all % SITE_DIR)))
+
+
+def latest(host) -> dict:
+    return max(manifests(host), key=lambda item: (item["ended_at"], item["backup_id"]))
+
+
+def last_drill() -> dict:
+    return json.loads(DRILLS.read_text().splitlines()[-1])
+
+
+def production_facts(host) -> dict:
+    return {"posts": sql(host, "SELECT count(*), md5(string_agg(p::text, ',' ORDER BY id)) FROM posts p"),
+            "accounts": sql(host, "SELECT count(*), sum(abalance) FROM pgbench_accounts"),
+            "databases": sql(host, "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database", "postgres")}
+
+
+def scratch_databases(host) -> str:
+    return sql(host, "SELECT count(*) FROM pg_database WHERE datname LIKE 'opspack\\_drill\\_%'", "postgres")
+
+
+def test_backup_then_drill_passes_and_is_recorded(host):
+    taken = playbook("backup.yml", "-vvvv")
+    assert taken.returncode == 0, taken.stdout[-3000:]
+    manifest = latest(host)
+    assert manifest["tables"]["public.pgbench_accounts"] == 100000
+    assert manifest["tables"]["public.posts"] == 500
+    assert set(manifest["checksums"]) == {"public.posts", "public.pgbench_branches", "public.pgbench_tellers"}
+    assert manifest["query"]["answer"] == [["100000", "0", "1"]]
+    assert manifest["server_version"].startswith("15.")
+    data = host.file(f"{SITE_DIR}/{manifest['file']}")
+    assert data.user == "postgres" and data.mode == 0o600
+    # The off-host copy on the control node is the same file, proven by its sha256.
+    copy = OFFHOST / manifest["file"]
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == manifest["sha256"]
+    assert json.loads((OFFHOST / f"{manifest['backup_id']}.manifest.json").read_text()) == manifest
+
+    drilled = playbook("restore_drill.yml")
+    assert drilled.returncode == 0, drilled.stdout[-3000:]
+    record = last_drill()
+    assert record["result"] == "pass" and record["backup_id"] == manifest["backup_id"], record
+    assert float(record["rto_seconds"]) > 0 and int(record["rpo_seconds"]) >= 0
+    assert record["reason"] == "all checks passed"
+    assert scratch_databases(host) == "0"
+
+
+def test_check_mode_takes_nothing(host):
+    before = listing(host)
+    dry = playbook("backup.yml", "--check")
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    assert listing(host) == before
+
+
+def test_a_flipped_byte_fails_the_drill_with_a_checksum_error_and_production_is_untouched(host):
+    before = production_facts(host)
+    manifest = latest(host)
+    path = f"{SITE_DIR}/{manifest['file']}"
+    host.check_output(
+        "python3 -c " + shlex.quote(
+            "import sys; f = open(sys.argv[1], 'r+b'); f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2]));"
+            " f.write(bytes([b[0] ^ 0x01])); f.close()") + f" {path} {manifest['size_bytes'] // 2}")
+    drilled = playbook("restore_drill.yml")
+    assert drilled.returncode != 0
+    assert "checksum error" in drilled.stdout
+    record = last_drill()
+    assert record["result"] == "fail" and "checksum error" in record["reason"], record
+    assert production_facts(host) == before
+    assert scratch_databases(host) == "0"
+
+
+def test_a_restore_whose_data_differs_from_the_manifest_fails_and_the_scratch_database_is_dropped(host):
+    """Prove the data, not the exit code: pg_restore succeeds, the row count does not match."""
+    taken = playbook("backup.yml")
+    assert taken.returncode == 0, taken.stdout[-3000:]
+    good = latest(host)
+    # A manifest that claims one more post than the dump holds (a backup that lost a row).
+    later = (datetime.datetime.strptime(good["ended_at"], "%Y-%m-%dT%H:%M:%SZ") + datetime.timedelta(seconds=1))
+    lying = dict(good, backup_id="blog-postgresql-" + later.strftime("%Y%m%dT%H%M%SZ"),
+                 ended_at=later.strftime("%Y-%m-%dT%H:%M:%SZ"), file=good["file"],
+                 tables=dict(good["tables"], **{"public.posts": 501}))
+    host.check_output("runuser -u postgres -- tee {}/{}.manifest.json >/dev/null <<'EOF'\n{}\nEOF".format(
+        SITE_DIR, lying["backup_id"], json.dumps(lying)))
+    try:
+        drilled = playbook("restore_drill.yml")
+        assert drilled.returncode != 0
+        record = last_drill()
+        assert record["backup_id"] == lying["backup_id"] and record["result"] == "fail"
+        assert "table public.posts has 500 rows, the backup had 501" in record["reason"], record
+        assert scratch_databases(host) == "0"
+    finally:
+        host.check_output(f"rm -f {SITE_DIR}/{lying['backup_id']}.manifest.json")
+
+
+def test_an_unknown_backup_id_is_refused_and_backups_stay(host):
+    before = listing(host)
+    drilled = playbook("restore_drill.yml", "-e", "restore_drill_backup_id=blog-postgresql-20000101T000000Z")
+    assert drilled.returncode != 0
+    assert "unknown backup id 'blog-postgresql-20000101T000000Z'" in drilled.stdout
+    assert listing(host) == before
+
+
+def test_an_unknown_site_is_refused_before_anything(host):
+    drilled = playbook("restore_drill.yml", "-e", '{"restore_drill_sites": ["nope"]}')
+    assert drilled.returncode != 0
+    assert "unknown site(s) nope" in drilled.stdout
+
+
+def test_a_full_backup_target_is_refused_and_backups_stay(host):
+    before = listing(host)
+    taken = playbook("backup.yml", "-e", "backup_min_free_mb=100000000")
+    assert taken.returncode != 0
+    assert "MiB free, this backup needs at least" in taken.stdout
+    assert listing(host) == before
+
+
+def test_an_off_host_target_that_cannot_be_written_is_refused_before_any_backup(host):
+    before = listing(host)
+    taken = playbook("backup.yml", "-e", "backup_offhost_dir=/etc/hostname/backups")
+    assert taken.returncode != 0
+    assert "cannot be written on the control node" in taken.stdout
+    assert listing(host) == before
+
+
+FABRICATE = r"""
+import datetime, hashlib, json, os, sys
+directory, days = sys.argv[1], int(sys.argv[2])
+now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+for day in range(1, days + 1):
+    for hour in (2, 14):
+        ended = (now - datetime.timedelta(days=day)).replace(hour=hour, minute=0, second=0)
+        backup_id = 'blog-postgresql-' + ended.strftime('%Y%m%dT%H%M%SZ')
+        data = b'fabricated ' + backup_id.encode()
+        with open(os.path.join(directory, backup_id + '.pgdump'), 'wb') as out:
+            out.write(data)
+        manifest = {'format': 1, 'backup_id': backup_id, 'site': 'blog', 'engine': 'postgresql',
+                    'file': backup_id + '.pgdump', 'sha256': hashlib.sha256(data).hexdigest(),
+                    'size_bytes': len(data), 'started_at': ended.strftime('%Y-%m-%dT%H:%M:%SZ'),
+                    'ended_at': ended.strftime('%Y-%m-%dT%H:%M:%SZ')}
+        with open(os.path.join(directory, backup_id + '.manifest.json'), 'w') as out:
+            json.dump(manifest, out)
+"""
+
+
+def test_retention_over_40_days_keeps_exactly_what_the_policy_keeps(host):
+    host.check_output(f"runuser -u postgres -- python3 -c {shlex.quote(FABRICATE)} {SITE_DIR} 40")
+    taken = playbook("backup.yml", "-e", "backup_keep_last=3", "-e", "backup_keep_daily_days=30")
+    assert taken.returncode == 0, taken.stdout[-3000:]
+    remaining = manifests(host)
+    ids = sorted(item["backup_id"] for item in remaining)
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    # Today's backups are real ones from this scenario: the newest of today is kept by both rules.
+    by_day: dict = {}
+    for item in remaining:
+        by_day.setdefault(item["ended_at"][:10], []).append(item["backup_id"])
+    assert len(by_day[today.isoformat()]) >= 1
+    # Days 1..29 back keep exactly their 14:00 backup (the newest of that day); older days nothing,
+    # except what keep_last holds (only today's backups are newer, so nothing from before).
+    for day in range(1, 41):
+        date = (today - datetime.timedelta(days=day)).isoformat()
+        expected = [f"blog-postgresql-{date.replace('-', '')}T140000Z"] if day < 30 else []
+        assert sorted(by_day.get(date, [])) == expected, (date, by_day.get(date))
+    # Every data file that stays has its manifest and vice versa.
+    files = listing(host)
+    assert sorted(name[: -len(".pgdump")] for name in files if name.endswith(".pgdump")) == ids
+
+
+def test_the_canary_secret_is_in_no_backup_record_or_copy(host):
+    for path in [DRILLS, *sorted(OFFHOST.glob("*.manifest.json"))]:
+        assert CANARY not in path.read_text(), path
+    assert "lab-canary" not in host.check_output(f"cat {SITE_DIR}/*.manifest.json")

@@ -1,0 +1,204 @@
+# Copyright: opspack developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Backup sets shared by every engine: ids, manifests, checksums, retention.
+
+A backup set in a backup directory is two files:
+
+  <id>.<suffix>         the data, written as <id>.<suffix>.partial and renamed when complete
+  <id>.manifest.json    written last, atomically; a data file without one is not a backup
+
+An engine (PostgreSQL today, see postgresql_backup.py; Neo4j's dump/load would be another)
+knows how to dump a consistent copy with facts that prove its content (row counts, content
+checksums, the answer to a site query) and how to load a copy and read the same facts back.
+Everything else (ids, manifests, checksums, retention, finding a backup) lives here, so a new
+engine is one class plus a thin module. docs/backups.md describes the interface.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import tempfile
+
+MANIFEST_SUFFIX = ".manifest.json"
+PARTIAL_SUFFIX = ".partial"
+MANIFEST_FORMAT = 1
+# <site>-<engine>-<UTC stamp>: sorts by time within a site and engine, and says what it is.
+BACKUP_ID = re.compile(r"^(?P<site>[a-z0-9][a-z0-9_-]*?)-(?P<engine>[a-z0-9]+)-(?P<stamp>\d{8}T\d{6}Z)$")
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+MANIFEST_REQUIRED = ("format", "backup_id", "site", "engine", "file", "sha256", "size_bytes", "started_at", "ended_at")
+
+
+class BackupError(Exception):
+    """A backup, drill or retention step cannot go on; the message says why, for an operator."""
+
+
+class ChecksumMismatch(BackupError):
+    """The data file is not the one its manifest describes."""
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def to_iso(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_iso(text: str) -> datetime.datetime:
+    try:
+        return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    except (TypeError, ValueError) as exc:
+        raise BackupError(f"{text!r} is not a UTC time such as 2026-11-23T04:00:00Z") from exc
+
+
+def new_backup_id(site: str, engine: str, moment: datetime.datetime) -> str:
+    backup_id = f"{site}-{engine}-{moment.astimezone(datetime.timezone.utc).strftime(STAMP_FORMAT)}"
+    if not BACKUP_ID.match(backup_id):
+        raise BackupError(f"site name {site!r} cannot name a backup (use lower-case letters, digits, - and _)")
+    return backup_id
+
+
+def sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: str, data: dict, mode: int = 0o640) -> None:
+    """Deterministic JSON (sorted keys, two-space indent, final newline) via temp file + rename."""
+    directory = os.path.dirname(path) or "."
+    handle, temp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            json.dump(data, out, indent=2, sort_keys=True)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def manifest_path(directory: str, backup_id: str) -> str:
+    return os.path.join(directory, backup_id + MANIFEST_SUFFIX)
+
+
+def read_manifest(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise BackupError(f"cannot read manifest {path}: {exc}") from exc
+    missing = [key for key in MANIFEST_REQUIRED if key not in manifest]
+    if not isinstance(manifest, dict) or missing:
+        raise BackupError(f"manifest {path} lacks {', '.join(missing) or 'everything'}")
+    return manifest
+
+
+def list_backups(directory: str, site: str | None = None, engine: str | None = None) -> list[dict]:
+    """Complete backups in directory (those with a readable manifest), oldest first.
+
+    Ordered by the time recorded in the manifest, then by id: never by file mtime."""
+    if not os.path.isdir(directory):
+        return []
+    found = []
+    for name in os.listdir(directory):
+        if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
+            continue
+        manifest = read_manifest(os.path.join(directory, name))
+        if (site is None or manifest["site"] == site) and (engine is None or manifest["engine"] == engine):
+            found.append(manifest)
+    return sorted(found, key=lambda item: (from_iso(item["ended_at"]), item["backup_id"]))
+
+
+def find_backup(directory: str, backup_id: str = "latest", site: str | None = None, engine: str | None = None) -> dict:
+    backups = list_backups(directory, site, engine)
+    if not backups:
+        raise BackupError(f"no backup of site {site or '(any)'} in {directory}")
+    if backup_id == "latest":
+        return backups[-1]
+    for manifest in backups:
+        if manifest["backup_id"] == backup_id:
+            return manifest
+    known = ", ".join(item["backup_id"] for item in backups[-5:])
+    raise BackupError(f"unknown backup id {backup_id!r} in {directory} (newest: {known})")
+
+
+def verify_checksum(directory: str, manifest: dict) -> str:
+    """Path of the data file, after proving its size and sha256 equal the manifest's."""
+    path = os.path.join(directory, os.path.basename(manifest["file"]))
+    if not os.path.isfile(path):
+        raise BackupError(f"backup {manifest['backup_id']}: data file {path} is missing")
+    size = os.path.getsize(path)
+    if size != manifest["size_bytes"]:
+        raise ChecksumMismatch(f"backup {manifest['backup_id']}: {path} has {size} bytes, the manifest says {manifest['size_bytes']}")
+    actual = sha256_file(path)
+    if actual != manifest["sha256"]:
+        raise ChecksumMismatch(f"backup {manifest['backup_id']}: checksum error: sha256 of {path} is {actual}, "
+                               f"the manifest says {manifest['sha256']}")
+    return path
+
+
+def retention_plan(manifests: list[dict], keep_last: int, keep_daily_days: int,
+                   now: datetime.datetime) -> tuple[list[str], list[str]]:
+    """Which backup ids to keep and which to delete.
+
+    Kept: the keep_last newest, and the newest backup of each UTC day within the last
+    keep_daily_days days (today included). Everything else is deleted. The newest backup is
+    always kept, whatever the numbers say."""
+    if keep_last < 1 or keep_daily_days < 0:
+        raise BackupError("retention needs keep_last >= 1 and keep_daily_days >= 0")
+    ordered = sorted(manifests, key=lambda item: (from_iso(item["ended_at"]), item["backup_id"]), reverse=True)
+    keep = {item["backup_id"] for item in ordered[:keep_last]}
+    oldest_day = (now.astimezone(datetime.timezone.utc) - datetime.timedelta(days=keep_daily_days - 1)).date()
+    days_seen = set()
+    for item in ordered:
+        day = from_iso(item["ended_at"]).date()
+        if keep_daily_days and day >= oldest_day and day not in days_seen:
+            days_seen.add(day)
+            keep.add(item["backup_id"])
+    kept = [item["backup_id"] for item in reversed(ordered) if item["backup_id"] in keep]
+    deleted = [item["backup_id"] for item in reversed(ordered) if item["backup_id"] not in keep]
+    return kept, deleted
+
+
+def delete_backup(directory: str, manifest: dict) -> None:
+    """Manifest first: a half-deleted backup is then an orphan file, never a broken backup."""
+    os.unlink(manifest_path(directory, manifest["backup_id"]))
+    data = os.path.join(directory, os.path.basename(manifest["file"]))
+    if os.path.exists(data):
+        os.unlink(data)
+
+
+def free_bytes(directory: str) -> int:
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize
+
+
+def check_target(directory: str, need_bytes: int) -> None:
+    """Refuse a backup directory that is missing, unwritable or too full, before writing to it."""
+    if not os.path.isdir(directory):
+        raise BackupError(f"backup target {directory} does not exist (the backup role creates it)")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise BackupError(f"backup target {directory} is not writable by {_user()}")
+    free = free_bytes(directory)
+    if free < need_bytes:
+        raise BackupError(f"backup target {directory} has {free // 1048576} MiB free, "
+                          f"this backup needs at least {need_bytes // 1048576} MiB")
+
+
+def _user() -> str:
+    try:
+        import pwd  # pylint: disable=import-outside-toplevel
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"

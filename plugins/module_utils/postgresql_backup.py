@@ -1,0 +1,211 @@
+# Copyright: opspack developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The PostgreSQL backup engine: a consistent pg_dump plus facts that prove its content.
+
+The facts (exact row counts of every table, a content checksum of each critical table, the
+answer to a site-defined query) are read in the very snapshot pg_dump dumps: one REPEATABLE
+READ transaction exports its snapshot, reads them, and stays open while
+`pg_dump --snapshot` runs. A drill reads the same facts from the restored copy and compares.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+try:
+    import psycopg2
+    from psycopg2 import extensions as pg_extensions
+    from psycopg2 import sql
+    HAS_PSYCOPG2 = True
+    PSYCOPG2_IMPORT_ERROR = None
+except ImportError as import_error:  # pragma: no cover - the postgresql role installs it
+    HAS_PSYCOPG2 = False
+    PSYCOPG2_IMPORT_ERROR = import_error
+
+from ansible_collections.opspack.platform.plugins.module_utils.backup import BackupError
+
+ENGINE = "postgresql"
+FILE_SUFFIX = ".pgdump"
+SCRATCH_PREFIX = "opspack_drill_"
+
+# Row text (and so the checksums) depends on these session settings: pin them in every session.
+SESSION_SETTINGS = (
+    "SET TIME ZONE 'UTC'",
+    "SET DateStyle = 'ISO, YMD'",
+    "SET IntervalStyle = 'postgres'",
+    "SET extra_float_digits = 3",
+    "SET bytea_output = 'hex'",
+)
+
+# Ordinary tables outside the system schemas that are not part of an extension.
+TABLES_SQL = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+# Order-independent and memory-flat: the sum of a 60-bit slice of each row's md5.
+CHECKSUM_SQL = "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)::text FROM {} AS t"
+
+SCRATCH_NAME = re.compile(r"^" + SCRATCH_PREFIX + r"[a-z0-9_]{1,40}$")
+
+
+def connection_argument_spec() -> dict:
+    """Options every opspack PostgreSQL module takes (see doc fragment postgresql_connection)."""
+    return {
+        "login_unix_socket": {"type": "path", "default": "/var/run/postgresql"},
+        "login_port": {"type": "int", "default": 5432},
+        "login_user": {"type": "str"},
+    }
+
+
+def connect(params: dict, database: str, autocommit: bool = False):
+    if not HAS_PSYCOPG2:
+        raise BackupError(f"psycopg2 is needed on the host (python3-psycopg2): {PSYCOPG2_IMPORT_ERROR}")
+    try:
+        conn = psycopg2.connect(dbname=database, host=params["login_unix_socket"], port=params["login_port"],
+                                user=params.get("login_user"), application_name="opspack")
+    except psycopg2.Error as exc:
+        raise BackupError(f"cannot connect to database {database}: {str(exc).strip()}") from exc
+    conn.autocommit = autocommit
+    return conn
+
+
+def libpq_args(params: dict) -> list[str]:
+    args = ["--host", params["login_unix_socket"], "--port", str(params["login_port"])]
+    if params.get("login_user"):
+        args += ["--username", params["login_user"]]
+    return args
+
+
+def qualified(name: str) -> tuple[str, str]:
+    schema, _, table = name.rpartition(".")
+    return schema or "public", table
+
+
+def read_facts(cursor, critical_tables: list[str], query: str | None, migrations_table: str | None) -> dict:
+    """Row counts, critical-table checksums, the site query's answer and the migration version."""
+    for statement in SESSION_SETTINGS:
+        cursor.execute(statement)
+    cursor.execute(TABLES_SQL)
+    tables = [f"{schema}.{name}" for schema, name in cursor.fetchall()]
+    facts = {"tables": {}, "checksums": {}, "query": None, "migration_version": None}
+    for table in tables:
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*qualified(table))))
+        facts["tables"][table] = cursor.fetchone()[0]
+    for name in critical_tables:
+        table = ".".join(qualified(name))
+        if table not in facts["tables"]:
+            raise BackupError(f"critical table {name} does not exist in this database")
+        cursor.execute(sql.SQL(CHECKSUM_SQL).format(sql.Identifier(*qualified(table))))
+        rows, total = cursor.fetchone()
+        facts["checksums"][table] = f"rows={rows} md5sum60={total}"
+    if query:
+        try:
+            cursor.execute(query)
+            answer = [[None if value is None else str(value) for value in row] for row in cursor.fetchall()]
+        except psycopg2.Error as exc:
+            raise BackupError(f"the site's drill query failed: {str(exc).strip()}") from exc
+        facts["query"] = {"sql": query, "answer": answer}
+    if migrations_table and ".".join(qualified(migrations_table)) in facts["tables"]:
+        cursor.execute(sql.SQL("SELECT max(version)::text FROM {}").format(sql.Identifier(*qualified(migrations_table))))
+        facts["migration_version"] = cursor.fetchone()[0]
+    return facts
+
+
+class SnapshotSession:
+    """A read-only REPEATABLE READ transaction whose snapshot pg_dump shares."""
+
+    def __init__(self, params: dict, database: str):
+        self.conn = connect(params, database)
+        self.conn.set_session(isolation_level=pg_extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+        self.cursor = self.conn.cursor()
+        self.cursor.execute("SELECT pg_export_snapshot(), current_setting('server_version'), pg_database_size(current_database())")
+        self.snapshot, self.server_version, self.database_bytes = self.cursor.fetchone()
+
+    def close(self) -> None:
+        try:
+            self.conn.rollback()
+        finally:
+            self.conn.close()
+
+
+def dump_command(params: dict, database: str, snapshot: str, path: str, compress: int | None) -> list[str]:
+    command = ["pg_dump", "--format=custom", f"--snapshot={snapshot}", f"--file={path}", *libpq_args(params)]
+    if compress is not None:
+        command.append(f"--compress={compress}")
+    return command + ["--dbname", database]
+
+
+def restore_command(params: dict, database: str, path: str, jobs: int) -> list[str]:
+    # --exit-on-error: a restore that hits any error stops and fails, never "succeeds" partially.
+    return ["pg_restore", "--exit-on-error", "--no-owner", "--no-privileges", f"--jobs={jobs}",
+            *libpq_args(params), "--dbname", database, path]
+
+
+def create_scratch(params: dict, name: str) -> None:
+    if not SCRATCH_NAME.match(name):
+        raise BackupError(f"refusing scratch database name {name!r}: drills only create {SCRATCH_PREFIX}* databases")
+    conn = connect(params, "postgres", autocommit=True)
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cursor.fetchone():
+            raise BackupError(f"scratch database {name} already exists; a drill never reuses a database")
+        cursor.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def drop_scratch(params: dict, name: str) -> None:
+    if not SCRATCH_NAME.match(name):
+        raise BackupError(f"refusing to drop {name!r}: drills only drop {SCRATCH_PREFIX}* databases")
+    conn = connect(params, "postgres", autocommit=True)
+    try:
+        conn.cursor().execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def scratch_facts(params: dict, name: str, manifest: dict) -> dict:
+    conn = connect(params, name)
+    try:
+        return read_facts(conn.cursor(), list(manifest.get("checksums", {})),
+                          (manifest.get("query") or {}).get("sql"), None)
+    finally:
+        conn.close()
+
+
+def compare_facts(expected: dict, restored: dict) -> list[str]:
+    """Every way the restored copy differs from the manifest, as lines for an operator."""
+    problems = []
+    for table, rows in sorted(expected.get("tables", {}).items()):
+        got = restored["tables"].get(table)
+        if got is None:
+            problems.append(f"table {table} is missing from the restored copy")
+        elif got != rows:
+            problems.append(f"table {table} has {got} rows, the backup had {rows}")
+    for table in sorted(set(restored["tables"]) - set(expected.get("tables", {}))):
+        problems.append(f"table {table} is in the restored copy but not in the manifest")
+    for table, checksum in sorted(expected.get("checksums", {}).items()):
+        if restored["checksums"].get(table) != checksum:
+            problems.append(f"content checksum of {table} is {restored['checksums'].get(table)}, the backup had {checksum}")
+    query = expected.get("query")
+    if query and (restored.get("query") or {}).get("answer") != query["answer"]:
+        problems.append(f"the site query answered {(restored.get('query') or {}).get('answer')}, "
+                        f"at backup time it answered {query['answer']}")
+    return problems
+
+
+def data_file(backup_id: str) -> str:
+    return backup_id + FILE_SUFFIX
+
+
+def remove_quietly(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)

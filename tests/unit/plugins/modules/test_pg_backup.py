@@ -1,0 +1,56 @@
+"""Unit tests for opspack.platform.pg_backup: what it decides before touching a database.
+
+Taking a real backup needs a server: tests/lab and the restore-drill Molecule scenario do that."""
+
+from __future__ import annotations
+
+import datetime
+
+from ansible_collections.opspack.platform.plugins.module_utils import backup
+from ansible_collections.opspack.platform.plugins.modules import pg_backup
+
+
+def seed(directory, days: int) -> list[str]:
+    now = backup.utc_now()
+    ids = []
+    for day in range(days, 0, -1):
+        ended = now - datetime.timedelta(days=day)
+        backup_id = backup.new_backup_id("blog", "postgresql", ended)
+        (directory / f"{backup_id}.pgdump").write_bytes(b"x")
+        backup.write_json_atomic(backup.manifest_path(str(directory), backup_id), {
+            "format": 1, "backup_id": backup_id, "site": "blog", "engine": "postgresql", "file": f"{backup_id}.pgdump",
+            "sha256": backup.sha256_file(str(directory / f"{backup_id}.pgdump")), "size_bytes": 1,
+            "started_at": backup.to_iso(ended), "ended_at": backup.to_iso(ended)})
+        ids.append(backup_id)
+    return ids
+
+
+def test_check_mode_reports_the_backup_and_what_retention_would_delete(run_module, tmp_path):
+    ids = seed(tmp_path, 40)
+    before = sorted(path.name for path in tmp_path.iterdir())
+    result = run_module("pg_backup", check_mode=True, site="blog", database="blog", backup_dir=str(tmp_path),
+                        keep_last=2, keep_daily_days=30)
+    assert not result.get("failed"), result
+    assert result["changed"] is False
+    assert result["backup_id"].startswith("blog-postgresql-")
+    # The new backup (today) plus the 29 newest days are kept; the 11 oldest would go.
+    assert result["deleted"] == ids[:11]
+    assert result["backup_id"] in result["kept"] and len(result["kept"]) == 30
+    assert sorted(path.name for path in tmp_path.iterdir()) == before
+
+
+def test_a_missing_backup_directory_is_a_clear_error(run_module, tmp_path):
+    result = run_module("pg_backup", check_mode=True, site="blog", database="blog", backup_dir=str(tmp_path / "nope"))
+    assert result["failed"] and "does not exist" in result["msg"]
+
+
+def test_a_bad_site_name_is_refused_before_anything(run_module, tmp_path):
+    result = run_module("pg_backup", site="Blog Site", database="blog", backup_dir=str(tmp_path))
+    assert result["failed"] and "cannot name a backup" in result["msg"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_argument_spec_shares_the_connection_options():
+    spec = pg_backup.argument_spec()
+    assert {"login_unix_socket", "login_port", "login_user"} <= set(spec)
+    assert spec["keep_daily_days"]["default"] == 30
