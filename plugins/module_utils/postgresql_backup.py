@@ -76,6 +76,21 @@ def connect(params: dict, database: str, autocommit: bool = False):
     return conn
 
 
+def query_rows(params: dict, database: str, query: str) -> list[list]:
+    """Rows of a read-only query as lists of strings; a failing query is a BackupError."""
+    conn = connect(params, database)
+    try:
+        cursor = conn.cursor()
+        for statement in SESSION_SETTINGS:
+            cursor.execute(statement)
+        cursor.execute(query)
+        return [[None if value is None else str(value) for value in row] for row in cursor.fetchall()]
+    except psycopg2.Error as exc:
+        raise BackupError(f"query failed in database {database}: {str(exc).strip()}") from exc
+    finally:
+        conn.close()
+
+
 def libpq_args(params: dict) -> list[str]:
     args = ["--host", params["login_unix_socket"], "--port", str(params["login_port"])]
     if params.get("login_user"):

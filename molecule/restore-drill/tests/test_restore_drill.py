@@ -219,3 +219,49 @@ def test_the_canary_secret_is_in_no_backup_record_or_copy(host):
     for path in [DRILLS, *sorted(OFFHOST.glob("*.manifest.json"))]:
         assert CANARY not in path.read_text(), path
     assert "lab-canary" not in host.check_output(f"cat {SITE_DIR}/*.manifest.json")
+
+
+def utc_stamp(host) -> str:
+    """The host's clock, as the PITR target format wants it (the drill runs on the host)."""
+    return host.check_output("date -u +%Y-%m-%dT%H:%M:%S.%NZ")
+
+
+def test_pitr_to_t1_has_the_t1_rows_and_not_the_t2_rows(host):
+    sql(host, "CREATE TABLE IF NOT EXISTS pitr_probe (label text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    sql(host, "INSERT INTO pitr_probe (label) VALUES ('t1-a'), ('t1-b')")
+    t1 = utc_stamp(host)
+    sql(host, "INSERT INTO pitr_probe (label) VALUES ('t2-a')")
+    before = production_facts(host)
+    query = SCENARIO / "pitr-query.yml"
+    drilled = playbook("restore_drill.yml", "-e", f"restore_drill_target_time={t1}", "-e", "restore_drill_pitr_database=blog",
+                       "-e", f"@{query}")
+    assert drilled.returncode == 0, drilled.stdout[-3000:]
+    assert "-> [['t1-a,t1-b']]" in drilled.stdout
+    record = last_drill()
+    assert record["operation"] == "pitr_drill" and record["result"] == "pass", record
+    assert record["recovery_stopped_before"] > record["target_time"].replace("Z", "")
+    assert record["backup_set_stopped_at"] <= record["target_time"]
+    # Production still has every row, and the scratch cluster is gone.
+    assert sql(host, "SELECT string_agg(label, ',' ORDER BY label) FROM pitr_probe") == "t1-a,t1-b,t2-a"
+    assert production_facts(host) == before
+    assert not host.file("/var/lib/postgresql/opspack-pitr-drill").exists
+
+
+def test_pitr_to_a_time_before_the_first_backup_is_refused(host):
+    drilled = playbook("restore_drill.yml", "-e", "restore_drill_target_time=2020-01-01T00:00:00Z")
+    assert drilled.returncode != 0
+    assert "target time 2020-01-01T00:00:00Z is before any backup can reach it: the first backup ended at" in drilled.stdout
+    assert not host.file("/var/lib/postgresql/opspack-pitr-drill").exists
+
+
+def test_a_failed_scheduled_backup_leaves_a_marker_and_a_good_one_clears_it(host):
+    marker = "/var/lib/opspack/backup-failed/pgbackrest-diff"
+    host.check_output("chmod 000 /var/lib/pgbackrest")
+    try:
+        assert host.run("systemctl start opspack-pgbackrest-diff.service").rc != 0
+    finally:
+        host.check_output("chmod 750 /var/lib/pgbackrest")
+    assert host.file(marker).exists
+    assert host.file(marker).content_string.startswith(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
+    assert host.run("systemctl start opspack-pgbackrest-diff.service").rc == 0
+    assert not host.file(marker).exists

@@ -1,0 +1,29 @@
+"""testinfra checks of the pgbackrest role: pinned and held, stanza checked, WAL archived, timers on."""
+
+import json
+
+
+def test_pgbackrest_is_pinned_and_held(host):
+    package = host.package("pgbackrest")
+    assert package.is_installed and package.version == "2.45-1"
+    assert "hold" in host.check_output("dpkg --get-selections pgbackrest")
+
+
+def test_the_stanza_is_healthy_with_a_full_backup(host):
+    info = json.loads(host.check_output("runuser -u postgres -- pgbackrest --stanza=main --output=json info"))
+    assert info[0]["status"]["code"] == 0, info[0]["status"]
+    assert any(item["type"] == "full" for item in info[0]["backup"])
+
+
+def test_wal_is_archived_by_pgbackrest(host):
+    command = host.check_output("runuser -u postgres -- psql -XAtq -c 'SHOW archive_command'")
+    assert command == "pgbackrest --stanza=main archive-push %p"
+    assert host.run("runuser -u postgres -- pgbackrest --stanza=main check").rc == 0
+
+
+def test_full_and_differential_backups_are_scheduled(host):
+    for kind in ("full", "diff"):
+        timer = host.service(f"opspack-pgbackrest-{kind}.timer")
+        assert timer.is_enabled and timer.is_running
+    config = host.file("/etc/pgbackrest.conf")
+    assert config.user == "root" and config.group == "postgres" and config.mode == 0o640

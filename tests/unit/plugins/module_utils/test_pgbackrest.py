@@ -1,0 +1,71 @@
+"""Unit tests for the PITR guards: which backup set can reach a target, and where recovery stopped."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+
+from ansible_collections.opspack.platform.plugins.module_utils import pgbackrest
+from ansible_collections.opspack.platform.plugins.module_utils.backup import BackupError
+
+UTC = datetime.timezone.utc
+
+
+def info(*stops: int) -> str:
+    """pgbackrest info --output=json with backups ending at the given epoch seconds."""
+    backups = [{"label": f"set{index}", "type": "full" if index == 0 else "diff",
+                "timestamp": {"start": stop - 5, "stop": stop}} for index, stop in enumerate(stops)]
+    return json.dumps([{"name": "main", "status": {"code": 0}, "backup": backups}])
+
+
+def at(epoch: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(epoch, UTC)
+
+
+def test_the_newest_set_that_ended_before_the_target_is_chosen():
+    sets = pgbackrest.backup_sets(info(1000, 2000, 3000), "main")
+    assert pgbackrest.choose_set(sets, at(2500))["label"] == "set1"
+    assert pgbackrest.choose_set(sets, at(2000))["label"] == "set1"
+    assert pgbackrest.choose_set(sets, at(9999))["label"] == "set2"
+
+
+def test_a_target_before_every_backup_is_refused_naming_the_first():
+    sets = pgbackrest.backup_sets(info(1000, 2000), "main")
+    with pytest.raises(BackupError, match="before any backup can reach it: the first backup ended at 1970-01-01T00:16:40Z"):
+        pgbackrest.choose_set(sets, at(999))
+    with pytest.raises(BackupError, match="holds no backup"):
+        pgbackrest.choose_set([], at(999))
+
+
+def test_an_unknown_stanza_is_a_clear_error():
+    with pytest.raises(BackupError, match="stanza other is not in the pgBackRest repository"):
+        pgbackrest.backup_sets(info(1000), "other")
+
+
+LOG = """2026-11-23 17:10:09.001 UTC [77] LOG:  starting point-in-time recovery to 2026-11-23 17:10:05+00
+2026-11-23 17:10:09.500 UTC [77] LOG:  recovery stopping before commit of transaction 812, time 2026-11-23 17:10:07.654321+00
+2026-11-23 17:10:09.600 UTC [77] LOG:  redo done at 0/3000148
+"""
+
+
+def test_recovery_stop_is_read_from_the_log():
+    stopped = pgbackrest.recovery_stop(LOG, datetime.datetime(2026, 11, 23, 17, 10, 5, tzinfo=UTC))
+    assert stopped == datetime.datetime(2026, 11, 23, 17, 10, 7, 654321, tzinfo=UTC)
+
+
+def test_a_log_without_proof_of_the_stop_fails():
+    with pytest.raises(BackupError, match="does not say where recovery stopped"):
+        pgbackrest.recovery_stop("LOG:  redo done at 0/3000148\n", datetime.datetime(2026, 11, 23, tzinfo=UTC))
+
+
+def test_recovery_that_did_not_reach_the_target_fails():
+    log = "FATAL:  recovery ended before configured recovery target was reached\n"
+    with pytest.raises(BackupError, match="before the target time was reached"):
+        pgbackrest.recovery_stop(log, datetime.datetime(2026, 11, 23, tzinfo=UTC))
+
+
+def test_a_stop_at_or_before_the_target_is_not_accepted():
+    with pytest.raises(BackupError, match="did not stop at the target"):
+        pgbackrest.recovery_stop(LOG, datetime.datetime(2026, 11, 23, 17, 10, 8, tzinfo=UTC))
