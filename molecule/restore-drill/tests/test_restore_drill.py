@@ -227,7 +227,8 @@ def utc_stamp(host) -> str:
 
 
 def test_pitr_to_t1_has_the_t1_rows_and_not_the_t2_rows(host):
-    sql(host, "CREATE TABLE IF NOT EXISTS pitr_probe (label text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
+    sql(host, "DROP TABLE IF EXISTS pitr_probe")
+    sql(host, "CREATE TABLE pitr_probe (label text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())")
     sql(host, "INSERT INTO pitr_probe (label) VALUES ('t1-a'), ('t1-b')")
     t1 = utc_stamp(host)
     sql(host, "INSERT INTO pitr_probe (label) VALUES ('t2-a')")
