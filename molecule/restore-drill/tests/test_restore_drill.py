@@ -30,7 +30,7 @@ CANARY = "lab-canary-Pg-7f3a9c"
 
 def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
     args = ["ansible-playbook", "-i", str(INVENTORY), str(PROJECT / "playbooks" / name),
-            "-e", f"@{PROJECT / 'inventories' / 'lab-site.yml'}", "-e", f"@{SCENARIO / 'site-checks.yml'}", *extra]
+            "-e", f"@{PROJECT / 'inventories' / 'lab-site.yml'}", "-e", f"@{SCENARIO / 'vars' / 'site-checks.yml'}", *extra]
     ran = subprocess.run(args, capture_output=True, text=True, check=False, cwd=PROJECT,
                          env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
     # Every run, failing ones included (Ansible prints loop items on failure), keeps the secret.
@@ -233,7 +233,7 @@ def test_pitr_to_t1_has_the_t1_rows_and_not_the_t2_rows(host):
     t1 = utc_stamp(host)
     sql(host, "INSERT INTO pitr_probe (label) VALUES ('t2-a')")
     before = production_facts(host)
-    query = SCENARIO / "pitr-query.yml"
+    query = SCENARIO / "vars" / "pitr-query.yml"
     drilled = playbook("restore_drill.yml", "-e", f"restore_drill_target_time={t1}", "-e", "restore_drill_pitr_database=blog",
                        "-e", f"@{query}")
     assert drilled.returncode == 0, drilled.stdout[-3000:]
