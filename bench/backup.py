@@ -1,0 +1,115 @@
+"""Benchmark: backup throughput and restore-drill time against plain pg_dump / pg_restore.
+
+On one fresh lab host, provisioned, with pgbench tables at scale 50 (5 million accounts) in the
+lab site's database, it measures in the same run:
+
+- baseline: plain `pg_dump --format=custom` of that database, timed on the host;
+- opspack.platform.pg_backup of the same database (row counts of every table, a row-by-row
+  checksum of pgbench_accounts, branches and tellers, sha256, manifest), timed from the
+  control node around the whole module run;
+- baseline: plain `pg_restore --jobs=2` of that dump into an empty database, timed on the host;
+- opspack.platform.restore_drill of the backup (sha256 check, restore with the same jobs, every
+  fact proven again, scratch database dropped), timed from the control node.
+
+Goals from issue 4: backup throughput at least 0.9 of plain pg_dump's; drill time at most 1.25
+of a plain pg_restore (the difference is the verification). Speed goals live here, never in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = "bench-backup"
+BASE_PORT = int(os.environ.get("OPSPACK_BENCH_BACKUP_BASE_PORT", "26100"))
+SCALE = int(os.environ.get("OPSPACK_BENCH_SCALE", "50"))
+BACKUP_DIR = "/var/backups/opspack/blog/postgresql"
+THROUGHPUT_GOAL = 0.9
+DRILL_GOAL = 1.25
+
+
+def run(args: list[str], env: dict) -> str:
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"bench: {' '.join(args[:3])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+class Host:
+    """The bench host, reached as the operator with sudo, as after provisioning."""
+
+    def __init__(self, lab_dir: Path, env: dict):
+        self.lab_dir, self.env = lab_dir, env
+        self.inventory = ["-i", str(lab_dir / "hosts.yml"), "-e", "ansible_user=ops", "--become"]
+
+    def shell_as_postgres(self, command: str) -> str:
+        return run(["ansible", "vps1", *self.inventory, "--become-user", "postgres", "-m", "ansible.builtin.command",
+                    "-a", f"bash -c {shlex.quote(command)}", "-o"], self.env).split("(stdout)", 1)[-1].strip()
+
+    def timed_on_host(self, command: str) -> float:
+        """Seconds a command takes on the host itself (no SSH or Ansible in the figure)."""
+        timer = f"s=$(date +%s.%N); {command} >/dev/null; e=$(date +%s.%N); python3 -c \"print($e - $s)\""
+        return float(self.shell_as_postgres(timer).split()[-1])
+
+    def module(self, name: str, args: dict) -> tuple[float, dict]:
+        started = time.monotonic()
+        out = run(["ansible", "vps1", *self.inventory, "--become-user", "postgres", "-m", f"opspack.platform.{name}",
+                   "-a", json.dumps(args)], dict(self.env, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json"))
+        elapsed = time.monotonic() - started
+        result = json.loads(out)["plays"][0]["tasks"][0]["hosts"]["vps1"]
+        if result.get("failed"):
+            sys.exit(f"bench: {name} failed: {result.get('msg')}")
+        return elapsed, result
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="opspack-bench-") as scratch:
+        lab_dir = Path(scratch) / "lab"
+        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+        subprocess.run(["opspack", "lab", "up", "--name", LAB, "--dir", str(lab_dir), "--hosts", "1",
+                        "--base-port", str(BASE_PORT)], check=True, cwd=ROOT)
+        try:
+            key = (lab_dir / "id_ed25519.pub").read_text().strip()
+            extra = Path(scratch) / "vars.yml"
+            extra.write_text(f"access_operator_user: ops\naccess_operator_ssh_keys: [{key!r}]\n")
+            print("bench: provisioning the host", flush=True)
+            run(["ansible-playbook", "-i", str(lab_dir / "hosts.yml"), "playbooks/provision.yml",
+                 "-e", "@inventories/lab-site.yml", "-e", f"@{extra}"], env)
+            host = Host(lab_dir, env)
+            print(f"bench: loading pgbench at scale {SCALE}", flush=True)
+            host.shell_as_postgres(f"pgbench --initialize --scale={SCALE} --quiet --host=/var/run/postgresql blog")
+            size = host.shell_as_postgres("psql -XAtq -d blog -c 'SELECT pg_database_size(current_database())'")
+            print(f"bench: database size {int(size) / 1048576:.0f} MiB", flush=True)
+
+            plain_dump = host.timed_on_host(f"pg_dump --format=custom --file={BACKUP_DIR}/plain.pgdump blog")
+            ours_dump, taken = host.module("pg_backup", {
+                "site": "blog", "database": "blog", "backup_dir": BACKUP_DIR,
+                "critical_tables": ["pgbench_accounts", "pgbench_branches", "pgbench_tellers"],
+                "drill_query": "SELECT count(*), sum(abalance) FROM pgbench_accounts"})
+            plain_restore = host.timed_on_host(
+                f"createdb plain_restore && pg_restore --jobs=2 --exit-on-error --no-owner --no-privileges "
+                f"--dbname=plain_restore {BACKUP_DIR}/plain.pgdump && dropdb plain_restore")
+            ours_drill, drilled = host.module("restore_drill", {"site": "blog", "backup_dir": BACKUP_DIR, "jobs": 2})
+        finally:
+            subprocess.run(["opspack", "lab", "down", "--name", LAB, "--dir", str(lab_dir)], check=False, cwd=ROOT)
+    throughput = plain_dump / ours_dump
+    drill_ratio = ours_drill / plain_restore
+    print(f"database: pgbench scale {SCALE}, {int(size) / 1048576:.0f} MiB; backup file {taken['size_bytes'] / 1048576:.0f} MiB")
+    print(f"plain pg_dump -Fc (on the host):          {plain_dump:6.1f} s")
+    print(f"opspack pg_backup (whole module run):     {ours_dump:6.1f} s  throughput = {throughput:4.2f} x pg_dump's"
+          f"  (goal >= {THROUGHPUT_GOAL}: {'met' if throughput >= THROUGHPUT_GOAL else 'NOT met'})")
+    print(f"plain pg_restore -j2 (on the host):       {plain_restore:6.1f} s")
+    print(f"opspack restore_drill (whole module run): {ours_drill:6.1f} s  = {drill_ratio:4.2f} x pg_restore"
+          f"  (goal <= {DRILL_GOAL}: {'met' if drill_ratio <= DRILL_GOAL else 'NOT met'}); RTO {drilled['rto_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
