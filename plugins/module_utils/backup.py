@@ -149,16 +149,17 @@ def verify_checksum(directory: str, manifest: dict) -> str:
 
 
 def retention_plan(manifests: list[dict], keep_last: int, keep_daily_days: int,
-                   now: datetime.datetime) -> tuple[list[str], list[str]]:
+                   now: datetime.datetime, always_keep: tuple = ()) -> tuple[list[str], list[str]]:
     """Which backup ids to keep and which to delete.
 
     Kept: the keep_last newest, and the newest backup of each UTC day within the last
-    keep_daily_days days (today included). Everything else is deleted. The newest backup is
-    always kept, whatever the numbers say."""
+    keep_daily_days days (today included), and every id in always_keep (the backup just taken:
+    a manifest dated in the future, from a clock that stepped back, must not push it out).
+    Everything else is deleted. The newest backup is always kept, whatever the numbers say."""
     if keep_last < 1 or keep_daily_days < 0:
         raise BackupError("retention needs keep_last >= 1 and keep_daily_days >= 0")
     ordered = sorted(manifests, key=lambda item: (from_iso(item["ended_at"]), item["backup_id"]), reverse=True)
-    keep = {item["backup_id"] for item in ordered[:keep_last]}
+    keep = {item["backup_id"] for item in ordered[:keep_last]} | set(always_keep)
     oldest_day = (now.astimezone(datetime.timezone.utc) - datetime.timedelta(days=keep_daily_days - 1)).date()
     days_seen = set()
     for item in ordered:
@@ -171,12 +172,30 @@ def retention_plan(manifests: list[dict], keep_last: int, keep_daily_days: int,
     return kept, deleted
 
 
-def delete_backup(directory: str, manifest: dict) -> None:
-    """Manifest first: a half-deleted backup is then an orphan file, never a broken backup."""
-    os.unlink(manifest_path(directory, manifest["backup_id"]))
-    data = os.path.join(directory, os.path.basename(manifest["file"]))
+def delete_backup(directory: str, manifest: dict, kept_manifests: list[dict]) -> None:
+    """Delete one backup set: its manifest first (a half-deleted backup is then an orphan file,
+    never a broken backup), then its data file, but only a data file named after this backup
+    and named by no kept manifest (a copied or hand-edited manifest must not take a kept
+    backup's data with it)."""
+    own_manifest = manifest_path(directory, manifest["backup_id"])
+    if os.path.exists(own_manifest):
+        os.unlink(own_manifest)
+    data_name = os.path.basename(manifest["file"])
+    if not data_name.startswith(manifest["backup_id"] + "."):
+        return
+    if any(os.path.basename(kept["file"]) == data_name for kept in kept_manifests):
+        return
+    data = os.path.join(directory, data_name)
     if os.path.exists(data):
         os.unlink(data)
+
+
+def reserve(path: str) -> None:
+    """Create path exclusively: two runs that picked the same backup id cannot both write it."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError as exc:
+        raise BackupError(f"{path} exists: another backup with this id is running; run again in a second") from exc
 
 
 def free_bytes(directory: str) -> int:

@@ -41,7 +41,7 @@ def backup_sets(info_json: str, stanza: str) -> list[dict]:
         raise BackupError(f"cannot read pgbackrest info: {exc}") from exc
     for entry in stanzas:
         if entry.get("name") == stanza:
-            sets = [{"label": item["label"], "type": item["type"],
+            sets = [{"label": item["label"], "type": item["type"], "size": item.get("info", {}).get("size", 0),
                      "start": datetime.datetime.fromtimestamp(item["timestamp"]["start"], datetime.timezone.utc),
                      "stop": datetime.datetime.fromtimestamp(item["timestamp"]["stop"], datetime.timezone.utc)}
                     for item in entry.get("backup", [])]
@@ -50,8 +50,11 @@ def backup_sets(info_json: str, stanza: str) -> list[dict]:
 
 
 def choose_set(sets: list[dict], target: datetime.datetime) -> dict:
-    """The newest backup set that ended at or before target: the only ones that can stop there."""
-    usable = [item for item in sets if item["stop"] <= target]
+    """The newest backup set that ended before target: the only ones that can stop there.
+
+    pgBackRest records stop times in whole seconds, so a set counts only when it ended a
+    full second before the target."""
+    usable = [item for item in sets if item["stop"] + datetime.timedelta(seconds=1) <= target]
     if not usable:
         first = f"the first backup ended at {to_iso(sets[0]['stop'])}" if sets else "the repository holds no backup"
         raise BackupError(f"target time {to_iso(target)} is before any backup can reach it: {first}")

@@ -203,19 +203,34 @@ def take_backup(module: AnsibleModule, backup_id: str, started) -> dict:
     clock = time.monotonic()
     try:
         backup.check_target(directory, max(params["min_free_mb"] * 1048576, session.database_bytes // 2))
+        # Another run's file with this name is theirs: refuse before writing, and leave it alone.
+        backup.reserve(partial)
+    except BaseException:
+        session.close()
+        raise
+    try:
         facts = engine.read_facts(session.cursor, params["critical_tables"], params["drill_query"],
                                   None if params["migration_version"] else params["migrations_table"])
         command = engine.dump_command(params, params["database"], session.snapshot, partial, params["compress"])
         rc, _out, err = module.run_command(command)
         if rc != 0:
             raise backup.BackupError(f"pg_dump failed (exit {rc}): {err.strip()[-2000:]}")
+        os.replace(partial, data_path)
+        manifest = build_manifest(params, backup_id, started, data_path, session, facts)
+        backup.write_json_atomic(backup.manifest_path(directory, backup_id), manifest, mode=0o600)
     except BaseException:
+        # No manifest, no backup: never leave a data file that retention would not know.
         engine.remove_quietly(partial)
+        engine.remove_quietly(data_path)
         raise
     finally:
         session.close()
-    os.replace(partial, data_path)
-    manifest = {
+    return {"manifest": manifest, "sha256": manifest["sha256"], "size_bytes": manifest["size_bytes"],
+            "duration_seconds": round(time.monotonic() - clock, 3)}
+
+
+def build_manifest(params: dict, backup_id: str, started, data_path: str, session, facts: dict) -> dict:
+    return {
         "format": backup.MANIFEST_FORMAT,
         "backup_id": backup_id,
         "site": params["site"],
@@ -228,15 +243,13 @@ def take_backup(module: AnsibleModule, backup_id: str, started) -> dict:
         "started_at": backup.to_iso(started),
         "ended_at": backup.to_iso(backup.utc_now()),
         "server_version": session.server_version,
+        "database_bytes": session.database_bytes,
         "release": params["release"],
         "migration_version": params["migration_version"] or facts["migration_version"],
         "tables": facts["tables"],
         "checksums": facts["checksums"],
         "query": facts["query"],
     }
-    backup.write_json_atomic(backup.manifest_path(directory, backup_id), manifest, mode=0o600)
-    return {"manifest": manifest, "sha256": manifest["sha256"], "size_bytes": manifest["size_bytes"],
-            "duration_seconds": round(time.monotonic() - clock, 3)}
 
 
 def main() -> None:
@@ -262,15 +275,16 @@ def main() -> None:
             result["changed"] = True
             planned = backup.list_backups(directory, params["site"], engine.ENGINE)
         result["kept"], result["deleted"] = backup.retention_plan(
-            planned, params["keep_last"], params["keep_daily_days"], started)
+            planned, params["keep_last"], params["keep_daily_days"], started, always_keep=(backup_id,))
         if params["prune"] and result["deleted"] and not module.check_mode:
             by_id = {item["backup_id"]: item for item in planned}
+            kept = [by_id[kept_id] for kept_id in result["kept"]]
             for backup_id_to_delete in result["deleted"]:
-                backup.delete_backup(directory, by_id[backup_id_to_delete])
+                backup.delete_backup(directory, by_id[backup_id_to_delete], kept)
         if not params["prune"]:
             result["deleted"] = []
-    except backup.BackupError as exc:
-        module.fail_json(msg=str(exc), **result)
+    except (backup.BackupError, OSError, *engine.DATABASE_ERRORS) as exc:
+        module.fail_json(msg=engine.describe_error(exc), **result)
     module.exit_json(**result)
 
 

@@ -182,8 +182,7 @@ class ScratchCluster:
             return
         if not os.path.exists(os.path.join(self.root, MARKER)):
             raise backup.BackupError(f"scratch_dir {self.root} exists and is not an opspack drill's: refusing to touch it")
-        self.stop()
-        shutil.rmtree(self.root)
+        self.remove()
 
     def create(self) -> None:
         os.makedirs(self.directory, mode=0o700)
@@ -215,7 +214,7 @@ class ScratchCluster:
                         return
                 finally:
                     conn.close()
-            except backup.BackupError:
+            except (backup.BackupError, *engine.DATABASE_ERRORS):
                 if self.stopped():
                     raise backup.BackupError(f"the scratch cluster stopped during recovery: {self.log_tail()}") from None
             if time.monotonic() > deadline:
@@ -227,8 +226,16 @@ class ScratchCluster:
         return rc != 0
 
     def stop(self) -> None:
-        if os.path.exists(os.path.join(self.directory, "postmaster.pid")):
-            self.module.run_command([self.pg_ctl, "-D", self.directory, "-m", "immediate", "-w", "stop"])
+        """Stop the scratch server; a server that will not stop keeps its directory and fails the drill."""
+        if not os.path.exists(os.path.join(self.directory, "postmaster.pid")):
+            return
+        rc, _out, err = self.module.run_command([self.pg_ctl, "-D", self.directory, "-m", "immediate", "-w", "stop"])
+        if rc != 0 and not self.stopped():
+            raise backup.BackupError(f"the scratch cluster in {self.root} did not stop: {err.strip()}")
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root)
 
     def log_text(self) -> str:
         try:
@@ -269,6 +276,12 @@ def drill(module: AnsibleModule, result: dict, clock: float) -> None:
     pgbackrest_run(module, "check")
     cluster = ScratchCluster(module)
     cluster.clear()
+    # The scratch cluster lands beside production: refuse one that could fill its disk.
+    parent = os.path.dirname(cluster.root.rstrip("/")) or "/"
+    free = backup.free_bytes(parent)
+    if chosen["size"] and free < 2 * chosen["size"]:
+        raise backup.BackupError(f"{parent} has {free // 1048576} MiB free; recovering this cluster there "
+                                 f"needs {2 * chosen['size'] // 1048576} MiB")
     cluster.create()
     try:
         pgbackrest_run(module, f"--pg1-path={cluster.directory}", f"--set={chosen['label']}", "--type=time",
@@ -282,8 +295,7 @@ def drill(module: AnsibleModule, result: dict, clock: float) -> None:
         if params["query"]:
             result["answer"] = cluster.query(params["database"], params["query"])
     finally:
-        cluster.stop()
-        shutil.rmtree(cluster.root, ignore_errors=True)
+        cluster.remove()
     result.update(passed=True, reason="recovery stopped at the target", rto_seconds=round(time.monotonic() - clock, 3))
 
 
@@ -305,9 +317,10 @@ def main() -> None:
     result = {"changed": False, "passed": False, "reason": "", "target_time": module.params["target_time"], "rto_seconds": 0.0}
     try:
         drill(module, result, clock)
-    except backup.BackupError as exc:
-        result.update(passed=False, reason=str(exc), rto_seconds=round(time.monotonic() - clock, 3))
-        module.fail_json(msg=f"PITR drill failed: {exc}", **result)
+    except (backup.BackupError, OSError, *engine.DATABASE_ERRORS) as exc:
+        reason = engine.describe_error(exc)
+        result.update(passed=False, reason=reason, rto_seconds=round(time.monotonic() - clock, 3))
+        module.fail_json(msg=f"PITR drill failed: {reason}", **result)
     module.exit_json(**result)
 
 

@@ -17,8 +17,11 @@ description:
     answer to the site's drill query must equal what the manifest recorded at backup time.
   - Measures the recovery time (RTO, from start to verified) and the recovery point (RPO,
     the backup's age when the drill started).
-  - The scratch database (always named C(opspack_drill_*)) is dropped afterwards, also when
-    the drill fails. The drill never writes to any other database.
+  - The scratch database (always named C(opspack_drill_<site>_<time>)) is dropped afterwards,
+    also when the drill fails; leftovers of a killed drill of the same site are dropped first.
+    The drill never writes to any other database, reads the restored copy in read-only
+    sessions, and refuses to start when the data directory has less free space than twice the
+    database's size at backup time.
   - A failed drill fails the task with the reason and still returns every field below, so a
     playbook can record the failure.
   - In check mode the backup is chosen and its checksum verified; nothing is restored.
@@ -119,6 +122,11 @@ scratch_removed:
   description: Whether the scratch database is gone again.
   returned: when a restore was attempted
   type: bool
+leftovers_dropped:
+  description: Scratch databases of this site that a killed drill had left, dropped before this drill.
+  returned: when a restore was attempted
+  type: list
+  elements: str
 """
 
 import time
@@ -145,7 +153,17 @@ def drill(module: AnsibleModule, result: dict, clock: float) -> None:
         result["reason"] = "check mode: backup found and its checksum verified; nothing restored"
         result["passed"] = True
         return
-    scratch = f"{engine.SCRATCH_PREFIX}{manifest['site'].replace('-', '_')}_{int(time.time())}"[:63]
+    # A drill that was killed could not drop its scratch database: drop it now.
+    result["leftovers_dropped"] = engine.leftover_scratch(params, manifest["site"])
+    for leftover in result["leftovers_dropped"]:
+        engine.drop_scratch(params, leftover)
+    # The restore lands beside production: refuse one that could fill its disk.
+    data_directory, free = engine.data_directory_free(params)
+    need = int(manifest.get("database_bytes") or manifest["size_bytes"] * 4) * 2
+    if free < need:
+        raise backup.BackupError(f"{data_directory} has {free // 1048576} MiB free; restoring this backup "
+                                 f"beside production needs {need // 1048576} MiB")
+    scratch = f"{engine.scratch_prefix(manifest['site'])}{int(time.time())}"
     result["scratch_database"] = scratch
     engine.create_scratch(module.params, scratch)
     result["scratch_removed"] = False
@@ -158,10 +176,21 @@ def drill(module: AnsibleModule, result: dict, clock: float) -> None:
             raise backup.BackupError("the restored data differs from the backup: " + "; ".join(problems))
     finally:
         if not params["keep_scratch"]:
-            engine.drop_scratch(params, scratch)
-            result["scratch_removed"] = True
+            remove_scratch(params, scratch, result)
+    if result.get("scratch_error"):
+        raise backup.BackupError(result["scratch_error"])
     result["rto_seconds"] = round(time.monotonic() - clock, 3)
     result.update(passed=True, reason="all checks passed")
+
+
+def remove_scratch(params: dict, scratch: str, result: dict) -> None:
+    """Drop the scratch database. A failure is noted, never raised here, so that it cannot hide
+    the drill's own error; the drill fails on it either way."""
+    try:
+        engine.drop_scratch(params, scratch)
+        result["scratch_removed"] = True
+    except (backup.BackupError, *engine.DATABASE_ERRORS) as exc:
+        result["scratch_error"] = f"scratch database {scratch} could not be dropped: {engine.describe_error(exc)}"
 
 
 def main() -> None:
@@ -179,10 +208,12 @@ def main() -> None:
               "started_at": backup.to_iso(backup.utc_now()), "rto_seconds": 0.0}
     try:
         drill(module, result, clock)
-    except backup.BackupError as exc:
-        result["rto_seconds"] = round(time.monotonic() - clock, 3)
-        result.update(passed=False, reason=str(exc))
-        module.fail_json(msg=f"restore drill failed: {exc}", **result)
+    except (backup.BackupError, OSError, *engine.DATABASE_ERRORS) as exc:
+        reason = engine.describe_error(exc)
+        if result.get("scratch_error") and result["scratch_error"] not in reason:
+            reason += f"; {result['scratch_error']}"
+        result.update(passed=False, reason=reason, rto_seconds=round(time.monotonic() - clock, 3))
+        module.fail_json(msg=f"restore drill failed: {reason}", **result)
     # A drill creates and drops a scratch database but leaves the host as it found it.
     module.exit_json(**result)
 

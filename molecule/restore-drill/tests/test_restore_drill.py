@@ -95,10 +95,11 @@ def test_backup_then_drill_passes_and_is_recorded(host):
     assert scratch_databases(host) == "0"
 
 
-def test_check_mode_takes_nothing(host):
+def test_check_mode_says_what_it_would_take_and_takes_nothing(host):
     before = listing(host)
-    dry = playbook("backup.yml", "--check")
+    dry = playbook("backup.yml", "--check", "-v")
     assert dry.returncode == 0, dry.stdout[-3000:]
+    assert '"backup_id": "blog-postgresql-' in dry.stdout and '"deleted": []' in dry.stdout
     assert listing(host) == before
 
 
@@ -144,7 +145,8 @@ def test_a_restore_whose_data_differs_from_the_manifest_fails_and_the_scratch_da
 
 def test_an_unknown_backup_id_is_refused_and_backups_stay(host):
     before = listing(host)
-    drilled = playbook("restore_drill.yml", "-e", "restore_drill_backup_id=blog-postgresql-20000101T000000Z")
+    # At -vvvv: a failing run prints the most, and still no secret (checked in playbook()).
+    drilled = playbook("restore_drill.yml", "-vvvv", "-e", "restore_drill_backup_id=blog-postgresql-20000101T000000Z")
     assert drilled.returncode != 0
     assert "unknown backup id 'blog-postgresql-20000101T000000Z'" in drilled.stdout
     assert listing(host) == before
@@ -158,7 +160,7 @@ def test_an_unknown_site_is_refused_before_anything(host):
 
 def test_a_full_backup_target_is_refused_and_backups_stay(host):
     before = listing(host)
-    taken = playbook("backup.yml", "-e", "backup_min_free_mb=100000000")
+    taken = playbook("backup.yml", "-vvvv", "-e", "backup_min_free_mb=100000000")
     assert taken.returncode != 0
     assert "MiB free, this backup needs at least" in taken.stdout
     assert listing(host) == before
@@ -232,6 +234,10 @@ def test_pitr_to_t1_has_the_t1_rows_and_not_the_t2_rows(host):
     sql(host, "INSERT INTO pitr_probe (label) VALUES ('t1-a'), ('t1-b')")
     t1 = utc_stamp(host)
     sql(host, "INSERT INTO pitr_probe (label) VALUES ('t2-a')")
+    # The trap: a backup that ends after the target cannot stop there. The drill must not pick it.
+    host.check_output("runuser -u postgres -- pgbackrest --stanza=main --type=diff backup")
+    sets = json.loads(host.check_output("runuser -u postgres -- pgbackrest --stanza=main --output=json info"))[0]["backup"]
+    after_t2 = sets[-1]["label"]
     before = production_facts(host)
     query = SCENARIO / "vars" / "pitr-query.yml"
     drilled = playbook("restore_drill.yml", "-e", f"restore_drill_target_time={t1}", "-e", "restore_drill_pitr_database=blog",
@@ -240,8 +246,10 @@ def test_pitr_to_t1_has_the_t1_rows_and_not_the_t2_rows(host):
     assert "-> [['t1-a,t1-b']]" in drilled.stdout
     record = last_drill()
     assert record["operation"] == "pitr_drill" and record["result"] == "pass", record
-    assert record["recovery_stopped_before"] > record["target_time"].replace("Z", "")
-    assert record["backup_set_stopped_at"] <= record["target_time"]
+    assert record["backup_set"] != after_t2
+    target = datetime.datetime.fromisoformat(record["target_time"].replace("Z", "+00:00"))
+    assert datetime.datetime.fromisoformat(record["recovery_stopped_before"]) > target
+    assert datetime.datetime.fromisoformat(record["backup_set_stopped_at"].replace("Z", "+00:00")) < target
     # Production still has every row, and the scratch cluster is gone.
     assert sql(host, "SELECT string_agg(label, ',' ORDER BY label) FROM pitr_probe") == "t1-a,t1-b,t2-a"
     assert production_facts(host) == before

@@ -27,7 +27,9 @@ def at(epoch: int) -> datetime.datetime:
 def test_the_newest_set_that_ended_before_the_target_is_chosen():
     sets = pgbackrest.backup_sets(info(1000, 2000, 3000), "main")
     assert pgbackrest.choose_set(sets, at(2500))["label"] == "set1"
-    assert pgbackrest.choose_set(sets, at(2000))["label"] == "set1"
+    assert pgbackrest.choose_set(sets, at(2001))["label"] == "set1"
+    # Stop times are whole seconds: a set that ended within the target's second cannot be trusted.
+    assert pgbackrest.choose_set(sets, at(2000))["label"] == "set0"
     assert pgbackrest.choose_set(sets, at(9999))["label"] == "set2"
 
 
