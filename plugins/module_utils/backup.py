@@ -22,6 +22,7 @@ import json
 import os
 import re
 import tempfile
+import time
 
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
@@ -172,22 +173,26 @@ def retention_plan(manifests: list[dict], keep_last: int, keep_daily_days: int,
     return kept, deleted
 
 
-def delete_backup(directory: str, manifest: dict, kept_manifests: list[dict]) -> None:
+def delete_backup(directory: str, manifest: dict, kept_manifests: list[dict]) -> list[str]:
     """Delete one backup set: its manifest first (a half-deleted backup is then an orphan file,
     never a broken backup), then its data file, but only a data file named after this backup
     and named by no kept manifest (a copied or hand-edited manifest must not take a kept
     backup's data with it)."""
+    deleted = []
     own_manifest = manifest_path(directory, manifest["backup_id"])
     if os.path.exists(own_manifest):
         os.unlink(own_manifest)
+        deleted.append(os.path.basename(own_manifest))
     data_name = os.path.basename(manifest["file"])
     if not data_name.startswith(manifest["backup_id"] + "."):
-        return
+        return deleted
     if any(os.path.basename(kept["file"]) == data_name for kept in kept_manifests):
-        return
+        return deleted
     data = os.path.join(directory, data_name)
     if os.path.exists(data):
         os.unlink(data)
+        deleted.append(data_name)
+    return deleted
 
 
 def reserve(path: str) -> None:
@@ -221,3 +226,77 @@ def _user() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, KeyError):
         return f"uid {os.geteuid()}"
+
+
+def retention_argument_spec() -> dict:
+    """Options every engine's backup module takes (see doc fragment backup_retention)."""
+    return {
+        "site": {"type": "str", "required": True},
+        "backup_dir": {"type": "path", "required": True},
+        "keep_last": {"type": "int", "default": 7},
+        "keep_daily_days": {"type": "int", "default": 30},
+        "prune": {"type": "bool", "default": True},
+        "min_free_mb": {"type": "int", "default": 0},
+    }
+
+
+def run_backup(module, engine: str, suffix: str, dump, describe=str, errors: tuple = ()) -> None:
+    """The flow every engine's backup module shares, ending in exit_json or fail_json.
+
+    dump(partial_path) writes the data to partial_path (which exists, empty and reserved for this
+    run) and returns the engine's own manifest fields. Around it: the id, check mode, the
+    partial-then-rename protocol, the manifest written last, retention and the result."""
+    params = module.params
+    directory = params["backup_dir"]
+    started = utc_now()
+    result = {"changed": False, "manifest": {}, "kept": [], "deleted": [], "deleted_files": []}
+    try:
+        backup_id = new_backup_id(params["site"], engine, started)
+        data_path = os.path.join(directory, backup_id + suffix)
+        result.update(backup_id=backup_id, path=data_path, manifest_path=manifest_path(directory, backup_id))
+        existing = list_backups(directory, params["site"], engine)
+        if any(item["backup_id"] == backup_id for item in existing):
+            raise BackupError(f"backup {backup_id} already exists; wait a second and run again")
+        if module.check_mode:
+            check_target(directory, params["min_free_mb"] * 1048576)
+            planned = existing + [{"backup_id": backup_id, "ended_at": to_iso(started)}]
+        else:
+            result.update(_take(params, backup_id, started, data_path, engine, dump))
+            result["changed"] = True
+            planned = list_backups(directory, params["site"], engine)
+        result["kept"], result["deleted"] = retention_plan(
+            planned, params["keep_last"], params["keep_daily_days"], started, always_keep=(backup_id,))
+        if params["prune"] and result["deleted"] and not module.check_mode:
+            by_id = {item["backup_id"]: item for item in planned}
+            kept = [by_id[kept_id] for kept_id in result["kept"]]
+            for backup_id_to_delete in result["deleted"]:
+                result["deleted_files"] += delete_backup(directory, by_id[backup_id_to_delete], kept)
+        if not params["prune"]:
+            result["deleted"] = []
+    except (BackupError, OSError, *errors) as exc:
+        module.fail_json(msg=describe(exc), **result)
+    module.exit_json(**result)
+
+
+def _take(params: dict, backup_id: str, started, data_path: str, engine: str, dump) -> dict:
+    directory = params["backup_dir"]
+    partial = data_path + PARTIAL_SUFFIX
+    check_target(directory, params["min_free_mb"] * 1048576)
+    # Another run's file with this name is theirs: refuse before writing, and leave it alone.
+    reserve(partial)
+    clock = time.monotonic()
+    try:
+        fields = dump(partial)
+        os.replace(partial, data_path)
+        manifest = dict(fields, format=MANIFEST_FORMAT, backup_id=backup_id, site=params["site"], engine=engine,
+                        file=os.path.basename(data_path), size_bytes=os.path.getsize(data_path),
+                        sha256=sha256_file(data_path), started_at=to_iso(started), ended_at=to_iso(utc_now()))
+        write_json_atomic(manifest_path(directory, backup_id), manifest, mode=0o600)
+    except BaseException:
+        # No manifest, no backup: never leave a data file that retention would not know.
+        for path in (partial, data_path):
+            if os.path.exists(path):
+                os.unlink(path)
+        raise
+    return {"manifest": manifest, "sha256": manifest["sha256"], "size_bytes": manifest["size_bytes"],
+            "duration_seconds": round(time.monotonic() - clock, 3)}

@@ -24,8 +24,8 @@ SCENARIO = Path(os.environ["OPSPACK_SCENARIO_DIR"])
 SITE_DIR = "/var/backups/opspack/blog/postgresql"
 OFFHOST = EPHEMERAL / "backups" / "vps1" / "blog" / "postgresql"
 DRILLS = EPHEMERAL / "records" / "drills.jsonl"
-# The lab site's database password: a canary that no output, record or copy may ever hold.
-CANARY = "lab-canary-Pg-7f3a9c"
+# The lab site's secrets (inventories/lab-site.yml): canaries no output, record or copy may hold.
+CANARIES = ("lab-canary-Pg-7f3a9c", "lab-redis-admin-password-0001", "lab-redis-app-password-0001")
 
 
 def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
@@ -34,7 +34,8 @@ def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
     ran = subprocess.run(args, capture_output=True, text=True, check=False, cwd=PROJECT,
                          env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
     # Every run, failing ones included (Ansible prints loop items on failure), keeps the secret.
-    assert CANARY not in ran.stdout + ran.stderr, f"the database password leaked in {name} {extra}"
+    for canary in CANARIES:
+        assert canary not in ran.stdout + ran.stderr, f"a lab secret leaked in {name} {extra}"
     return ran
 
 
@@ -71,6 +72,11 @@ def scratch_databases(host) -> str:
 
 
 def test_backup_then_drill_passes_and_is_recorded(host):
+    # Something in Redis and in the uploads, to find again in their backups.
+    host.check_output("REDISCLI_AUTH=lab-redis-admin-password-0001 redis-cli --user opsadmin --no-auth-warning "
+                      "SET opspack:drill:canary-key present")
+    host.check_output("install -o blog -g blog -m 0640 /dev/null /srv/blog/shared/uploads/avatar.png && "
+                      "printf 'not really a png' > /srv/blog/shared/uploads/avatar.png")
     taken = playbook("backup.yml", "-vvvv")
     assert taken.returncode == 0, taken.stdout[-3000:]
     manifest = latest(host)
@@ -93,6 +99,24 @@ def test_backup_then_drill_passes_and_is_recorded(host):
     assert float(record["rto_seconds"]) > 0 and int(record["rpo_seconds"]) >= 0
     assert record["reason"] == "all checks passed"
     assert scratch_databases(host) == "0"
+
+
+def test_redis_and_site_files_are_backed_up_with_checksums_off_host_too(host):
+    for kind, suffix in (("redis", ".rdb"), ("blog/files/shared_uploads", ".tar.gz")):
+        names = host.check_output(f"ls -1 /var/backups/opspack/{kind}").split()
+        manifest_name = sorted(name for name in names if name.endswith(".manifest.json"))[-1]
+        manifest = json.loads(host.file(f"/var/backups/opspack/{kind}/{manifest_name}").content_string)
+        data = host.file(f"/var/backups/opspack/{kind}/{manifest['file']}")
+        assert manifest["file"].endswith(suffix) and data.mode == 0o600
+        assert host.check_output(f"sha256sum /var/backups/opspack/{kind}/{manifest['file']}").split()[0] == manifest["sha256"]
+        copy = EPHEMERAL / "backups" / "vps1" / kind / manifest["file"]
+        assert hashlib.sha256(copy.read_bytes()).hexdigest() == manifest["sha256"]
+        if kind == "redis":
+            assert manifest["keys"]["db0"] >= 1
+            # The snapshot holds the key written before the backup.
+            assert b"opspack:drill:canary-key" in copy.read_bytes()
+        else:
+            assert manifest["files"] >= 1 and "avatar.png" in host.check_output(f"tar -tzf {data.path}")
 
 
 def test_check_mode_says_what_it_would_take_and_takes_nothing(host):
@@ -218,9 +242,10 @@ def test_retention_over_40_days_keeps_exactly_what_the_policy_keeps(host):
 
 
 def test_the_canary_secret_is_in_no_backup_record_or_copy(host):
-    for path in [DRILLS, *sorted(OFFHOST.glob("*.manifest.json"))]:
-        assert CANARY not in path.read_text(), path
-    assert "lab-canary" not in host.check_output(f"cat {SITE_DIR}/*.manifest.json")
+    for path in [DRILLS, *sorted((EPHEMERAL / "backups").rglob("*.manifest.json"))]:
+        assert not [canary for canary in CANARIES if canary in path.read_text()], path
+    on_host = host.check_output("find /var/backups/opspack -name '*.manifest.json' -exec cat {} +")
+    assert not [canary for canary in CANARIES if canary in on_host]
 
 
 def utc_stamp(host) -> str:

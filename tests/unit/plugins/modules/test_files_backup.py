@@ -1,0 +1,50 @@
+"""Unit tests for opspack.platform.files_backup, run for real on a temporary tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+
+from ansible_collections.opspack.platform.plugins.modules import files_backup
+
+
+def make_tree(root):
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "photo.jpg").write_bytes(b"\xff\xd8 not really a photo")
+    (root / "readme.txt").write_text("hello\n")
+    os.symlink("/etc/passwd", root / "link")
+    return root
+
+
+def test_an_archive_holds_the_tree_and_its_manifest_proves_it(run_module, tmp_path):
+    tree = make_tree(tmp_path / "uploads")
+    (tmp_path / "backups").mkdir()
+    result = run_module("files_backup", site="blog", path=str(tree), backup_dir=str(tmp_path / "backups"))
+    assert not result.get("failed"), result
+    manifest = result["manifest"]
+    assert manifest["engine"] == "files" and manifest["files"] == 2 and manifest["bytes"] == 27
+    archive = tmp_path / "backups" / manifest["file"]
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == manifest["sha256"]
+    assert oct(archive.stat().st_mode & 0o777) == "0o600"
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        assert names == [".", "a", "link", "readme.txt", "a/b", "a/b/photo.jpg"]
+        # Links stay links: nothing outside the tree is archived.
+        assert tar.getmember("link").issym() and tar.getmember("link").linkname == "/etc/passwd"
+        tar.extractall(tmp_path / "restored", filter="tar")
+    assert files_backup.tree_digest(str(tmp_path / "restored"))[:3] == files_backup.tree_digest(str(tree))[:3]
+
+
+def test_the_tree_digest_changes_with_one_byte(tmp_path):
+    tree = make_tree(tmp_path / "uploads")
+    before = files_backup.tree_digest(str(tree))[2]
+    (tree / "readme.txt").write_text("hellp\n")
+    assert files_backup.tree_digest(str(tree))[2] != before
+
+
+def test_a_missing_source_is_refused_and_nothing_is_left(run_module, tmp_path):
+    (tmp_path / "backups").mkdir()
+    result = run_module("files_backup", site="blog", path=str(tmp_path / "nope"), backup_dir=str(tmp_path / "backups"))
+    assert result["failed"] and "is not a directory" in result["msg"]
+    assert not list((tmp_path / "backups").iterdir())
