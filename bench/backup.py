@@ -4,15 +4,18 @@ On one fresh lab host, provisioned, with pgbench tables at scale 50 (5 million a
 lab site's database, it measures in the same run:
 
 - baseline: plain `pg_dump --format=custom` of that database, timed on the host;
-- opspack.platform.pg_backup of the same database (row counts of every table, a row-by-row
-  checksum of pgbench_accounts, branches and tellers, sha256, manifest), timed from the
-  control node around the whole module run;
+- opspack.platform.pg_backup of the same database twice, timed on the host by the module
+  itself: with the proof a site usually asks for (exact row counts of every table, row-by-row
+  checksums of the small critical tables branches and tellers, a drill query), and with all
+  5 million rows of pgbench_accounts checksummed as well (the worst case: on 2 cores pg_dump
+  alone keeps both busy, so re-reading the biggest table adds its CPU almost in full);
 - baseline: plain `pg_restore --jobs=2` of that dump into an empty database, timed on the host;
 - opspack.platform.restore_drill of the backup (sha256 check, restore with the same jobs, every
-  fact proven again, scratch database dropped), timed from the control node.
+  fact proven again, scratch database dropped), timed on the host by the module (its RTO).
 
 Goals from issue 4: backup throughput at least 0.9 of plain pg_dump's; drill time at most 1.25
-of a plain pg_restore (the difference is the verification). Speed goals live here, never in tests.
+of a plain pg_restore (the difference is the verification). The drill is of the fully
+checksummed backup. Speed goals live here, never in tests.
 """
 
 from __future__ import annotations
@@ -93,25 +96,38 @@ def main() -> int:
             # A discarded first dump warms the page cache, so neither measured run pays for it.
             host.timed_on_host(f"pg_dump --format=custom --file={BACKUP_DIR}/plain.pgdump blog")
             plain_dump = host.timed_on_host(f"pg_dump --format=custom --file={BACKUP_DIR}/plain.pgdump blog")
+            query = "SELECT count(*), sum(abalance) FROM pgbench_accounts"
+            _wall, usual = host.module("pg_backup", {
+                "site": "blog", "database": "blog", "backup_dir": BACKUP_DIR,
+                "critical_tables": ["pgbench_branches", "pgbench_tellers"], "drill_query": query})
+            time.sleep(1.1)  # one backup id per second
             ours_dump, taken = host.module("pg_backup", {
                 "site": "blog", "database": "blog", "backup_dir": BACKUP_DIR,
-                "critical_tables": ["pgbench_accounts", "pgbench_branches", "pgbench_tellers"],
-                "drill_query": "SELECT count(*), sum(abalance) FROM pgbench_accounts"})
+                "critical_tables": ["pgbench_accounts", "pgbench_branches", "pgbench_tellers"], "drill_query": query})
             plain_restore = host.timed_on_host(
                 f"createdb plain_restore && pg_restore --jobs=2 --exit-on-error --no-owner --no-privileges "
                 f"--dbname=plain_restore {BACKUP_DIR}/plain.pgdump && dropdb plain_restore")
             ours_drill, drilled = host.module("restore_drill", {"site": "blog", "backup_dir": BACKUP_DIR, "jobs": 2})
         finally:
             subprocess.run(["opspack", "lab", "down", "--name", LAB, "--dir", str(lab_dir)], check=False, cwd=ROOT)
-    throughput = plain_dump / ours_dump
-    drill_ratio = ours_drill / plain_restore
+    # Both ratios compare work on the host: pg_dump's wall time there against the module's own
+    # (from opening its snapshot to the manifest on disk). Ansible's round trip is shown apart.
+    usual_throughput = plain_dump / usual["duration_seconds"]
+    ours_dump_host = taken["duration_seconds"]
+    throughput = plain_dump / ours_dump_host
+    drill_ratio = drilled["rto_seconds"] / plain_restore
     print(f"database: pgbench scale {SCALE}, {int(size) / 1048576:.0f} MiB; backup file {taken['size_bytes'] / 1048576:.0f} MiB")
     print(f"plain pg_dump -Fc (on the host):          {plain_dump:6.1f} s")
-    print(f"opspack pg_backup (whole module run):     {ours_dump:6.1f} s  throughput = {throughput:4.2f} x pg_dump's"
-          f"  (goal >= {THROUGHPUT_GOAL}: {'met' if throughput >= THROUGHPUT_GOAL else 'NOT met'})")
+    print(f"opspack pg_backup, row counts of every table, small tables checksummed, drill query (on the host):\n"
+          f"                                          {usual['duration_seconds']:6.1f} s  throughput = {usual_throughput:4.2f} x pg_dump's"
+          f"  (goal >= {THROUGHPUT_GOAL}: {'met' if usual_throughput >= THROUGHPUT_GOAL else 'NOT met'})")
+    print(f"  ... and all 5M rows of pgbench_accounts checksummed row by row (on the host):\n"
+          f"                                          {ours_dump_host:6.1f} s  throughput = {throughput:4.2f} x pg_dump's"
+          f"  (goal >= {THROUGHPUT_GOAL}: {'met' if throughput >= THROUGHPUT_GOAL else 'NOT met'});"
+          f" {ours_dump:.1f} s with Ansible's round trip")
     print(f"plain pg_restore -j2 (on the host):       {plain_restore:6.1f} s")
-    print(f"opspack restore_drill (whole module run): {ours_drill:6.1f} s  = {drill_ratio:4.2f} x pg_restore"
-          f"  (goal <= {DRILL_GOAL}: {'met' if drill_ratio <= DRILL_GOAL else 'NOT met'}); RTO {drilled['rto_seconds']} s")
+    print(f"opspack restore_drill (on the host, RTO): {drilled['rto_seconds']:6.1f} s  = {drill_ratio:4.2f} x pg_restore"
+          f"  (goal <= {DRILL_GOAL}: {'met' if drill_ratio <= DRILL_GOAL else 'NOT met'}); {ours_drill:.1f} s with Ansible's round trip")
     return 0
 
 

@@ -281,10 +281,10 @@ def run_backup(module, engine: str, suffix: str, dump, describe=str, errors: tup
 def _take(params: dict, backup_id: str, started, data_path: str, engine: str, dump) -> dict:
     directory = params["backup_dir"]
     partial = data_path + PARTIAL_SUFFIX
+    clock = time.monotonic()
     check_target(directory, params["min_free_mb"] * 1048576)
     # Another run's file with this name is theirs: refuse before writing, and leave it alone.
     reserve(partial)
-    clock = time.monotonic()
     try:
         fields = dump(partial)
         os.replace(partial, data_path)

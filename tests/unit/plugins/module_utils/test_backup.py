@@ -115,18 +115,18 @@ def test_check_target_refuses_missing_unwritable_and_full(tmp_path):
 
 
 def test_compare_facts_names_every_difference():
-    expected = {"tables": {"public.posts": 42, "public.users": 3}, "checksums": {"public.posts": "rows=42 md5sum60=9"},
+    expected = {"tables": {"public.posts": 42, "public.users": 3}, "checksums": {"public.posts": "rows=42 rowhash64=9"},
                 "query": {"sql": "SELECT 1", "answer": [["1"]]}}
     same = {"tables": dict(expected["tables"]), "checksums": dict(expected["checksums"]), "query": dict(expected["query"])}
     assert not postgresql_backup.compare_facts(expected, same)
-    restored = {"tables": {"public.posts": 41, "public.extra": 0}, "checksums": {"public.posts": "rows=41 md5sum60=8"},
+    restored = {"tables": {"public.posts": 41, "public.extra": 0}, "checksums": {"public.posts": "rows=41 rowhash64=8"},
                 "query": {"sql": "SELECT 1", "answer": [["2"]]}}
     problems = postgresql_backup.compare_facts(expected, restored)
     assert problems == [
         "table public.posts has 41 rows, the backup had 42",
         "table public.users is missing from the restored copy",
         "table public.extra is in the restored copy but not in the manifest",
-        "content checksum of public.posts is rows=41 md5sum60=8, the backup had rows=42 md5sum60=9",
+        "content checksum of public.posts is rows=41 rowhash64=8, the backup had rows=42 rowhash64=9",
         "the site query's answer differs from its answer at backup time",
     ]
     assert "'2'" not in " ".join(problems)
