@@ -125,8 +125,11 @@ def qualified(name: str) -> tuple[str, str]:
     return schema or "public", table
 
 
-def read_facts(cursor, critical_tables: list[str], query: str | None, migrations_table: str | None) -> dict:
-    """Row counts, critical-table checksums, the site query's answer and the migration version."""
+def read_facts(cursor, critical_tables: list[str], query: str | None, migrations_table: str | None,
+               serial: bool = True) -> dict:
+    """Row counts, critical-table checksums, the site query's answer and the migration version.
+
+    serial keeps each scan on one core: during a backup pg_dump has the other one."""
     for statement in SESSION_SETTINGS:
         cursor.execute(statement)
     cursor.execute(TABLES_SQL)
@@ -138,9 +141,9 @@ def read_facts(cursor, critical_tables: list[str], query: str | None, migrations
         if table not in tables:
             raise BackupError(f"critical table {name} does not exist in this database")
         critical.append(table)
-    # A critical table is scanned once: its checksum query counts its rows too. Serial on
-    # purpose: during a backup pg_dump has the other core.
-    cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+    # A critical table is scanned once: its checksum query counts its rows too.
+    if serial:
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
     for table in critical:
         rows, method, total = table_checksum(cursor, table)
         facts["checksums"][table] = f"rows={rows} {method}={total}"
@@ -275,8 +278,9 @@ def drop_scratch(params: dict, name: str) -> None:
 def scratch_facts(params: dict, name: str, manifest: dict) -> dict:
     conn = connect(params, name, readonly=True)
     try:
+        # Nothing else runs during this read: parallel workers may help.
         return read_facts(conn.cursor(), list(manifest.get("checksums", {})),
-                          (manifest.get("query") or {}).get("sql"), None)
+                          (manifest.get("query") or {}).get("sql"), None, serial=False)
     finally:
         conn.close()
 

@@ -57,6 +57,15 @@ def latest(host) -> dict:
     return max(manifests(host), key=lambda item: (item["ended_at"], item["backup_id"]))
 
 
+def assert_refused_and_backups_stay(host, name: str, message: str, *extra: str) -> None:
+    """The playbook fails, says why, and the site's backups are exactly as before."""
+    before = listing(host)
+    ran = playbook(name, *extra)
+    assert ran.returncode != 0
+    assert message in ran.stdout, ran.stdout[-3000:]
+    assert listing(host) == before
+
+
 def last_drill() -> dict:
     return json.loads(DRILLS.read_text().splitlines()[-1])
 
@@ -168,12 +177,9 @@ def test_a_restore_whose_data_differs_from_the_manifest_fails_and_the_scratch_da
 
 
 def test_an_unknown_backup_id_is_refused_and_backups_stay(host):
-    before = listing(host)
     # At -vvvv: a failing run prints the most, and still no secret (checked in playbook()).
-    drilled = playbook("restore_drill.yml", "-vvvv", "-e", "restore_drill_backup_id=blog-postgresql-20000101T000000Z")
-    assert drilled.returncode != 0
-    assert "unknown backup id 'blog-postgresql-20000101T000000Z'" in drilled.stdout
-    assert listing(host) == before
+    assert_refused_and_backups_stay(host, "restore_drill.yml", "unknown backup id 'blog-postgresql-20000101T000000Z'",
+                                    "-vvvv", "-e", "restore_drill_backup_id=blog-postgresql-20000101T000000Z")
 
 
 def test_an_unknown_site_is_refused_before_anything(host):
@@ -183,19 +189,13 @@ def test_an_unknown_site_is_refused_before_anything(host):
 
 
 def test_a_full_backup_target_is_refused_and_backups_stay(host):
-    before = listing(host)
-    taken = playbook("backup.yml", "-vvvv", "-e", "backup_min_free_mb=100000000")
-    assert taken.returncode != 0
-    assert "MiB free, this backup needs at least" in taken.stdout
-    assert listing(host) == before
+    assert_refused_and_backups_stay(host, "backup.yml", "MiB free, this backup needs at least",
+                                    "-vvvv", "-e", "backup_min_free_mb=100000000")
 
 
 def test_an_off_host_target_that_cannot_be_written_is_refused_before_any_backup(host):
-    before = listing(host)
-    taken = playbook("backup.yml", "-e", "backup_offhost_dir=/etc/hostname/backups")
-    assert taken.returncode != 0
-    assert "cannot be written on the control node" in taken.stdout
-    assert listing(host) == before
+    assert_refused_and_backups_stay(host, "backup.yml", "cannot be written on the control node",
+                                    "-e", "backup_offhost_dir=/etc/hostname/backups")
 
 
 FABRICATE = r"""
