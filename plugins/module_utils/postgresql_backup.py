@@ -121,7 +121,7 @@ def libpq_args(params: dict) -> list[str]:
 
 
 def qualified(name: str) -> tuple[str, str]:
-    schema, _, table = name.rpartition(".")
+    schema, _dot, table = name.rpartition(".")
     return schema or "public", table
 
 

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: files_backup
 short_description: Archive a site's files with a checksum and a digest of the tree
 version_added: 0.1.0
-author: opspack developers
+author: opspack developers (@opspack)
 description:
   - Archives O(path) (by default a site's shared uploads) as a gzip-compressed tar in
     O(backup_dir), with a manifest holding the archive's sha256 and size, the number of files
@@ -27,9 +27,11 @@ options:
     required: true
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reports the backup it would take and the backups retention would delete.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
   - module: opspack.platform.pg_backup

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: pg_backup
 short_description: Take a verified logical backup of a site's PostgreSQL database
 version_added: 0.1.0
-author: opspack developers
+author: opspack developers (@opspack)
 description:
   - Dumps one database with C(pg_dump --format=custom) (C(pg_restore --jobs) restores it in
     parallel) into O(backup_dir), and writes a manifest beside it with the site, database, start and
@@ -62,9 +62,11 @@ options:
     type: int
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reports the backup it would take and the backups retention would delete.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Run it as the C(postgres) user (C(become_user=postgres)) on the database host.

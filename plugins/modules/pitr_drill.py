@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: pitr_drill
 short_description: Point-in-time recovery drill with pgBackRest in a scratch cluster
 version_added: 0.1.0
-author: opspack developers
+author: opspack developers (@opspack)
 description:
   - Restores the stanza to O(target_time) into a scratch data directory with
     C(pgbackrest restore --type=time), starts a scratch PostgreSQL on a Unix socket only (no TCP,
@@ -60,9 +60,11 @@ options:
     default: 600
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: partial
     details: Chooses the backup set for the target and reports it; restores nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Run it as the C(postgres) user on the database host, after the C(opspack.platform.pgbackrest) role.

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: redis_backup
 short_description: Take a fresh Redis RDB snapshot and keep a checksummed copy
 version_added: 0.1.0
-author: opspack developers
+author: opspack developers (@opspack)
 description:
   - Asks the local Redis for a snapshot (C(BGSAVE)), waits until C(LASTSAVE) moves past the
     time it asked and C(INFO persistence) reports the save as C(ok), then copies the RDB file
@@ -31,7 +31,6 @@ options:
     description: That user's password.
     type: str
     required: true
-    no_log: true
   login_port:
     description: Port Redis listens on at 127.0.0.1.
     type: int
@@ -46,9 +45,11 @@ options:
     default: 300
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
     details: Reports the backup it would take and the backups retention would delete; asks Redis for nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Run it as root (it reads the RDB file owned by the redis user).

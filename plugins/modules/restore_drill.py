@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: restore_drill
 short_description: Prove a backup restores, by restoring it and checking the data
 version_added: 0.1.0
-author: opspack developers
+author: opspack developers (@opspack)
 description:
   - Takes the latest (or a chosen) backup from O(backup_dir), verifies its size and sha256
     against its manifest, restores it into a new scratch database, and proves the data. The
@@ -50,9 +50,11 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: partial
     details: Chooses the backup and verifies its checksum; restores nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - Run it as the C(postgres) user on the site's database host or on a separate drill host
