@@ -208,10 +208,101 @@ def dump_command(params: dict, database: str, snapshot: str, path: str, compress
     return command + ["--dbname", database]
 
 
-def restore_command(params: dict, database: str, path: str, jobs: int) -> list[str]:
-    # --exit-on-error: a restore that hits any error stops and fails, never "succeeds" partially.
-    return ["pg_restore", "--exit-on-error", "--no-owner", "--no-privileges", f"--jobs={jobs}",
+def restore_command(params: dict, database: str, path: str, jobs: int, keep_owners: bool = False) -> list[str]:
+    """--exit-on-error: a restore that hits any error stops and fails, never "succeeds" partially.
+    Drills drop owners and privileges (the roles may not exist on a drill host); a real restore
+    on the site's own host keeps them."""
+    ownership = [] if keep_owners else ["--no-owner", "--no-privileges"]
+    return ["pg_restore", "--exit-on-error", *ownership, f"--jobs={jobs}",
             *libpq_args(params), "--dbname", database, path]
+
+
+INCOMING_SUFFIX = "__restoring"
+
+
+def create_database(params: dict, name: str, template_owner_of: str) -> None:
+    """A new, empty database with the owner and encoding of an existing one."""
+    conn = connect(params, "postgres", autocommit=True)
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cursor.fetchone():
+            raise BackupError(f"database {name} exists: an earlier restore stopped half way. It was never swapped "
+                              f"in; drop it (DROP DATABASE {name}) and run again")
+        cursor.execute("SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding) FROM pg_database WHERE datname = %s",
+                       (template_owner_of,))
+        found = cursor.fetchone()
+        if not found:
+            raise BackupError(f"database {template_owner_of} does not exist on this server")
+        owner, encoding = found
+        cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {} ENCODING {} TEMPLATE template0").format(
+            sql.Identifier(name), sql.Identifier(owner), sql.Literal(encoding)))
+    finally:
+        conn.close()
+
+
+def drop_database_quietly(params: dict, name: str) -> None:
+    """Drop a restore's incoming database; nothing else is ever dropped here."""
+    if not name.endswith(INCOMING_SUFFIX):
+        raise BackupError(f"refusing to drop {name!r}: only a restore's incoming database may be dropped")
+    try:
+        conn = connect(params, "postgres", autocommit=True)
+    except BackupError:
+        return
+    try:
+        conn.cursor().execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    except DATABASE_ERRORS:
+        pass
+    finally:
+        conn.close()
+
+
+def swap_databases(params: dict, database: str, incoming: str, previous: str, attempts: int = 5) -> None:
+    """Put incoming in database's place and keep the old one as previous.
+
+    The database-level privileges (CONNECT, TEMPORARY: pg_dump of one database does not carry
+    them) are copied first. Then no new sessions may join the old database, its sessions are
+    ended, and both renames happen in one transaction; the old database accepts connections
+    again under its new name, for inspection or to go back."""
+    conn = connect(params, "postgres", autocommit=True)
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT a.grantee, a.privilege_type FROM pg_database d, aclexplode(d.datacl) a "
+                       "WHERE d.datname = %s AND a.grantee <> d.datdba", (database,))
+        grants = cursor.fetchall()
+        cursor.execute("SELECT datacl IS NULL FROM pg_database WHERE datname = %s", (database,))
+        if not cursor.fetchone()[0]:
+            cursor.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(incoming)))
+            for grantee, privilege in grants:
+                cursor.execute("SELECT CASE WHEN %s::oid = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(%s::oid) END", (grantee, grantee))
+                role = cursor.fetchone()[0]
+                target = sql.SQL("PUBLIC") if role == "PUBLIC" else sql.Identifier(role)
+                cursor.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
+                    sql.SQL(privilege), sql.Identifier(incoming), target))
+        cursor.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(database)))
+        try:
+            for attempt in range(attempts):
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                               "AND pid <> pg_backend_pid()", (database,))
+                time.sleep(0.2 * (attempt + 1))
+                try:
+                    conn.autocommit = False
+                    cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(database), sql.Identifier(previous)))
+                    cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(incoming), sql.Identifier(database)))
+                    conn.commit()
+                    break
+                except DATABASE_ERRORS:
+                    conn.rollback()
+                    if attempt == attempts - 1:
+                        raise
+                finally:
+                    conn.autocommit = True
+        except BaseException:
+            cursor.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(database)))
+            raise
+        cursor.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(previous)))
+    finally:
+        conn.close()
 
 
 def create_scratch(params: dict, name: str) -> None:

@@ -299,3 +299,43 @@ def test_a_failed_scheduled_backup_leaves_a_marker_and_a_good_one_clears_it(host
     assert host.file(marker).content_string.startswith(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
     assert host.run("systemctl start opspack-pgbackrest-diff.service").rc == 0
     assert not host.file(marker).exists
+
+
+def restore(*extra: str) -> subprocess.CompletedProcess:
+    return playbook("restore.yml", "-e", "restore_site=blog", *extra)
+
+
+def test_a_restore_without_the_typed_confirmation_changes_nothing(host):
+    before = production_facts(host)
+    assert_refused_and_backups_stay(host, "restore.yml", "missing required arguments: restore_confirm",
+                                    "-e", "restore_site=blog")
+    assert_refused_and_backups_stay(host, "restore.yml", "Run again with -e restore_confirm=blog to confirm",
+                                    "-e", "restore_site=blog", "-e", "restore_confirm=yes")
+    assert_refused_and_backups_stay(host, "restore.yml", "unknown site nope on vps1",
+                                    "-e", "restore_site=nope", "-e", "restore_confirm=nope")
+    assert production_facts(host) == before
+
+
+def test_a_restore_brings_the_backup_back_keeps_the_old_database_and_a_safety_backup(host):
+    taken = playbook("backup.yml")
+    assert taken.returncode == 0, taken.stdout[-3000:]
+    backup_id = latest(host)["backup_id"]
+    sql(host, "INSERT INTO posts VALUES (9001, 'written after the backup', true, now())")
+    count_before = len(manifests(host))
+    restored = restore("-e", f"restore_backup_id={backup_id}", "-e", "restore_confirm=blog")
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert f"blog now runs on {backup_id}" in restored.stdout
+    # The row written after the backup is gone; ownership and the site's own login still work.
+    assert sql(host, "SELECT count(*) FROM posts WHERE id = 9001") == "0"
+    assert sql(host, "SELECT tableowner FROM pg_tables WHERE tablename = 'posts'") == "blog"
+    login = host.run("PGPASSWORD=lab-canary-Pg-7f3a9c psql -XAtqw -h 127.0.0.1 -U blog -d blog -c 'SELECT count(*) FROM posts'")
+    assert login.rc == 0 and login.stdout.strip() == "500", login.stderr
+    # Other roles still cannot connect to the site's database (its CONNECT privilege came along).
+    assert sql(host, "SELECT has_database_privilege('public', 'blog', 'CONNECT')", "postgres") == "f"
+    # The way back: the old database, with the late row, under its new name.
+    previous = sql(host, "SELECT datname FROM pg_database WHERE datname LIKE 'blog\\_\\_before\\_%' ORDER BY 1 DESC LIMIT 1",
+                   "postgres")
+    assert sql(host, "SELECT count(*) FROM posts WHERE id = 9001", previous) == "1"
+    # A safety backup was taken first (and nothing was pruned), and maintenance is off again.
+    assert len(manifests(host)) == count_before + 1
+    assert not host.file("/var/lib/opspack/maintenance/blog/maintenance.on").exists

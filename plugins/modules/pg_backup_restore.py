@@ -1,0 +1,168 @@
+#!/usr/bin/python
+# Copyright: opspack developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Restore a site's database from a backup: into a new database, proven, then swapped in."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pg_backup_restore
+short_description: Restore a site's database from a verified backup, keeping the old one
+version_added: 0.1.0
+author: opspack developers (@opspack)
+description:
+  - Replaces the site's database with the content of a backup taken by
+    M(opspack.platform.pg_backup), and nothing is lost on the way.
+  - Before anything changes it requires O(confirm) to repeat the site's name, finds the backup
+    and verifies its size and sha256, and checks the free space for a second copy.
+  - Restores into a new database C(<database>__restoring) with the original owners and
+    privileges (C(pg_restore --exit-on-error)), then proves the data (row counts, content
+    checksums, drill query) against the manifest. Only then it swaps the names, in one
+    transaction, after ending the sessions on the old database, and copies the old database's
+    CONNECT and TEMPORARY privileges to the new one. The old database stays as
+    C(<database>__before_<UTC stamp>), the way back.
+  - When the restore or the proof fails, the new database is dropped and the site's database
+    was never touched.
+  - Put the site in maintenance and take a safety backup first; the C(restore.yml) playbook does both.
+extends_documentation_fragment:
+  - opspack.platform.postgresql_connection
+options:
+  site:
+    description: Site whose database is restored.
+    type: str
+    required: true
+  database:
+    description: The site's database.
+    type: str
+    required: true
+  backup_dir:
+    description: Directory on the host that holds the site's backups.
+    type: path
+    required: true
+  backup_id:
+    description: The backup to restore; C(latest) takes the newest by the time in its manifest.
+    type: str
+    default: latest
+  confirm:
+    description: Must be the site's name, typed by the operator, or nothing happens.
+    type: str
+    required: true
+  jobs:
+    description: Parallel jobs for C(pg_restore).
+    type: int
+    default: 2
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
+    support: full
+    details: Checks the confirmation, verifies the backup's checksum and the free space; restores nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+notes:
+  - Run it as the C(postgres) user on the database host.
+seealso:
+  - module: opspack.platform.pg_backup
+  - module: opspack.platform.restore_drill
+"""
+
+EXAMPLES = r"""
+- name: Restore the blog from last night's backup
+  opspack.platform.pg_backup_restore:
+    site: blog
+    database: blog
+    backup_dir: /var/backups/opspack/blog/postgresql
+    backup_id: blog-postgresql-20261123T013000Z
+    confirm: blog
+  become: true
+  become_user: postgres
+"""
+
+RETURN = r"""
+backup_id:
+  description: The backup restored.
+  returned: when a backup was found
+  type: str
+previous_database:
+  description: Name the site's previous database now has (the way back).
+  returned: when the restore was swapped in
+  type: str
+  sample: blog__before_20261123T101500Z
+checks:
+  description: What was proven on the restored database before the swap (counts of tables, critical tables, query).
+  returned: when the restore was proven
+  type: dict
+duration_seconds:
+  description: Seconds from the start to the swapped-in database.
+  returned: always
+  type: float
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.opspack.platform.plugins.module_utils import backup
+from ansible_collections.opspack.platform.plugins.module_utils import postgresql_backup as engine
+
+
+def restore(module: AnsibleModule, result: dict) -> None:
+    params = module.params
+    if params["confirm"] != params["site"]:
+        raise backup.BackupError(f"confirm must repeat the site's name ({params['site']!r}) to replace its database; "
+                                 f"nothing was changed")
+    manifest = backup.find_backup(params["backup_dir"], params["backup_id"], params["site"])
+    result["backup_id"] = manifest["backup_id"]
+    path = backup.verify_checksum(params["backup_dir"], manifest)
+    data_directory, free = engine.data_directory_free(params)
+    need = int(manifest.get("database_bytes") or manifest["size_bytes"] * 4) * 2
+    if free < need:
+        raise backup.BackupError(f"{data_directory} has {free // 1048576} MiB free; a second copy of the database "
+                                 f"needs {need // 1048576} MiB; nothing was changed")
+    if module.check_mode:
+        return
+    database = params["database"]
+    incoming = f"{database[:63 - len(engine.INCOMING_SUFFIX)]}{engine.INCOMING_SUFFIX}"
+    previous = f"{database}__before_{backup.utc_now().strftime(backup.STAMP_FORMAT)}"[:63]
+    engine.create_database(params, incoming, template_owner_of=database)
+    try:
+        rc, _out, err = module.run_command(engine.restore_command(params, incoming, path, params["jobs"], keep_owners=True))
+        if rc != 0:
+            raise backup.BackupError(f"pg_restore failed (exit {rc}): {err.strip()[-2000:]}; the site's database is untouched")
+        problems = engine.compare_facts(manifest, engine.scratch_facts(params, incoming, manifest))
+        if problems:
+            raise backup.BackupError("the restored data differs from the backup: " + "; ".join(problems)
+                                     + "; the site's database is untouched")
+        result["checks"] = {"tables": len(manifest.get("tables", {})), "critical_tables": len(manifest.get("checksums", {})),
+                            "query": bool(manifest.get("query"))}
+        engine.swap_databases(params, database, incoming, previous)
+    except BaseException:
+        engine.drop_database_quietly(params, incoming)
+        raise
+    result.update(changed=True, previous_database=previous)
+
+
+def main() -> None:
+    spec = engine.connection_argument_spec()
+    spec.update(
+        site={"type": "str", "required": True},
+        database={"type": "str", "required": True},
+        backup_dir={"type": "path", "required": True},
+        backup_id={"type": "str", "default": "latest"},
+        confirm={"type": "str", "required": True},
+        jobs={"type": "int", "default": 2},
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    clock = time.monotonic()
+    result = {"changed": False}
+    try:
+        restore(module, result)
+    except (backup.BackupError, OSError, *engine.DATABASE_ERRORS) as exc:
+        result["duration_seconds"] = round(time.monotonic() - clock, 3)
+        module.fail_json(msg=f"restore failed: {engine.describe_error(exc)}", **result)
+    result["duration_seconds"] = round(time.monotonic() - clock, 3)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
