@@ -285,17 +285,25 @@ def _take(params: dict, backup_id: str, started, data_path: str, engine: str, du
     check_target(directory, params["min_free_mb"] * 1048576)
     # Another run's file with this name is theirs: refuse before writing, and leave it alone.
     reserve(partial)
+    published = False
     try:
         fields = dump(partial)
-        os.replace(partial, data_path)
+        # A hard link never replaces an existing file: a run that picked the same id a moment
+        # later cannot overwrite a finished backup, it fails instead.
+        try:
+            os.link(partial, data_path)
+        except FileExistsError as exc:
+            raise BackupError(f"{data_path} exists: another backup with this id finished first; run again") from exc
+        published = True
+        os.unlink(partial)
         manifest = dict(fields, format=MANIFEST_FORMAT, backup_id=backup_id, site=params["site"], engine=engine,
                         file=os.path.basename(data_path), size_bytes=os.path.getsize(data_path),
                         sha256=sha256_file(data_path), started_at=to_iso(started), ended_at=to_iso(utc_now()))
         write_json_atomic(manifest_path(directory, backup_id), manifest, mode=0o600)
     except BaseException:
-        # No manifest, no backup: never leave a data file that retention would not know.
-        for path in (partial, data_path):
-            if os.path.exists(path):
+        # No manifest, no backup: remove what this run wrote, and only that.
+        for path in (partial, data_path if published else None):
+            if path and os.path.exists(path):
                 os.unlink(path)
         raise
     return {"manifest": manifest, "sha256": manifest["sha256"], "size_bytes": manifest["size_bytes"],

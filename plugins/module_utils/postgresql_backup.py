@@ -257,14 +257,32 @@ def drop_database_quietly(params: dict, name: str) -> None:
         conn.close()
 
 
-def swap_databases(params: dict, database: str, incoming: str, previous: str, attempts: int = 5) -> None:
+def name_fits(name: str) -> bool:
+    """PostgreSQL cuts identifiers at 63 bytes (not characters): a longer name would silently
+    become another one."""
+    return len(name.encode("utf-8")) <= 63
+
+
+def allow_connections(params: dict, database: str) -> None:
+    """Let sessions join database again, through a connection of its own (the one that forbade
+    them may be the one that failed)."""
+    conn = connect(params, "postgres", autocommit=True)
+    try:
+        conn.cursor().execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(database)))
+    finally:
+        conn.close()
+
+
+def swap_databases(params: dict, database: str, incoming: str, previous: str, attempts: int = 5) -> str | None:
     """Put incoming in database's place and keep the old one as previous.
 
     The database-level privileges (CONNECT, TEMPORARY: pg_dump of one database does not carry
     them) are copied first. Then no new sessions may join the old database, its sessions are
-    ended, and both renames happen in one transaction; the old database accepts connections
-    again under its new name, for inspection or to go back."""
+    ended, and both renames happen in one transaction (PostgreSQL allows ALTER DATABASE RENAME
+    in a transaction block, so they commit or roll back together). Whatever fails before the
+    commit, the old database accepts connections again, under its own name."""
     conn = connect(params, "postgres", autocommit=True)
+    committed = False
     try:
         cursor = conn.cursor()
         cursor.execute("SELECT a.grantee, a.privilege_type FROM pg_database d, aclexplode(d.datacl) a "
@@ -280,29 +298,35 @@ def swap_databases(params: dict, database: str, incoming: str, previous: str, at
                 cursor.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}").format(
                     sql.SQL(privilege), sql.Identifier(incoming), target))
         cursor.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(database)))
-        try:
-            for attempt in range(attempts):
-                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
-                               "AND pid <> pg_backend_pid()", (database,))
-                time.sleep(0.2 * (attempt + 1))
-                try:
-                    conn.autocommit = False
-                    cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(database), sql.Identifier(previous)))
-                    cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(incoming), sql.Identifier(database)))
-                    conn.commit()
-                    break
-                except DATABASE_ERRORS:
-                    conn.rollback()
-                    if attempt == attempts - 1:
-                        raise
-                finally:
-                    conn.autocommit = True
-        except BaseException:
-            cursor.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(database)))
-            raise
-        cursor.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(previous)))
+        for attempt in range(attempts):
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                           "AND pid <> pg_backend_pid()", (database,))
+            time.sleep(0.2 * (attempt + 1))
+            conn.autocommit = False
+            try:
+                cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(database), sql.Identifier(previous)))
+                cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(incoming), sql.Identifier(database)))
+                conn.commit()
+                committed = True
+                break
+            except DATABASE_ERRORS:
+                conn.rollback()
+                if attempt == attempts - 1:
+                    raise
+            finally:
+                conn.autocommit = True
     finally:
         conn.close()
+        if not committed:
+            allow_connections(params, database)
+    # The swap is done; the kept database opens again for inspection or for going back. A
+    # failure here changes nothing about the restore: it is said, not raised.
+    try:
+        allow_connections(params, previous)
+    except (BackupError, *DATABASE_ERRORS) as exc:
+        return (f"{previous} still refuses connections ({describe_error(exc)}); "
+                f"run ALTER DATABASE {previous} ALLOW_CONNECTIONS true to inspect it")
+    return None
 
 
 def create_scratch(params: dict, name: str) -> None:

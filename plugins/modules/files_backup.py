@@ -93,35 +93,69 @@ ENGINE = "files"
 FILE_SUFFIX = ".tar.gz"
 
 
-def tree_digest(root: str) -> tuple[int, int, str, list[str]]:
-    """Files, bytes and a sha256 over (relative path, size, sha256) of every regular file, and
-    every entry's relative path, all in sorted order."""
-    entries, files, total = [], 0, 0
-    digest = hashlib.sha256()
+class HashingReader:
+    """Hands tarfile a file's bytes and hashes exactly those bytes on the way."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def read(self, size=-1):
+        chunk = self.handle.read(size)
+        self.digest.update(chunk)
+        return chunk
+
+
+def entries(root: str) -> list[str]:
+    """Every entry below root, relative, directories before their contents, in sorted order."""
+    found = []
     for directory, subdirectories, names in os.walk(root):
         subdirectories.sort()
-        for name in sorted(subdirectories + names):
-            full = os.path.join(directory, name)
-            relative = os.path.relpath(full, root)
-            entries.append(relative)
-            if os.path.isfile(full) and not os.path.islink(full):
-                size = os.path.getsize(full)
-                digest.update(f"{relative}\0{size}\0{backup.sha256_file(full)}\n".encode("utf-8", "surrogateescape"))
-                files += 1
-                total += size
-    return files, total, digest.hexdigest(), entries
+        found += [os.path.relpath(os.path.join(directory, name), root) for name in sorted(subdirectories + names)]
+    return found
+
+
+def digest_line(relative: str, size: int, sha256: str) -> bytes:
+    return f"{relative}\0{size}\0{sha256}\n".encode("utf-8", "surrogateescape")
+
+
+def tree_digest(root: str) -> tuple[int, int, str]:
+    """Files, bytes and a sha256 over (relative path, size, sha256) of every regular file, in
+    sorted order: what a restored tree must give again."""
+    files, total, digest = 0, 0, hashlib.sha256()
+    for relative in sorted(entries(root)):
+        full = os.path.join(root, relative)
+        if os.path.isfile(full) and not os.path.islink(full):
+            size = os.path.getsize(full)
+            digest.update(digest_line(relative, size, backup.sha256_file(full)))
+            files, total = files + 1, total + size
+    return files, total, digest.hexdigest()
 
 
 def archive(module: AnsibleModule, partial: str) -> dict:
+    """Archive the tree, hashing each file from the very bytes written into the archive (a file
+    that changes meanwhile cannot make the manifest disagree with the archive)."""
     root = module.params["path"]
     if not os.path.isdir(root):
         raise backup.BackupError(f"{root} is not a directory: nothing to archive")
-    files, total, tree_sha256, entries = tree_digest(root)
+    lines, files, total = {}, 0, 0
     with tarfile.open(partial, "w:gz") as tar:
         tar.add(root, arcname=".", recursive=False)
-        for relative in entries:
-            tar.add(os.path.join(root, relative), arcname=relative, recursive=False)
-    return {"source": root, "files": files, "bytes": total, "tree_sha256": tree_sha256}
+        for relative in entries(root):
+            full = os.path.join(root, relative)
+            info = tar.gettarinfo(full, arcname=relative)
+            if info.isreg():
+                with open(full, "rb") as handle:
+                    reader = HashingReader(handle)
+                    tar.addfile(info, reader)
+                lines[relative] = digest_line(relative, info.size, reader.digest.hexdigest())
+                files, total = files + 1, total + info.size
+            else:
+                tar.addfile(info)
+    digest = hashlib.sha256()
+    for relative in sorted(lines):
+        digest.update(lines[relative])
+    return {"source": root, "files": files, "bytes": total, "tree_sha256": digest.hexdigest()}
 
 
 def main() -> None:

@@ -119,11 +119,14 @@ def restore(module: AnsibleModule, result: dict) -> None:
     if free < need:
         raise backup.BackupError(f"{data_directory} has {free // 1048576} MiB free; a second copy of the database "
                                  f"needs {need // 1048576} MiB; nothing was changed")
+    database = params["database"]
+    incoming = f"{database}{engine.INCOMING_SUFFIX}"
+    previous = f"{database}__before_{backup.utc_now().strftime(backup.STAMP_FORMAT)}"
+    if not (engine.name_fits(incoming) and engine.name_fits(previous)):
+        raise backup.BackupError(f"database name {database!r} is too long to restore beside ({previous!r} would pass "
+                                 f"PostgreSQL's 63 bytes); nothing was changed")
     if module.check_mode:
         return
-    database = params["database"]
-    incoming = f"{database[:63 - len(engine.INCOMING_SUFFIX)]}{engine.INCOMING_SUFFIX}"
-    previous = f"{database}__before_{backup.utc_now().strftime(backup.STAMP_FORMAT)}"[:63]
     engine.create_database(params, incoming, template_owner_of=database)
     try:
         rc, _out, err = module.run_command(engine.restore_command(params, incoming, path, params["jobs"], keep_owners=True))
@@ -135,11 +138,32 @@ def restore(module: AnsibleModule, result: dict) -> None:
                                      + "; the site's database is untouched")
         result["checks"] = {"tables": len(manifest.get("tables", {})), "critical_tables": len(manifest.get("checksums", {})),
                             "query": bool(manifest.get("query"))}
-        engine.swap_databases(params, database, incoming, previous)
     except BaseException:
         engine.drop_database_quietly(params, incoming)
         raise
+    try:
+        warning = engine.swap_databases(params, database, incoming, previous)
+    except BaseException:
+        # Not swapped: the site's database is as it was; the proven copy is not kept.
+        if not database_exists(params, previous):
+            engine.drop_database_quietly(params, incoming)
+        raise
     result.update(changed=True, previous_database=previous)
+    if warning:
+        module.warn(warning)
+
+
+def database_exists(params: dict, name: str) -> bool:
+    try:
+        conn = engine.connect(params, "postgres", autocommit=True)
+    except backup.BackupError:
+        return False
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return cursor.fetchone() is not None
+    finally:
+        conn.close()
 
 
 def main() -> None:

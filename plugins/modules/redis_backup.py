@@ -11,8 +11,9 @@ short_description: Take a fresh Redis RDB snapshot and keep a checksummed copy
 version_added: 0.1.0
 author: opspack developers (@opspack)
 description:
-  - Asks the local Redis for a snapshot (C(BGSAVE)), waits until C(LASTSAVE) moves past the
-    time it asked and C(INFO persistence) reports the save as C(ok), then copies the RDB file
+  - Asks the local Redis for a snapshot (C(BGSAVE SCHEDULE), which waits for a save already
+    running), waits until C(INFO persistence) counts a save that started after the request
+    (C(rdb_saves); C(LASTSAVE) has one-second resolution) and reports it C(ok), then copies the RDB file
     into O(backup_dir) as a backup set with a manifest (sha256, size, Redis version, keys per
     database) and applies retention, like every opspack backup module.
   - Redis writes its RDB to a temporary file and renames it when complete, so the file copied
@@ -138,25 +139,34 @@ def info_fields(text: str) -> dict:
 
 
 def snapshot(module: AnsibleModule, partial: str) -> dict:
-    """BGSAVE, wait for LASTSAVE to move and the save to be ok, copy the RDB file to partial."""
+    """A snapshot that started after this call, proven finished and ok; its RDB copied to partial.
+
+    BGSAVE SCHEDULE waits its turn when a save is already running (plain BGSAVE would refuse).
+    Completion is read from rdb_saves, which counts finished saves; LASTSAVE has one-second
+    resolution and would miss a quick save. A save already running when asked started before
+    this call, so it does not count: one more must finish."""
     cli = RedisCli(module)
-    before = int(cli("LASTSAVE"))
-    started = cli("BGSAVE")
-    if "started" not in started and "in progress" not in started and "scheduled" not in started:
+    before = info_fields(cli("INFO", "persistence"))
+    wanted = int(before.get("rdb_saves", 0)) + (2 if before.get("rdb_bgsave_in_progress") == "1" else 1)
+    started = cli("BGSAVE", "SCHEDULE")
+    if "started" not in started and "scheduled" not in started:
         raise backup.BackupError(f"Redis refused BGSAVE: {started}")
     deadline = time.monotonic() + module.params["timeout"]
-    while int(cli("LASTSAVE")) <= before:
+    while True:
+        persistence = info_fields(cli("INFO", "persistence"))
+        if int(persistence.get("rdb_saves", 0)) >= wanted and persistence.get("rdb_bgsave_in_progress") == "0":
+            break
         if time.monotonic() > deadline:
             raise backup.BackupError(f"Redis did not finish its snapshot within {module.params['timeout']} s")
         time.sleep(0.2)
-    persistence = info_fields(cli("INFO", "persistence"))
     if persistence.get("rdb_last_bgsave_status") != "ok":
         raise backup.BackupError(f"Redis reports its last snapshot as {persistence.get('rdb_last_bgsave_status')}")
     shutil.copyfile(module.params["rdb_path"], partial)
     server = info_fields(cli("INFO", "server"))
     keyspace = info_fields(cli("INFO", "keyspace"))
     keys = {name: int(dict(part.split("=") for part in value.split(","))["keys"]) for name, value in keyspace.items()}
-    return {"redis_version": server.get("redis_version"), "keys": keys, "lastsave": int(cli("LASTSAVE"))}
+    return {"redis_version": server.get("redis_version"), "keys": keys,
+            "rdb_saves": int(persistence.get("rdb_saves", 0)), "lastsave": int(persistence.get("rdb_last_save_time", 0))}
 
 
 def main() -> None:

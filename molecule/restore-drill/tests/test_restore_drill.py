@@ -36,7 +36,9 @@ def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
     # Every run, failing ones included (Ansible prints loop items on failure), keeps the secret.
     for canary in CANARIES:
         assert canary not in ran.stdout + ran.stderr, f"a lab secret leaked in {name} {extra}"
-    return ran
+    # Where a failure's message goes depends on the config (Molecule's sends it to stderr):
+    # the tests read both streams as one.
+    return subprocess.CompletedProcess(args, ran.returncode, stdout=ran.stdout + ran.stderr, stderr=ran.stderr)
 
 
 def sql(host, query: str, db: str = "blog") -> str:
@@ -314,6 +316,29 @@ def test_a_restore_without_the_typed_confirmation_changes_nothing(host):
     assert_refused_and_backups_stay(host, "restore.yml", "unknown site nope on vps1",
                                     "-e", "restore_site=nope", "-e", "restore_confirm=nope")
     assert production_facts(host) == before
+
+
+def test_a_restore_whose_proof_fails_leaves_the_site_untouched(host):
+    taken = playbook("backup.yml")
+    assert taken.returncode == 0, taken.stdout[-3000:]
+    good = latest(host)
+    later = datetime.datetime.strptime(good["ended_at"], "%Y-%m-%dT%H:%M:%SZ") + datetime.timedelta(seconds=1)
+    lying = dict(good, backup_id="blog-postgresql-" + later.strftime("%Y%m%dT%H%M%SZ"),
+                 ended_at=later.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                 tables=dict(good["tables"], **{"public.posts": good["tables"]["public.posts"] + 1}))
+    host.check_output("runuser -u postgres -- tee {}/{}.manifest.json >/dev/null <<'EOF'\n{}\nEOF".format(
+        SITE_DIR, lying["backup_id"], json.dumps(lying)))
+    before = production_facts(host)
+    try:
+        ran = restore("-e", f"restore_backup_id={lying['backup_id']}", "-e", "restore_confirm=blog")
+        assert ran.returncode != 0
+        assert "the restored data differs from the backup" in ran.stdout and "the site's database is untouched" in ran.stdout
+    finally:
+        host.check_output(f"rm -f {SITE_DIR}/{lying['backup_id']}.manifest.json")
+    assert production_facts(host) == before
+    assert sql(host, "SELECT count(*) FROM pg_database WHERE datname = 'blog__restoring'", "postgres") == "0"
+    assert sql(host, "SELECT datallowconn FROM pg_database WHERE datname = 'blog'", "postgres") == "t"
+    assert not host.file("/var/lib/opspack/maintenance/blog/maintenance.on").exists
 
 
 def test_a_restore_brings_the_backup_back_keeps_the_old_database_and_a_safety_backup(host):
