@@ -83,6 +83,19 @@ def connection_argument_spec() -> dict:
     }
 
 
+def restore_argument_spec() -> dict:
+    """Options of the modules that read a backup back (doc fragments postgresql_connection and
+    backup_selection)."""
+    spec = connection_argument_spec()
+    spec.update(
+        site={"type": "str", "required": True},
+        backup_dir={"type": "path", "required": True},
+        backup_id={"type": "str", "default": "latest"},
+        jobs={"type": "int", "default": 2},
+    )
+    return spec
+
+
 def connect(params: dict, database: str, autocommit: bool = False, readonly: bool = False):
     if not HAS_PSYCOPG2:
         raise BackupError(f"psycopg2 is needed on the host (python3-psycopg2): {PSYCOPG2_IMPORT_ERROR}")

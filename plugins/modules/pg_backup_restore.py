@@ -26,31 +26,16 @@ description:
   - Put the site in maintenance and take a safety backup first; the C(restore.yml) playbook does both.
 extends_documentation_fragment:
   - opspack.platform.postgresql_connection
+  - opspack.platform.backup_selection
 options:
-  site:
-    description: Site whose database is restored.
-    type: str
-    required: true
   database:
     description: The site's database.
     type: str
     required: true
-  backup_dir:
-    description: Directory on the host that holds the site's backups.
-    type: path
-    required: true
-  backup_id:
-    description: The backup to restore; C(latest) takes the newest by the time in its manifest.
-    type: str
-    default: latest
   confirm:
     description: Must be the site's name, typed by the operator, or nothing happens.
     type: str
     required: true
-  jobs:
-    description: Parallel jobs for C(pg_restore).
-    type: int
-    default: 2
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.
@@ -167,15 +152,8 @@ def database_exists(params: dict, name: str) -> bool:
 
 
 def main() -> None:
-    spec = engine.connection_argument_spec()
-    spec.update(
-        site={"type": "str", "required": True},
-        database={"type": "str", "required": True},
-        backup_dir={"type": "path", "required": True},
-        backup_id={"type": "str", "default": "latest"},
-        confirm={"type": "str", "required": True},
-        jobs={"type": "int", "default": 2},
-    )
+    spec = engine.restore_argument_spec()
+    spec.update(database={"type": "str", "required": True}, confirm={"type": "str", "required": True})
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     clock = time.monotonic()
     result = {"changed": False}

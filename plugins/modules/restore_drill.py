@@ -27,23 +27,8 @@ description:
   - In check mode the backup is chosen and its checksum verified; nothing is restored.
 extends_documentation_fragment:
   - opspack.platform.postgresql_connection
+  - opspack.platform.backup_selection
 options:
-  site:
-    description: Site whose backup is drilled.
-    type: str
-    required: true
-  backup_dir:
-    description: Directory on the host that holds the site's backups.
-    type: path
-    required: true
-  backup_id:
-    description: The backup to drill; C(latest) takes the newest by the time in its manifest.
-    type: str
-    default: latest
-  jobs:
-    description: Parallel jobs for C(pg_restore).
-    type: int
-    default: 2
   keep_scratch:
     description: Leave the scratch database in place for a person to inspect (never by default).
     type: bool
@@ -196,14 +181,8 @@ def remove_scratch(params: dict, scratch: str, result: dict) -> None:
 
 
 def main() -> None:
-    spec = engine.connection_argument_spec()
-    spec.update(
-        site={"type": "str", "required": True},
-        backup_dir={"type": "path", "required": True},
-        backup_id={"type": "str", "default": "latest"},
-        jobs={"type": "int", "default": 2},
-        keep_scratch={"type": "bool", "default": False},
-    )
+    spec = engine.restore_argument_spec()
+    spec.update(keep_scratch={"type": "bool", "default": False})
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     clock = time.monotonic()
     result = {"changed": False, "passed": False, "reason": "", "checks": {},
