@@ -130,6 +130,17 @@ def test_redis_and_site_files_are_backed_up_with_checksums_off_host_too(host):
             assert manifest["files"] >= 1 and "avatar.png" in host.check_output(f"tar -tzf {data.path}")
 
 
+def test_one_failing_backup_does_not_cost_the_others_theirs(host):
+    redis_before = host.check_output("ls -1 /var/backups/opspack/redis | grep -c manifest")
+    before = listing(host)
+    ran = playbook("backup.yml", "-e", '{"backup_site_checks": {"blog": {"critical_tables": ["no_such_table"]}}}')
+    assert ran.returncode != 0
+    assert "backup failed: blog-postgresql-" in ran.stdout and "critical table no_such_table does not exist" in ran.stdout
+    assert listing(host) == before
+    # Redis (and the uploads) were still backed up in the same run.
+    assert int(host.check_output("ls -1 /var/backups/opspack/redis | grep -c manifest")) == int(redis_before) + 1
+
+
 def test_check_mode_says_what_it_would_take_and_takes_nothing(host):
     before = listing(host)
     dry = playbook("backup.yml", "--check", "-v")
