@@ -380,8 +380,9 @@ def scratch_prefix(site: str) -> str:
     return f"{SCRATCH_PREFIX}{re.sub('[^a-z0-9_]', '_', site)[:30]}_"
 
 
-def data_directory_free(params: dict) -> tuple[str, int]:
-    """The cluster's data directory and the bytes free there (a restore lands there)."""
+def check_room_to_restore(params: dict, manifest: dict, note: str = "") -> None:
+    """Refuse a restore that could fill the disk it lands on: the cluster's data directory, which
+    production shares. Twice the database's size at backup time must be free."""
     conn = connect(params, "postgres", autocommit=True)
     try:
         cursor = conn.cursor()
@@ -390,7 +391,23 @@ def data_directory_free(params: dict) -> tuple[str, int]:
     finally:
         conn.close()
     stats = os.statvfs(directory)
-    return directory, stats.f_bavail * stats.f_frsize
+    free = stats.f_bavail * stats.f_frsize
+    need = int(manifest.get("database_bytes") or manifest["size_bytes"] * 4) * 2
+    if free < need:
+        raise BackupError(f"{directory} has {free // 1048576} MiB free; restoring this backup beside the "
+                          f"live database needs {need // 1048576} MiB{note}")
+
+
+def restore_and_prove(module, database: str, path: str, manifest: dict, keep_owners: bool = False, note: str = "") -> None:
+    """pg_restore the backup at path into database (which exists, empty), then prove it: every
+    fact in the manifest must be read back. note ends each failure message."""
+    params = module.params
+    rc, _out, err = module.run_command(restore_command(params, database, path, params["jobs"], keep_owners=keep_owners))
+    if rc != 0:
+        raise BackupError(f"pg_restore failed (exit {rc}): {err.strip()[-2000:]}{note}")
+    problems = compare_facts(manifest, scratch_facts(params, database, manifest))
+    if problems:
+        raise BackupError("the restored data differs from the backup: " + "; ".join(problems) + note)
 
 
 def drop_scratch(params: dict, name: str) -> None:
@@ -432,12 +449,3 @@ def compare_facts(expected: dict, restored: dict) -> list[str]:
         # The answers are site data: say that they differ, never what they are.
         problems.append("the site query's answer differs from its answer at backup time")
     return problems
-
-
-def data_file(backup_id: str) -> str:
-    return backup_id + FILE_SUFFIX
-
-
-def remove_quietly(path: str) -> None:
-    if os.path.exists(path):
-        os.unlink(path)

@@ -99,11 +99,7 @@ def restore(module: AnsibleModule, result: dict) -> None:
     manifest = backup.find_backup(params["backup_dir"], params["backup_id"], params["site"])
     result["backup_id"] = manifest["backup_id"]
     path = backup.verify_checksum(params["backup_dir"], manifest)
-    data_directory, free = engine.data_directory_free(params)
-    need = int(manifest.get("database_bytes") or manifest["size_bytes"] * 4) * 2
-    if free < need:
-        raise backup.BackupError(f"{data_directory} has {free // 1048576} MiB free; a second copy of the database "
-                                 f"needs {need // 1048576} MiB; nothing was changed")
+    engine.check_room_to_restore(params, manifest, note="; nothing was changed")
     database = params["database"]
     incoming = f"{database}{engine.INCOMING_SUFFIX}"
     previous = f"{database}__before_{backup.utc_now().strftime(backup.STAMP_FORMAT)}"
@@ -114,13 +110,8 @@ def restore(module: AnsibleModule, result: dict) -> None:
         return
     engine.create_database(params, incoming, template_owner_of=database)
     try:
-        rc, _out, err = module.run_command(engine.restore_command(params, incoming, path, params["jobs"], keep_owners=True))
-        if rc != 0:
-            raise backup.BackupError(f"pg_restore failed (exit {rc}): {err.strip()[-2000:]}; the site's database is untouched")
-        problems = engine.compare_facts(manifest, engine.scratch_facts(params, incoming, manifest))
-        if problems:
-            raise backup.BackupError("the restored data differs from the backup: " + "; ".join(problems)
-                                     + "; the site's database is untouched")
+        engine.restore_and_prove(module, incoming, path, manifest, keep_owners=True,
+                                 note="; the site's database is untouched")
         result["checks"] = {"tables": len(manifest.get("tables", {})), "critical_tables": len(manifest.get("checksums", {})),
                             "query": bool(manifest.get("query"))}
     except BaseException:

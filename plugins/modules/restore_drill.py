@@ -145,22 +145,13 @@ def drill(module: AnsibleModule, result: dict, clock: float) -> None:
     for leftover in result["leftovers_dropped"]:
         engine.drop_scratch(params, leftover)
     # The restore lands beside production: refuse one that could fill its disk.
-    data_directory, free = engine.data_directory_free(params)
-    need = int(manifest.get("database_bytes") or manifest["size_bytes"] * 4) * 2
-    if free < need:
-        raise backup.BackupError(f"{data_directory} has {free // 1048576} MiB free; restoring this backup "
-                                 f"beside production needs {need // 1048576} MiB")
+    engine.check_room_to_restore(params, manifest)
     scratch = f"{engine.scratch_prefix(manifest['site'])}{int(time.time())}"
     result["scratch_database"] = scratch
     engine.create_scratch(module.params, scratch)
     result["scratch_removed"] = False
     try:
-        rc, _out, err = module.run_command(engine.restore_command(params, scratch, path, params["jobs"]))
-        if rc != 0:
-            raise backup.BackupError(f"pg_restore failed (exit {rc}): {err.strip()[-2000:]}")
-        problems = engine.compare_facts(manifest, engine.scratch_facts(params, scratch, manifest))
-        if problems:
-            raise backup.BackupError("the restored data differs from the backup: " + "; ".join(problems))
+        engine.restore_and_prove(module, scratch, path, manifest)
     finally:
         if not params["keep_scratch"]:
             remove_scratch(params, scratch, result)
