@@ -4,7 +4,8 @@
 
 Each ansible.builtin.template or copy task costs two module runs on the host even when nothing
 changes, each package or directory task one more. Roles read their files and directories with
-a single ansible.builtin.find (get_checksum) and their packages from package_facts, and skip the
+a single ansible.builtin.find (get_checksum) and their packages from one dpkg-query listing
+(dpkg_packages; package_facts loads apt's whole cache and costs a second per host), and skip the
 tasks whose target is already in place. Anything missing, unreadable or different makes the
 task run, so the full task (with its check mode and diff) stays the authority.
 """
@@ -88,8 +89,39 @@ def find_spec(paths):
             "depth": max(len(part) - 1 for part in parts)}
 
 
+# dpkg's desired-selection letters (first column of ${db:Status-Abbrev}).
+_DPKG_SELECTIONS = {"u": "unknown", "i": "install", "h": "hold", "r": "deinstall", "p": "purge"}
+DPKG_SHOWFORMAT = "${db:Status-Abbrev} ${Package} ${Version} ${Architecture}\n"
+
+
+def dpkg_packages(listing):
+    """The installed packages from `dpkg-query --show --showformat=DPKG_SHOWFORMAT` output (or a
+    registered command result holding it), shaped like ansible_facts['packages'] plus each
+    package's selection (install, hold, ...). Only fully installed packages count: a half
+    configured one is left out, so the role's apt task runs and finishes it."""
+    if isinstance(listing, dict):
+        if listing.get("skipped") or listing.get("failed") or listing.get("rc", 0) != 0:
+            return {}
+        listing = listing.get("stdout", "")
+    packages = {}
+    for line in str(listing).splitlines():
+        # Status-Abbrev is three letters, the last a space unless dpkg flags an error: split on
+        # any run of white space (names, versions and architectures have none).
+        fields = line.split()
+        if len(fields) != 4 or len(fields[0]) < 2:
+            raise AnsibleFilterError(f"dpkg_packages: not a line of the expected dpkg-query format: {line!r}")
+        status, name, version, arch = fields
+        if status[1] != "i":
+            continue
+        packages.setdefault(name, []).append({
+            "name": name, "version": version, "arch": arch, "source": "apt",
+            "selection": _DPKG_SELECTIONS.get(status[0], "unknown"),
+        })
+    return packages
+
+
 def packages_missing(packages, names):
-    """The names not installed according to ansible_facts['packages'] (all of them if unknown).
+    """The names not installed according to dpkg_packages or package facts (all if unknown).
 
     A pinned name (name=version) always counts as missing, so apt itself checks the version."""
     names = [names] if isinstance(names, str) else list(names)
@@ -125,6 +157,7 @@ class FilterModule:
             "file_differs": file_differs,
             "dir_differs": dir_differs,
             "find_spec": find_spec,
+            "dpkg_packages": dpkg_packages,
             "packages_missing": packages_missing,
             "unit_settled": unit_settled,
         }

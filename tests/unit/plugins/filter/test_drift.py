@@ -123,3 +123,32 @@ def test_unit_settled_reads_systemctl_show():
     assert drift.unit_settled({"rc": 0, "stdout": SHOW}, "apt-daily.timer")
     assert not drift.unit_settled({"rc": 1, "stdout": SHOW}, "apt-daily.timer")
     assert not drift.unit_settled({"skipped": True}, "apt-daily.timer")
+
+
+DPKG_LISTING = (
+    "ii  nginx 1.22.1-9 amd64\n"
+    "hi  pgbackrest 2.45-1 amd64\n"
+    "rc  apache2 2.4.57-2 amd64\n"
+    "iFR redis-server 5:7.0.15-1 amd64\n"
+)
+
+
+def test_dpkg_packages_lists_installed_packages_with_their_selection():
+    packages = drift.dpkg_packages(DPKG_LISTING)
+    assert sorted(packages) == ["nginx", "pgbackrest"]
+    assert packages["pgbackrest"] == [{"name": "pgbackrest", "version": "2.45-1", "arch": "amd64",
+                                      "source": "apt", "selection": "hold"}]
+    assert packages["nginx"][0]["selection"] == "install"
+    # Removed-but-configured and half-configured packages count as missing, so apt runs.
+    assert drift.packages_missing(packages, ["nginx", "apache2", "redis-server"]) == ["apache2", "redis-server"]
+
+
+def test_dpkg_packages_reads_a_registered_result_and_treats_failure_as_unknown():
+    assert "nginx" in drift.dpkg_packages({"rc": 0, "stdout": DPKG_LISTING})
+    assert drift.dpkg_packages({"rc": 2, "stdout": ""}) == {}
+    assert drift.dpkg_packages({"skipped": True}) == {}
+
+
+def test_dpkg_packages_rejects_output_of_another_format():
+    with pytest.raises(AnsibleFilterError, match="dpkg-query format"):
+        drift.dpkg_packages("nginx 1.22\n")
