@@ -3,11 +3,15 @@
 Prints figures and ratios to a baseline measured in the same run on the same hosts: one
 ansible-playbook run that only gathers facts (connection and fact cost, no work). Goal from
 issue 3: the second run takes at most 25 s for two hosts. Speed goals live here, never in tests.
+
+The converged run is repeated (OPSPACK_BENCH_SETTLED_RUNS, default 5) and judged on the median:
+on these shared 2-core machines the same run varies by a quarter from one minute to the next.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAB = "bench"
 BASE_PORT = int(os.environ.get("OPSPACK_BENCH_BASE_PORT", "26000"))
 SECOND_RUN_GOAL_S = 25.0
+SETTLED_RUNS = int(os.environ.get("OPSPACK_BENCH_SETTLED_RUNS", "5"))
 
 
 def timed(args: list[str], env: dict) -> float:
@@ -43,16 +48,22 @@ def main() -> int:
             )
             env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
             inventory = ["-i", str(lab_dir / "hosts.yml")]
-            baseline = timed(["ansible", "all", *inventory, "-m", "ansible.builtin.setup"], env)
+            gather = ["ansible", "all", *inventory, "-m", "ansible.builtin.setup"]
+            baseline = timed(gather, env)
             play = ["ansible-playbook", *inventory, "playbooks/provision.yml",
                     "-e", "@inventories/lab-site.yml", "-e", f"@{extra}"]
             first = timed(play, env)
-            second = timed(play, env)
+            settled = [timed(play, env) for _ in range(SETTLED_RUNS)]
+            # Once root login is off the baseline logs in as the operator, like the runs it is compared with.
+            baselines = [baseline] + [timed([*gather, "-e", "ansible_user=ops", "-b"], env) for _ in range(2)]
         finally:
             subprocess.run(["opspack", "lab", "down", "--name", LAB, "--dir", str(lab_dir)], check=False, cwd=ROOT)
-    print(f"baseline (gather facts, 2 hosts):  {baseline:6.1f} s")
-    print(f"provision, fresh hosts (2 hosts):  {first:6.1f} s  = {first / baseline:5.1f} x baseline")
-    print(f"provision, second run (2 hosts):   {second:6.1f} s  = {second / baseline:5.1f} x baseline"
+    base = statistics.median(baselines)
+    second = statistics.median(settled)
+    print(f"baseline (gather facts, 2 hosts):  {base:6.1f} s  (median of {', '.join(f'{b:.1f}' for b in baselines)})")
+    print(f"provision, fresh hosts (2 hosts):  {first:6.1f} s  = {first / base:5.1f} x baseline")
+    print(f"provision, second run (2 hosts):   {second:6.1f} s  = {second / base:5.1f} x baseline"
+          f"  (median of {len(settled)}: {', '.join(f'{t:.1f}' for t in settled)})"
           f"  (goal <= {SECOND_RUN_GOAL_S:.0f} s: {'met' if second <= SECOND_RUN_GOAL_S else 'NOT met'})")
     return 0
 

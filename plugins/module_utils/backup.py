@@ -240,15 +240,17 @@ def retention_argument_spec() -> dict:
     }
 
 
-def run_backup(module, engine: str, suffix: str, dump, describe=str, errors: tuple = ()) -> None:
+def run_backup(module, engine: str, suffix: str, dump, describe=str, errors: tuple = (), extra: dict | None = None) -> None:
     """The flow every engine's backup module shares, ending in exit_json or fail_json.
 
     dump(partial_path) writes the data to partial_path (which exists, empty and reserved for this
     run) and returns the engine's own manifest fields. Around it: the id, check mode, the
-    partial-then-rename protocol, the manifest written last, retention and the result."""
+    partial-then-rename protocol, the manifest written last, retention and the result. extra
+    (which dump may fill in as it goes) is added to the result, also when the backup fails."""
     params = module.params
     directory = params["backup_dir"]
     started = utc_now()
+    extra = {} if extra is None else extra
     result = {"changed": False, "manifest": {}, "kept": [], "deleted": [], "deleted_files": []}
     try:
         backup_id = new_backup_id(params["site"], engine, started)
@@ -274,8 +276,8 @@ def run_backup(module, engine: str, suffix: str, dump, describe=str, errors: tup
         if not params["prune"]:
             result["deleted"] = []
     except (BackupError, OSError, *errors) as exc:
-        module.fail_json(msg=describe(exc), **result)
-    module.exit_json(**result)
+        module.fail_json(msg=describe(exc), **extra, **result)
+    module.exit_json(**extra, **result)
 
 
 def _take(params: dict, backup_id: str, started, data_path: str, engine: str, dump) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 try:
@@ -26,7 +27,7 @@ except ImportError as import_error:  # pragma: no cover - the postgresql role in
     PSYCOPG2_IMPORT_ERROR = import_error
     DATABASE_ERRORS = ()
 
-from ansible_collections.opspack.platform.plugins.module_utils.backup import BackupError
+from ansible_collections.opspack.platform.plugins.module_utils.backup import BackupError, check_target
 
 ENGINE = "postgresql"
 FILE_SUFFIX = ".pgdump"
@@ -449,3 +450,40 @@ def compare_facts(expected: dict, restored: dict) -> list[str]:
         # The answers are site data: say that they differ, never what they are.
         problems.append("the site query's answer differs from its answer at backup time")
     return problems
+
+
+def dump_database(module, params: dict, partial: str) -> dict:
+    """pg_dump into partial while the facts are read in the same snapshot; the manifest fields.
+
+    params holds the backup options (pg_backup's) and the connection to dump from.
+
+    pg_dump imports the exported snapshot and runs in its own process, so the row counts and
+    checksums are read at the same time (a backup then takes about as long as the longer of the
+    two, not their sum); the exporting transaction stays open until both are done."""
+    session = SnapshotSession(params, params["database"])
+    dumped = {}
+    try:
+        check_target(params["backup_dir"], max(params["min_free_mb"] * 1048576, session.database_bytes // 2))
+        command = dump_command(params, params["database"], session.snapshot, partial, params["compress"])
+        dumper = threading.Thread(target=lambda: dumped.update(zip(("rc", "out", "err"), module.run_command(command))))
+        dumper.start()
+        try:
+            facts = read_facts(session.cursor, params["critical_tables"], params["drill_query"],
+                               None if params["migration_version"] else params["migrations_table"])
+        finally:
+            dumper.join()
+        if dumped.get("rc") != 0:
+            raise BackupError(f"pg_dump failed (exit {dumped.get('rc')}): {dumped.get('err', '').strip()[-2000:]}")
+    finally:
+        session.close()
+    return {
+        "database": params["database"],
+        "dump_format": "custom",
+        "server_version": session.server_version,
+        "database_bytes": session.database_bytes,
+        "release": params["release"],
+        "migration_version": params["migration_version"] or facts["migration_version"],
+        "tables": facts["tables"],
+        "checksums": facts["checksums"],
+        "query": facts["query"],
+    }

@@ -148,7 +148,6 @@ deleted_files:
 """
 
 import os
-import threading
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -171,47 +170,12 @@ def argument_spec() -> dict:
     return spec
 
 
-def dump(module: AnsibleModule, partial: str) -> dict:
-    """pg_dump into partial while the facts are read in the same snapshot; the manifest fields.
-
-    pg_dump imports the exported snapshot and runs in its own process, so the row counts and
-    checksums are read at the same time (a backup then takes about as long as the longer of the
-    two, not their sum); the exporting transaction stays open until both are done."""
-    params = module.params
-    session = engine.SnapshotSession(params, params["database"])
-    dumped = {}
-    try:
-        backup.check_target(params["backup_dir"], max(params["min_free_mb"] * 1048576, session.database_bytes // 2))
-        command = engine.dump_command(params, params["database"], session.snapshot, partial, params["compress"])
-        dumper = threading.Thread(target=lambda: dumped.update(zip(("rc", "out", "err"), module.run_command(command))))
-        dumper.start()
-        try:
-            facts = engine.read_facts(session.cursor, params["critical_tables"], params["drill_query"],
-                                      None if params["migration_version"] else params["migrations_table"])
-        finally:
-            dumper.join()
-        if dumped.get("rc") != 0:
-            raise backup.BackupError(f"pg_dump failed (exit {dumped.get('rc')}): {dumped.get('err', '').strip()[-2000:]}")
-    finally:
-        session.close()
-    return {
-        "database": params["database"],
-        "dump_format": "custom",
-        "server_version": session.server_version,
-        "database_bytes": session.database_bytes,
-        "release": params["release"],
-        "migration_version": params["migration_version"] or facts["migration_version"],
-        "tables": facts["tables"],
-        "checksums": facts["checksums"],
-        "query": facts["query"],
-    }
-
-
 def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     # Backups hold the site's data: pg_dump creates the file readable by its owner only.
     os.umask(0o077)
-    backup.run_backup(module, engine.ENGINE, engine.FILE_SUFFIX, lambda partial: dump(module, partial),
+    backup.run_backup(module, engine.ENGINE, engine.FILE_SUFFIX,
+                      lambda partial: engine.dump_database(module, module.params, partial),
                       describe=engine.describe_error, errors=engine.DATABASE_ERRORS)
 
 

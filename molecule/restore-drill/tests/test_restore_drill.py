@@ -375,3 +375,47 @@ def test_a_restore_brings_the_backup_back_keeps_the_old_database_and_a_safety_ba
     # A safety backup was taken first (and nothing was pruned), and maintenance is off again.
     assert len(manifests(host)) == count_before + 1
     assert not host.file("/var/lib/opspack/maintenance/blog/maintenance.on").exists
+
+
+def test_a_restore_to_a_point_in_time_rewinds_only_the_site_database(host):
+    sql(host, "DROP TABLE IF EXISTS pitr_restore_probe")
+    sql(host, "CREATE TABLE pitr_restore_probe (label text NOT NULL)")
+    sql(host, "INSERT INTO pitr_restore_probe VALUES ('t1')")
+    t1 = utc_stamp(host)
+    sql(host, "INSERT INTO pitr_restore_probe VALUES ('t2')")
+    # Written after the target in another database of the same cluster: it must survive.
+    sql(host, "CREATE TABLE IF NOT EXISTS opspack_test_other_site (n int)", "postgres")
+    sql(host, "INSERT INTO opspack_test_other_site VALUES (2)", "postgres")
+    # A backup set that ends after the target cannot stop there: the restore must not use it.
+    host.check_output("runuser -u postgres -- pgbackrest --stanza=main --type=diff backup")
+    count_before = len(manifests(host))
+    restored = restore("-e", f"restore_target_time={t1}", "-e", "restore_confirm=blog")
+    assert restored.returncode == 0, restored.stdout[-3000:]
+    assert sql(host, "SELECT string_agg(label, ',' ORDER BY label) FROM pitr_restore_probe") == "t1"
+    assert sql(host, "SELECT count(*) FROM opspack_test_other_site WHERE n = 2", "postgres") == "1"
+    # The point-in-time backup is an ordinary, proven one that says what it recovered to.
+    made = [item for item in manifests(host) if item.get("recovered_to")]
+    assert made, "no point-in-time backup manifest"
+    target = datetime.datetime.fromisoformat(t1.replace("Z", "+00:00")[:26] + "+00:00")
+    recovered_to = datetime.datetime.fromisoformat(made[-1]["recovered_to"].replace("Z", "+00:00"))
+    assert abs((recovered_to - target).total_seconds()) < 0.001
+    assert f"blog now runs on {made[-1]['backup_id']}" in restored.stdout
+    # It, and a safety backup, were added; the old database keeps the t2 row; all is clean again.
+    assert len(manifests(host)) == count_before + 2
+    previous = sql(host, "SELECT datname FROM pg_database WHERE datname LIKE 'blog\\_\\_before\\_%' ORDER BY 1 DESC LIMIT 1",
+                   "postgres")
+    assert sql(host, "SELECT string_agg(label, ',' ORDER BY label) FROM pitr_restore_probe", previous) == "t1,t2"
+    assert not host.file("/var/lib/postgresql/opspack-pitr-backup").exists
+    assert not host.file("/var/lib/opspack/maintenance/blog/maintenance.on").exists
+
+
+def test_a_restore_to_a_time_before_every_backup_or_with_a_backup_id_too_is_refused(host):
+    before = production_facts(host)
+    assert_refused_and_backups_stay(host, "restore.yml", "is before any backup can reach it",
+                                    "-e", "restore_site=blog", "-e", "restore_confirm=blog",
+                                    "-e", "restore_target_time=2020-01-01T00:00:00Z")
+    assert_refused_and_backups_stay(host, "restore.yml", "Give either restore_backup_id",
+                                    "-e", "restore_site=blog", "-e", "restore_confirm=blog",
+                                    "-e", "restore_target_time=2026-01-01T00:00:00Z", "-e", "restore_backup_id=x")
+    assert production_facts(host) == before
+    assert not host.file("/var/lib/postgresql/opspack-pitr-backup").exists
