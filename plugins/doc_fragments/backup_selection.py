@@ -22,8 +22,4 @@ options:
         file modification time). Its size and sha256 are verified before it is used.
     type: str
     default: latest
-  jobs:
-    description: Parallel jobs for C(pg_restore).
-    type: int
-    default: 2
 """

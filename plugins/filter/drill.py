@@ -6,7 +6,7 @@ from __future__ import annotations
 
 # What a drill record may hold. Never whole results: no query answers (they are site data),
 # no module arguments, nothing a no_log task could have carried.
-RECORD_FIELDS = ("backup_id", "backup_ended_at", "backup_set", "backup_set_stopped_at", "target_time",
+RECORD_FIELDS = ("engine", "backup_id", "backup_ended_at", "backup_set", "backup_set_stopped_at", "target_time",
                  "recovery_stopped_before", "started_at", "rto_seconds", "rpo_seconds")
 
 
@@ -15,7 +15,7 @@ def drill_outcome(result, operation, host, site=None):
     registered restore_drill or pitr_drill result (a loop item's result when site is None)."""
     if not isinstance(result, dict):
         result = {}
-    site = site if site is not None else result.get("item")
+    site = site if site is not None else result.get("site") or result.get("item")
     passed = bool(result.get("passed")) and not result.get("failed") and not result.get("skipped")
     # A module that crashed has no reason of its own: say so, with the last line it printed.
     crash = (result.get("exception") or result.get("module_stderr") or "").strip().splitlines()

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 
@@ -310,3 +311,48 @@ def _take(params: dict, backup_id: str, started, data_path: str, engine: str, du
         raise
     return {"manifest": manifest, "sha256": manifest["sha256"], "size_bytes": manifest["size_bytes"],
             "duration_seconds": round(time.monotonic() - clock, 3)}
+
+
+def drill_argument_spec() -> dict:
+    """Options of the drill modules of engines without a database server (doc fragment backup_selection)."""
+    return {
+        "site": {"type": "str", "required": True},
+        "backup_dir": {"type": "path", "required": True},
+        "backup_id": {"type": "str", "default": "latest"},
+        "scratch_parent": {"type": "path", "default": "/var/tmp"},
+    }
+
+
+def run_drill(module, engine: str, prove, describe=str, errors: tuple = ()) -> None:
+    """The flow the Redis and files drill modules share, ending in exit_json or fail_json.
+
+    Finds the latest or chosen backup of the engine, records its age (RPO) and verifies its
+    size and sha256; then (not in check mode) prove(manifest, path, scratch, result) restores
+    it into scratch, a new private directory removed afterwards whatever happens, and raises
+    BackupError unless the restored data equals what the manifest recorded. RTO runs from the
+    start to the proven copy. A failed drill still returns every field, to be recorded."""
+    params = module.params
+    clock = time.monotonic()
+    result = {"changed": False, "passed": False, "reason": "", "engine": engine, "site": params["site"],
+              "checks": {}, "started_at": to_iso(utc_now()), "rto_seconds": 0.0}
+    try:
+        manifest = find_backup(params["backup_dir"], params["backup_id"], params["site"], engine)
+        result.update(backup_id=manifest["backup_id"], backup_ended_at=manifest["ended_at"],
+                      rpo_seconds=int((from_iso(result["started_at"]) - from_iso(manifest["ended_at"])).total_seconds()))
+        path = verify_checksum(params["backup_dir"], manifest)
+        result["checks"]["checksum"] = True
+        if module.check_mode:
+            result.update(passed=True, reason="check mode: backup found and its checksum verified; nothing restored")
+        else:
+            scratch = tempfile.mkdtemp(prefix=f"opspack-{engine}-drill-", dir=params["scratch_parent"])
+            try:
+                prove(manifest, path, scratch, result)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+                result["scratch_removed"] = not os.path.exists(scratch)
+            result.update(passed=True, reason="all checks passed", rto_seconds=round(time.monotonic() - clock, 3))
+    except (BackupError, OSError, *errors) as exc:
+        reason = describe(exc)
+        result.update(passed=False, reason=reason, rto_seconds=round(time.monotonic() - clock, 3))
+        module.fail_json(msg=f"restore drill failed: {reason}", **result)
+    module.exit_json(**result)

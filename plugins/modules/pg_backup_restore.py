@@ -28,6 +28,10 @@ extends_documentation_fragment:
   - opspack.platform.postgresql_connection
   - opspack.platform.backup_selection
 options:
+  jobs:
+    description: Parallel jobs for C(pg_restore).
+    type: int
+    default: 2
   database:
     description: The site's database.
     type: str

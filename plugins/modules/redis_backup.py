@@ -14,7 +14,9 @@ description:
   - Asks the local Redis for a snapshot (C(BGSAVE SCHEDULE), which waits for a save already
     running), waits until C(INFO persistence) counts a save that started after the request
     (C(rdb_saves); C(LASTSAVE) has one-second resolution) and reports it C(ok), then copies the RDB file
-    into O(backup_dir) as a backup set with a manifest (sha256, size, Redis version, keys per
+    into O(backup_dir) as a backup set with a manifest (sha256, size, Redis version, the keys
+    C(redis-check-rdb) counts in the copy as C(rdb_keys) (it also checks the copy's structure
+    and CRC64, so a damaged snapshot fails the backup), keys per
     database) and applies retention, like every opspack backup module.
   - Redis writes its RDB to a temporary file and renames it when complete, so the file copied
     after the snapshot finished is consistent. (With AOF on, Redis would ignore a restored RDB
@@ -109,11 +111,13 @@ deleted_files:
 
 import os
 import shutil
+import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils import backup
+from ansible_collections.opspack.platform.plugins.module_utils.redis_rdb import check_rdb
 
 ENGINE = "redis"
 FILE_SUFFIX = ".rdb"
@@ -162,10 +166,16 @@ def snapshot(module: AnsibleModule, partial: str) -> dict:
     if persistence.get("rdb_last_bgsave_status") != "ok":
         raise backup.BackupError(f"Redis reports its last snapshot as {persistence.get('rdb_last_bgsave_status')}")
     shutil.copyfile(module.params["rdb_path"], partial)
+    # The copy's own structure and CRC64, and its key count for drills to compare with.
+    workdir = tempfile.mkdtemp(prefix="opspack-redis-backup-")
+    try:
+        in_file = check_rdb(module, partial, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     server = info_fields(cli("INFO", "server"))
     keyspace = info_fields(cli("INFO", "keyspace"))
     keys = {name: int(dict(part.split("=") for part in value.split(","))["keys"]) for name, value in keyspace.items()}
-    return {"redis_version": server.get("redis_version"), "keys": keys,
+    return {"redis_version": server.get("redis_version"), "keys": keys, "rdb_keys": in_file["keys"],
             "rdb_saves": int(persistence.get("rdb_saves", 0)), "lastsave": int(persistence.get("rdb_last_save_time", 0))}
 
 

@@ -29,6 +29,10 @@ extends_documentation_fragment:
   - opspack.platform.postgresql_connection
   - opspack.platform.backup_selection
 options:
+  jobs:
+    description: Parallel jobs for C(pg_restore).
+    type: int
+    default: 2
   keep_scratch:
     description: Leave the scratch database in place for a person to inspect (never by default).
     type: bool
@@ -97,6 +101,10 @@ rpo_seconds:
   description: Age of the backup in seconds when the drill started.
   returned: when a backup was found
   type: int
+engine:
+  description: Always C(postgresql).
+  returned: always
+  type: str
 checks:
   description: What was compared, as counts (tables, critical tables, query).
   returned: always
@@ -176,7 +184,7 @@ def main() -> None:
     spec.update(keep_scratch={"type": "bool", "default": False})
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     clock = time.monotonic()
-    result = {"changed": False, "passed": False, "reason": "", "checks": {},
+    result = {"changed": False, "passed": False, "reason": "", "engine": engine.ENGINE, "checks": {},
               "started_at": backup.to_iso(backup.utc_now()), "rto_seconds": 0.0}
     try:
         drill(module, result, clock)

@@ -68,8 +68,12 @@ def assert_refused_and_backups_stay(host, name: str, message: str, *extra: str) 
     assert listing(host) == before
 
 
-def last_drill() -> dict:
-    return json.loads(DRILLS.read_text().splitlines()[-1])
+def last_drill(engine: str | None = "postgresql") -> dict:
+    """The last drill record, of one engine's logical drills (None: whatever came last)."""
+    records = [json.loads(line) for line in DRILLS.read_text().splitlines()]
+    if engine:
+        records = [item for item in records if item["operation"] == "drill" and item.get("engine") == engine]
+    return records[-1]
 
 
 def production_facts(host) -> dict:
@@ -110,6 +114,38 @@ def test_backup_then_drill_passes_and_is_recorded(host):
     assert float(record["rto_seconds"]) > 0 and int(record["rpo_seconds"]) >= 0
     assert record["reason"] == "all checks passed"
     assert scratch_databases(host) == "0"
+    # Every data store is drilled: the Redis snapshot loads, the uploads unpack to the same tree.
+    for engine in ("redis", "files"):
+        other = last_drill(engine)
+        assert other["result"] == "pass" and other["reason"] == "all checks passed", other
+        assert other["backup_id"].startswith(("redis-redis-", "blog-files-")) and float(other["rto_seconds"]) > 0
+    assert host.check_output("ls -A /var/tmp | grep -c '^opspack-' || true") == "0"
+
+
+def test_a_damaged_redis_snapshot_fails_its_drill_even_with_a_matching_checksum(host):
+    """A copy whose sha256 was taken after it broke: redis-check-rdb still catches it."""
+    directory = "/var/backups/opspack/redis"
+    names = host.check_output(f"ls -1 {directory}").split()
+    good = json.loads(host.file(f"{directory}/{sorted(n for n in names if n.endswith('.manifest.json'))[-1]}").content_string)
+    later = datetime.datetime.strptime(good["ended_at"], "%Y-%m-%dT%H:%M:%SZ") + datetime.timedelta(seconds=1)
+    broken_id = "redis-redis-" + later.strftime("%Y%m%dT%H%M%SZ")
+    host.check_output(
+        "python3 -c " + shlex.quote(
+            "import hashlib, json, sys; d, good, new = sys.argv[1:]; data = bytearray(open(f'{d}/{good}.rdb', 'rb').read());"
+            " data[len(data) // 2] ^= 0x01; open(f'{d}/{new}.rdb', 'wb').write(data);"
+            " m = json.load(open(f'{d}/{good}.manifest.json'));"
+            " m.update(backup_id=new, file=f'{new}.rdb', sha256=hashlib.sha256(data).hexdigest(), ended_at=sys.argv[4]);"
+            " json.dump(m, open(f'{d}/{new}.manifest.json', 'w'))") + f" {directory} {good['backup_id']} {broken_id} "
+        + later.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    try:
+        drilled = playbook("restore_drill.yml", "-e", f"restore_drill_backup_id={broken_id}")
+        assert drilled.returncode != 0
+        record = last_drill("redis")
+        assert record["backup_id"] == broken_id and record["result"] == "fail", record
+        assert "redis-check-rdb rejects the RDB" in record["reason"], record
+    finally:
+        host.check_output(f"rm -f {directory}/{broken_id}.rdb {directory}/{broken_id}.manifest.json")
+    assert host.check_output("ls -A /var/tmp | grep -c '^opspack-' || true") == "0"
 
 
 def test_redis_and_site_files_are_backed_up_with_checksums_off_host_too(host):
@@ -282,7 +318,7 @@ def test_pitr_to_t1_has_the_t1_rows_and_not_the_t2_rows(host):
                        "-e", f"@{query}")
     assert drilled.returncode == 0, drilled.stdout[-3000:]
     assert "-> [['t1-a,t1-b']]" in drilled.stdout
-    record = last_drill()
+    record = last_drill(None)
     assert record["operation"] == "pitr_drill" and record["result"] == "pass", record
     assert record["backup_set"] != after_t2
     target = datetime.datetime.fromisoformat(record["target_time"].replace("Z", "+00:00"))

@@ -6,7 +6,7 @@ import hashlib
 import os
 import tarfile
 
-from ansible_collections.opspack.platform.plugins.modules import files_backup
+from ansible_collections.opspack.platform.plugins.module_utils import tree as file_tree
 
 
 def make_tree(root):
@@ -34,15 +34,15 @@ def test_an_archive_holds_the_tree_and_its_manifest_proves_it(run_module, tmp_pa
         assert tar.getmember("link").issym() and tar.getmember("link").linkname == "/etc/passwd"
         tar.extractall(tmp_path / "restored", filter="tar")
     # The manifest's digest is the tree's, and a restored tree gives it again.
-    assert files_backup.tree_digest(str(tree)) == (2, 27, manifest["tree_sha256"])
-    assert files_backup.tree_digest(str(tmp_path / "restored")) == (2, 27, manifest["tree_sha256"])
+    assert file_tree.tree_digest(str(tree)) == (2, 27, manifest["tree_sha256"])
+    assert file_tree.tree_digest(str(tmp_path / "restored")) == (2, 27, manifest["tree_sha256"])
 
 
 def test_the_tree_digest_changes_with_one_byte(tmp_path):
     tree = make_tree(tmp_path / "uploads")
-    before = files_backup.tree_digest(str(tree))
+    before = file_tree.tree_digest(str(tree))
     (tree / "readme.txt").write_text("hellp\n")
-    assert files_backup.tree_digest(str(tree)) != before
+    assert file_tree.tree_digest(str(tree)) != before
 
 
 def test_a_missing_source_is_refused_and_nothing_is_left(run_module, tmp_path):
