@@ -131,7 +131,7 @@ def test_a_damaged_redis_snapshot_fails_its_drill_even_with_a_matching_checksum(
     broken_id = "redis-redis-" + later.strftime("%Y%m%dT%H%M%SZ")
     host.check_output(
         "python3 -c " + shlex.quote(
-            "import hashlib, json, sys; d, good, new = sys.argv[1:]; data = bytearray(open(f'{d}/{good}.rdb', 'rb').read());"
+            "import hashlib, json, sys; d, good, new = sys.argv[1:4]; data = bytearray(open(f'{d}/{good}.rdb', 'rb').read());"
             " data[len(data) // 2] ^= 0x01; open(f'{d}/{new}.rdb', 'wb').write(data);"
             " m = json.load(open(f'{d}/{good}.manifest.json'));"
             " m.update(backup_id=new, file=f'{new}.rdb', sha256=hashlib.sha256(data).hexdigest(), ended_at=sys.argv[4]);"
