@@ -54,7 +54,7 @@ def schema(host) -> str:
 def releases(host):
     """The sample site's releases, copied to the host as a deploy would unpack them."""
     host.check_output(f"rm -rf {RELEASES} && install -d -m 0755 {RELEASES}")
-    for release in sorted(path.name for path in SAMPLE.iterdir() if path.is_dir()):
+    for release in sorted(path.name for path in SAMPLE.iterdir() if (path / "migrations").is_dir()):
         host.check_output(f"install -d -m 0755 {RELEASES}/{release}/migrations")
         for migration in sorted((SAMPLE / release / "migrations").iterdir()):
             target = f"{RELEASES}/{release}/migrations/{migration.name}"
