@@ -1,0 +1,247 @@
+"""The release lifecycle on a provisioned lab host, driven as an operator drives it.
+
+Converge deployed the sample site's 1.0.0. The tests run in file order on that one host:
+bad input is refused, a held lock refuses a deploy, 2.0.0 upgrades with a migration under a
+request loop, 2.1.0 fails its health gate, 3.0.0 fails its migration, and a rollback goes back
+to 1.0.0 with its schema. Every request of the loops goes to 127.0.0.1 and is verified
+against the lab CA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from opspack import lab
+from opspack.report import LabHTTPSConnection
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+INVENTORY = EPHEMERAL / "inventory"
+SAMPLE = EPHEMERAL / "sample"
+CA = Path(os.environ["OPSPACK_TEST_LAB_CA"]) / "ca.crt"
+SERVER_NAME = "blog.lab.test"
+SITE_DIR = "/srv/blog"
+# The lab's secrets: canaries no output may hold.
+CANARIES = ("lab-canary-Pg-7f3a9c", "lab-redis-app-password-0001", "lab-redis-admin-password-0001")
+
+
+def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
+    """ansible-playbook as an operator runs it, with the lab site's variables."""
+    ran = subprocess.run(
+        ["ansible-playbook", "-i", str(INVENTORY), f"playbooks/{name}.yml",
+         "-e", f"@{PROJECT}/inventories/lab-site.yml", *extra],
+        capture_output=True, text=True, check=False, cwd=PROJECT,
+        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"))
+    for canary in CANARIES:
+        assert canary not in ran.stdout + ran.stderr, f"a secret leaked into the output of {name}"
+    return ran
+
+
+def deploy(version: str, *extra: str) -> subprocess.CompletedProcess:
+    return playbook("deploy", "-e", f"release_version={version}", "-e", f"release_source={SAMPLE / version}", *extra)
+
+
+def https_port(host) -> int:
+    return lab.host_ports(int(host.ansible.get_variables()["ansible_port"]), 1).https
+
+
+def get(host, path: str = "/") -> tuple[int, str, str]:
+    """GET over HTTPS on 127.0.0.1, the lab CA verifying the site's certificate."""
+    connection = LabHTTPSConnection(SERVER_NAME, https_port(host), timeout=10,
+                                    context=ssl.create_default_context(cafile=str(CA)))
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.getheader("X-Release") or "", response.read().decode()
+    finally:
+        connection.close()
+
+
+class RequestLoop:
+    """Requests to the site, one after another, while an operation runs: bounded in count and
+    time, stopped by the test or by itself."""
+
+    def __init__(self, host, limit: int = 20000, seconds: float = 240.0):
+        self.port, self.limit, self.seconds = https_port(host), limit, seconds
+        self.statuses: dict[str, int] = {}
+        self.versions: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        context = ssl.create_default_context(cafile=str(CA))
+        deadline = time.monotonic() + self.seconds
+        for _ in range(self.limit):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return
+            connection = LabHTTPSConnection(SERVER_NAME, self.port, timeout=10, context=context)
+            try:
+                connection.request("GET", "/")
+                response = connection.getresponse()
+                response.read()
+                key = str(response.status)
+                self.versions.add(response.getheader("X-Release") or "")
+            except OSError as exc:
+                key = type(exc).__name__
+            finally:
+                connection.close()
+            self.statuses[key] = self.statuses.get(key, 0) + 1
+
+    def __enter__(self):
+        self._thread.start()
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def total(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def failed(self) -> int:
+        return self.total - self.statuses.get("200", 0)
+
+
+def record(host) -> dict:
+    return json.loads(host.file(f"{SITE_DIR}/release-state.json").content_string)
+
+
+def sql(host, query: str) -> str:
+    return host.check_output(f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d blog -c {shlex.quote(query)}").strip()
+
+
+def schema(host) -> str:
+    return sql(host, "SELECT string_agg(table_name || '.' || column_name, ',' ORDER BY table_name, column_name) "
+                     "FROM information_schema.columns WHERE table_schema = 'public'") + "|" + sql(
+        host, "SELECT coalesce(string_agg(version || ':' || name, ',' ORDER BY version), '') FROM opspack_schema_history")
+
+
+def access_log_lines(host) -> int:
+    return int(host.check_output("wc -l < /var/log/nginx/access.log"))
+
+
+def test_converge_deployed_1_0_0_as_current_and_last_known_good(host):
+    status, version, body = get(host)
+    assert (status, version) == (200, "1.0.0") and "sample site 1.0.0" in body
+    status, _, body = get(host, "/health/ready")
+    assert status == 200 and json.loads(body)["database"] == "ok" and json.loads(body)["redis"] == "ok"
+    state = record(host)
+    assert state["current"]["release_id"].startswith("1.0.0+") and state["last_known_good"] == {
+        key: state["current"][key] for key in state["last_known_good"]} | {"since": state["last_known_good"]["since"]}
+    assert host.file(f"{SITE_DIR}/current").linked_to == f"{SITE_DIR}/releases/{state['current']['release_id']}"
+    assert not host.file(f"{SITE_DIR}/deploy.lock").exists, "the lock is released"
+    assert "deploy done" in host.file("/var/log/opspack/blog-audit.log").content_string
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("-e", "release_version=v2"), "is not a release version"),
+    (("-e", "release_site=shop"), "unknown site shop"),
+])
+def test_bad_input_is_refused_before_anything_changes(host, extra, message):
+    before = record(host)
+    ran = playbook("deploy", "-e", "release_version=2.0.0", "-e", f"release_source={SAMPLE / '2.0.0'}", *extra)
+    assert ran.returncode != 0 and message in ran.stdout + ran.stderr, ran.stdout[-3000:]
+    assert record(host) == before and get(host)[1] == "1.0.0"
+
+
+def test_a_migration_without_its_rollback_script_is_refused(host, tmp_path):
+    tree = tmp_path / "2.0.0"
+    subprocess.run(["cp", "-r", str(SAMPLE / "2.0.0"), str(tree)], check=True)
+    (tree / "migrations" / "002_add_note_tags.rollback.sql").unlink()
+    before, schema_before = record(host), schema(host)
+    ran = playbook("deploy", "-e", "release_version=2.0.0", "-e", f"release_source={tree}")
+    assert ran.returncode != 0 and "without a rollback script: migrations/002_add_note_tags.sql" in ran.stdout + ran.stderr
+    assert record(host) == before and schema(host) == schema_before
+
+
+def test_a_deploy_while_another_holds_the_lock_is_refused_naming_the_holder(host):
+    holder = {"holder": "carol@ci-runner", "run_id": "ci-runner:4242:1", "version": "9.9.9+000000000000",
+              "reason": "deploy from CI", "since": "2026-12-01T00:00:00Z"}
+    host.check_output(f"install -d -m 0700 {SITE_DIR}/deploy.lock && echo {shlex.quote(json.dumps(holder))}"
+                      f" > {SITE_DIR}/deploy.lock/holder.json")
+    try:
+        ran = deploy("2.0.0")
+        assert ran.returncode != 0 and "held by carol@ci-runner" in ran.stdout + ran.stderr
+        assert get(host)[1] == "1.0.0" and host.file(f"{SITE_DIR}/deploy.lock/holder.json").exists
+    finally:
+        host.check_output(f"rm -rf {SITE_DIR}/deploy.lock")
+
+
+def test_upgrade_to_2_0_0_migrates_and_serves_with_no_failed_request(host):
+    with RequestLoop(host) as loop:
+        ran = deploy("2.0.0")
+        time.sleep(2)
+    assert ran.returncode == 0, ran.stdout[-3000:]
+    print(f"upgrade: {loop.total} requests during the deploy, {loop.failed} failed, statuses {loop.statuses}")
+    assert loop.failed == 0 and loop.total > 0 and {"1.0.0", "2.0.0"} <= loop.versions
+    assert get(host)[1] == "2.0.0" and "notes.tags" in schema(host)
+    state = record(host)
+    assert state["current"]["release_id"].startswith("2.0.0+") and state["previous"]["release_id"].startswith("1.0.0+")
+    backups = host.check_output("ls /var/backups/opspack/blog/postgresql/")
+    assert ".manifest.json" in backups, "a backup was taken before migrating"
+
+
+def test_a_release_failing_its_health_gate_never_gets_a_request(host):
+    before_schema, log_before = schema(host), access_log_lines(host)
+    ran = deploy("2.1.0", "-e", "release_health_retries=3")
+    out = ran.stdout + ran.stderr
+    assert ran.returncode != 0 and 'failed at "Release | Health gate on the new slot"' in out, out[-3000:]
+    assert "kept serving; the new release never received traffic" in out
+    assert get(host)[1] == "2.0.0" and schema(host) == before_schema
+    new_port = 8000 + (1 if record(host)["current"]["slot"] == "blue" else 0)
+    late_lines = host.check_output(f"tail -n +{log_before + 1} /var/log/nginx/access.log")
+    assert f"ua=127.0.0.1:{new_port}" not in late_lines, "nginx sent a request to the failing release"
+    state = record(host)
+    failed = [rid for rid, entry in state["releases"].items() if rid.startswith("2.1.0+")]
+    assert failed and state["releases"][failed[0]]["status"] == "failed"
+    assert not host.file(f"{SITE_DIR}/deploy.lock").exists
+
+
+def test_a_release_whose_migration_fails_leaves_the_schema_and_2_0_0_serving(host):
+    before_schema = schema(host)
+    ran = deploy("3.0.0")
+    out = ran.stdout + ran.stderr
+    assert ran.returncode != 0 and 'failed at "Release | Run the migrations"' in out, out[-3000:]
+    assert schema(host) == before_schema and get(host)[1] == "2.0.0"
+    assert "notes_archive" not in sql(host, "SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'")
+
+
+def test_a_deploy_of_the_serving_release_changes_nothing(host):
+    # The first run may prune the failed releases of the tests above; the next one has nothing to do.
+    assert deploy("2.0.0").returncode == 0
+    ran = deploy("2.0.0")
+    assert ran.returncode == 0 and "changed=0" in ran.stdout.split("PLAY RECAP")[-1], ran.stdout[-2000:]
+    assert get(host)[1] == "2.0.0"
+
+
+def test_rollback_goes_back_to_1_0_0_with_its_schema_and_no_failed_request(host):
+    with RequestLoop(host) as loop:
+        started = time.monotonic()
+        ran = playbook("rollback")
+        took = time.monotonic() - started
+        time.sleep(2)
+    assert ran.returncode == 0, ran.stdout[-3000:]
+    print(f"rollback: {took:.1f} s, {loop.total} requests, {loop.failed} failed, statuses {loop.statuses}")
+    assert loop.failed == 0 and loop.total > 0
+    assert get(host)[1] == "1.0.0" and "notes.tags" not in schema(host)
+    assert schema(host).endswith("|1:001_create_notes")
+    assert record(host)["current"]["release_id"].startswith("1.0.0+")
+
+
+def test_rollback_to_an_unknown_release_is_refused(host):
+    before = record(host)
+    ran = playbook("rollback", "-e", "release_rollback_to=7.7.7+000000000000")
+    assert ran.returncode != 0 and "is not a good release to go back to" in ran.stdout + ran.stderr
+    assert record(host) == before and get(host)[1] == "1.0.0"

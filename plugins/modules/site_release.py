@@ -1,0 +1,444 @@
+#!/usr/bin/python
+# Copyright: opspack developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Unpack, record and prune a site's releases on its host."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: site_release
+short_description: Unpack, record and prune the releases of a site on its host
+version_added: 0.1.0
+author: opspack developers (@opspack)
+description:
+  - Keeps C(<base_dir>/<site>/releases/<release_id>/), one complete release tree each, and the
+    site's release record C(<base_dir>/<site>/release-state.json) (current release and slot,
+    previous release, last known good, and the status of every release).
+  - O(state=present) verifies the artifact's sha256, unpacks it into C(<release_id>.partial),
+    links the site's shared paths into it, builds its virtual environment, and only then
+    renames it to C(<release_id>), so that a release directory is always complete. A release already
+    in place with the same sha256 is left alone.
+  - O(state=live) records that O(release_id) serves traffic from O(slot) (it becomes the
+    current release; the one before becomes the previous release). With O(last_known_good=true)
+    (its smoke tests passed) it also becomes the last known good release.
+  - O(state=failed) records a release that never went live or was rolled back; failed
+    releases never count towards O(keep).
+  - O(state=pruned) removes the oldest releases beyond the O(keep) newest good ones, every
+    failed one and every leftover C(.partial) directory, and never the current release, the
+    previous one, the last known good one, one in a slot, or one in O(protect). Releases are
+    ordered by the time recorded when they were unpacked, never by file times.
+  - O(state=status) only reads the record.
+options:
+  site:
+    description: The site.
+    type: str
+    required: true
+  base_dir:
+    description: Parent directory of the sites.
+    type: path
+    default: /srv
+  state:
+    description: What to do; see the description.
+    type: str
+    choices: [present, live, failed, pruned, status]
+    default: present
+  release_id:
+    description: The release id (C(<version>+<12 hex digits>)). Required for O(state=present), V(live) and V(failed).
+    type: str
+  artifact:
+    description: Path on the host of the release tarball. Required for O(state=present).
+    type: path
+  sha256:
+    description: Expected sha256 of O(artifact). Required for O(state=present).
+    type: str
+  group:
+    description: Group that may read the release (the site's service user).
+    type: str
+  shared_links:
+    description:
+      - Paths inside the release that are links to the same path under C(<site>/shared/), e.g. C(uploads).
+      - A path the release ships itself is replaced by the link.
+    type: list
+    elements: str
+    default: []
+  venv:
+    description: Build a virtual environment C(venv/) in the release (C(python3 -m venv)).
+    type: bool
+    default: true
+  system_site_packages:
+    description: Let the virtual environment see the host's Python packages (Debian's python3-*).
+    type: bool
+    default: false
+  requirements:
+    description: File in the release with the packages C(pip) installs into the virtual environment, when present and not empty.
+    type: str
+    default: requirements.txt
+  migrations_dir:
+    description: The release's migrations directory (relative), copied to O(export_migrations).
+    type: str
+    default: migrations
+  export_migrations:
+    description:
+      - Directory where each release's O(migrations_dir) is copied to C(<export_migrations>/<release_id>),
+        readable by the database's system user (which may not enter the site's tree). Pruned with the release.
+      - Empty copies nothing.
+    type: path
+  slot:
+    description: The slot serving O(release_id), for O(state=live).
+    type: str
+  last_known_good:
+    description: With O(state=live), record the release as the last known good one (its smoke tests passed).
+    type: bool
+    default: false
+  reason:
+    description: Why a release failed, for O(state=failed) (one line, kept in the record).
+    type: str
+    default: ""
+  keep:
+    description: How many good releases O(state=pruned) keeps (besides the protected ones).
+    type: int
+    default: 5
+  protect:
+    description: Release ids O(state=pruned) never removes.
+    type: list
+    elements: str
+    default: []
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
+    support: full
+    details: Reports what would be unpacked, recorded or removed; changes nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+seealso:
+  - module: opspack.platform.release_artifact
+  - module: opspack.platform.deploy_lock
+  - module: opspack.platform.site_upstream
+"""
+
+EXAMPLES = r"""
+- name: Unpack the release and build its virtual environment
+  opspack.platform.site_release:
+    site: blog
+    release_id: 1.4.2+0a1b2c3d4e5f
+    artifact: /srv/blog/artifacts/1.4.2+0a1b2c3d4e5f.tar.gz
+    sha256: "{{ blog_release.sha256 }}"
+    group: blog
+    shared_links: [uploads]
+
+- name: Record it as live and last known good after its smoke tests
+  opspack.platform.site_release:
+    site: blog
+    state: live
+    release_id: 1.4.2+0a1b2c3d4e5f
+    slot: green
+    last_known_good: true
+
+- name: Keep the five newest good releases
+  opspack.platform.site_release:
+    site: blog
+    state: pruned
+    keep: 5
+"""
+
+RETURN = r"""
+release_id:
+  description: The release acted on (empty for O(state=pruned) and V(status)).
+  returned: always
+  type: str
+path:
+  description: The release's directory.
+  returned: always
+  type: str
+record:
+  description: The site's release record after the module ran (current, previous, last_known_good, releases).
+  returned: always
+  type: dict
+migrations_path:
+  description: Where the release's migrations were exported (O(export_migrations)), when they were.
+  returned: when exported
+  type: str
+removed:
+  description: Release directories removed (O(state=pruned)).
+  returned: always
+  type: list
+  elements: str
+duration_s:
+  description: Seconds the module took.
+  returned: always
+  type: float
+"""
+
+import datetime
+import grp
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.opspack.platform.plugins.module_utils.release import ReleaseError, check_release_id
+
+RECORD = "release-state.json"
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def read_record(site_dir: str) -> dict:
+    try:
+        with open(os.path.join(site_dir, RECORD), encoding="utf-8") as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        record = {}
+    except ValueError as exc:
+        raise ReleaseError(f"{os.path.join(site_dir, RECORD)} is not valid JSON ({exc}); "
+                           "fix or move it before deploying") from exc
+    record.setdefault("current", {})
+    record.setdefault("previous", {})
+    record.setdefault("last_known_good", {})
+    record.setdefault("releases", {})
+    return record
+
+
+def write_record(site_dir: str, record: dict) -> None:
+    temporary = os.path.join(site_dir, f".{RECORD}.tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, os.path.join(site_dir, RECORD))
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_members(tar: tarfile.TarFile, root: str) -> list[tarfile.TarInfo]:
+    members = []
+    for member in tar.getmembers():
+        target = os.path.realpath(os.path.join(root, member.name))
+        if not (target == root or target.startswith(root + os.sep)) or not (member.isfile() or member.isdir() or member.issym()):
+            raise ReleaseError(f"the artifact holds {member.name!r}, which would land outside the release "
+                               "or is not a file, directory or link: refused")
+        if member.issym():
+            link_target = os.path.normpath(os.path.join(os.path.dirname(member.name), member.linkname))
+            if os.path.isabs(member.linkname) or link_target.startswith(".."):
+                raise ReleaseError(f"the artifact's link {member.name!r} points outside the release: refused")
+        members.append(member)
+    return members
+
+
+def run(module: AnsibleModule, argv: list[str], cwd: str, what: str) -> None:
+    rc, out, err = module.run_command(argv, cwd=cwd)
+    if rc != 0:
+        tail = (err or out).strip().splitlines()[-5:]
+        raise ReleaseError(f"{what} failed (exit {rc}): {' | '.join(tail)}")
+
+
+def unpack(module: AnsibleModule, site_dir: str, result: dict) -> None:
+    params = module.params
+    release_id = check_release_id(params["release_id"])
+    releases = os.path.join(site_dir, "releases")
+    final = os.path.join(releases, release_id)
+    result["path"] = final
+    if not os.path.isfile(params["artifact"] or ""):
+        raise ReleaseError(f"the artifact {params['artifact']} is not on the host")
+    found = sha256_file(params["artifact"])
+    if found != params["sha256"]:
+        raise ReleaseError(f"the artifact {params['artifact']} has sha256 {found}, not {params['sha256']}: "
+                           "it was damaged or replaced; nothing was unpacked")
+    record = read_record(site_dir)
+    known = record["releases"].get(release_id, {})
+    if os.path.isdir(final) and known.get("sha256") == found:
+        export(module, final, release_id, result)
+        return
+    if os.path.isdir(final):
+        raise ReleaseError(f"{final} exists but is not the release this artifact holds (sha256 differs or "
+                           "unrecorded): refused to replace it")
+    result["changed"] = True
+    if module.check_mode:
+        return
+    partial = final + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)  # a killed run's leftovers
+    os.mkdir(partial, 0o750)
+    with tarfile.open(params["artifact"]) as tar:
+        tar.extractall(partial, members=safe_members(tar, os.path.realpath(partial)))
+    for relative in params["shared_links"]:
+        link = os.path.join(partial, relative)
+        if os.path.isdir(link) and not os.path.islink(link):
+            shutil.rmtree(link)
+        elif os.path.lexists(link):
+            os.unlink(link)
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        os.symlink(os.path.join(site_dir, "shared", relative), link)
+    if params["venv"]:
+        argv = ["python3", "-m", "venv"] + (["--system-site-packages"] if params["system_site_packages"] else []) + ["venv"]
+        run(module, argv, partial, "building the virtual environment")
+        requirements = os.path.join(partial, params["requirements"])
+        if os.path.isfile(requirements) and os.path.getsize(requirements) > 0:
+            run(module, [os.path.join(partial, "venv", "bin", "pip"), "install", "--no-input", "--disable-pip-version-check",
+                         "-r", requirements], partial, f"pip install -r {params['requirements']}")
+    gid = grp.getgrnam(params["group"]).gr_gid if params["group"] else -1
+    for directory, subdirectories, names in os.walk(partial):
+        for name in [directory] + [os.path.join(directory, entry) for entry in subdirectories + names]:
+            if not os.path.islink(name):
+                os.chown(name, 0, gid)
+    os.chmod(partial, 0o750)
+    os.rename(partial, final)
+    record["releases"][release_id] = {"sha256": found, "unpacked_at": utc_now(), "status": "unpacked"}
+    write_record(site_dir, record)
+    export(module, final, release_id, result)
+
+
+def export(module: AnsibleModule, final: str, release_id: str, result: dict) -> None:
+    """Copy the release's migrations where the database's user can read them (complete or absent)."""
+    params = module.params
+    if not params["export_migrations"]:
+        return
+    source = os.path.join(final, params["migrations_dir"])
+    target = os.path.join(params["export_migrations"], release_id)
+    if not os.path.isdir(source):
+        return
+    result["migrations_path"] = target
+    if os.path.isdir(target):
+        return
+    result["changed"] = True
+    if module.check_mode:
+        return
+    os.makedirs(params["export_migrations"], mode=0o755, exist_ok=True)
+    partial = target + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial, symlinks=False)
+    for directory, _subdirectories, names in os.walk(partial):
+        os.chmod(directory, 0o755)
+        for name in names:
+            os.chmod(os.path.join(directory, name), 0o644)
+    os.rename(partial, target)
+
+
+def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
+    params = module.params
+    release_id = check_release_id(params["release_id"])
+    result["path"] = os.path.join(site_dir, "releases", release_id)
+    record = read_record(site_dir)
+    entry = dict(record["releases"].get(release_id, {"unpacked_at": utc_now()}))
+    before = json.dumps(record, sort_keys=True)
+    if params["state"] == "failed":
+        already = entry.get("status") == "failed"
+        entry.update(status="failed", reason=params["reason"][:300],
+                     failed_at=entry.get("failed_at") if already else utc_now())
+    else:
+        if not params["slot"]:
+            raise ReleaseError("state=live needs the slot that serves the release")
+        current = {"release_id": release_id, "slot": params["slot"]}
+        if record["current"].get("release_id") != release_id or record["current"].get("slot") != params["slot"]:
+            if record["current"]:
+                record["previous"] = dict(record["current"])
+            record["current"] = dict(current, since=utc_now())
+        entry.update(status="live")
+        entry.pop("reason", None)
+        if params["last_known_good"] and record["last_known_good"].get("release_id") != release_id:
+            record["last_known_good"] = dict(current, since=utc_now())
+    record["releases"][release_id] = entry
+    if json.dumps(record, sort_keys=True) != before:
+        result["changed"] = True
+        if not module.check_mode:
+            write_record(site_dir, record)
+    result["record"] = record
+
+
+def prune(module: AnsibleModule, site_dir: str, result: dict) -> None:
+    params = module.params
+    releases_dir = os.path.join(site_dir, "releases")
+    record = read_record(site_dir)
+    protected = set(params["protect"])
+    for key in ("current", "previous", "last_known_good"):
+        if record[key].get("release_id"):
+            protected.add(record[key]["release_id"])
+    slots_dir = os.path.join(site_dir, "slots")
+    if os.path.isdir(slots_dir):
+        for slot in os.listdir(slots_dir):
+            target = os.path.realpath(os.path.join(slots_dir, slot))
+            protected.add(os.path.basename(target))
+    present = sorted(os.listdir(releases_dir)) if os.path.isdir(releases_dir) else []
+    partials = [name for name in present if name.endswith(".partial")]
+    good = [name for name in present if name in record["releases"] and record["releases"][name].get("status") != "failed"]
+    good.sort(key=lambda name: (record["releases"][name].get("unpacked_at", ""), name), reverse=True)
+    keep = set(good[:max(params["keep"], 0)]) | protected
+    doomed = [name for name in present if name not in keep and (name in partials or name in record["releases"])]
+    result["removed"] = sorted(doomed)
+    if doomed:
+        result["changed"] = True
+        if not module.check_mode:
+            for name in doomed:
+                shutil.rmtree(os.path.join(releases_dir, name))
+                if params["export_migrations"]:
+                    shutil.rmtree(os.path.join(params["export_migrations"], name), ignore_errors=True)
+                record["releases"].pop(name, None)
+            write_record(site_dir, record)
+    result["record"] = record
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            site=dict(type="str", required=True),
+            base_dir=dict(type="path", default="/srv"),
+            state=dict(type="str", choices=["present", "live", "failed", "pruned", "status"], default="present"),
+            release_id=dict(type="str"),
+            artifact=dict(type="path"),
+            sha256=dict(type="str"),
+            group=dict(type="str"),
+            shared_links=dict(type="list", elements="str", default=[]),
+            venv=dict(type="bool", default=True),
+            system_site_packages=dict(type="bool", default=False),
+            requirements=dict(type="str", default="requirements.txt"),
+            migrations_dir=dict(type="str", default="migrations"),
+            export_migrations=dict(type="path"),
+            slot=dict(type="str"),
+            last_known_good=dict(type="bool", default=False),
+            reason=dict(type="str", default=""),
+            keep=dict(type="int", default=5),
+            protect=dict(type="list", elements="str", default=[]),
+        ),
+        required_if=[
+            ("state", "present", ["release_id", "artifact", "sha256"]),
+            ("state", "live", ["release_id", "slot"]),
+            ("state", "failed", ["release_id"]),
+        ],
+        supports_check_mode=True,
+    )
+    started = time.monotonic()
+    site_dir = os.path.join(module.params["base_dir"], module.params["site"])
+    result = dict(changed=False, release_id=module.params["release_id"] or "", path="", record={}, removed=[])
+    try:
+        if not os.path.isdir(os.path.join(site_dir, "releases")):
+            raise ReleaseError(f"site {module.params['site']} has no {site_dir}/releases on this host: is it provisioned?")
+        state = module.params["state"]
+        if state == "present":
+            unpack(module, site_dir, result)
+        elif state in ("live", "failed"):
+            mark(module, site_dir, result)
+        elif state == "pruned":
+            prune(module, site_dir, result)
+        if not result["record"]:
+            result["record"] = read_record(site_dir)
+    except (ReleaseError, OSError, tarfile.TarError, KeyError) as exc:
+        module.fail_json(msg=str(exc), duration_s=round(time.monotonic() - started, 3), **result)
+    module.exit_json(duration_s=round(time.monotonic() - started, 3), **result)
+
+
+if __name__ == "__main__":
+    main()

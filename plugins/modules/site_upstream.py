@@ -1,0 +1,164 @@
+#!/usr/bin/python
+# Copyright: opspack developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Point a site's nginx upstream at one release slot, atomically, and reload nginx."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: site_upstream
+short_description: Switch a site's traffic to a release slot (nginx upstream, atomic, graceful reload)
+version_added: 0.1.0
+author: opspack developers (@opspack)
+description:
+  - Rewrites C(/etc/nginx/conf.d/opspack-upstream-<site>.conf) (the file the
+    M(opspack.platform.site_release) lifecycle owns once the nginx role has written it) so
+    that the site's upstream is C(127.0.0.1:<port>) of the slot given, then checks the whole
+    configuration with C(nginx -t) and reloads nginx gracefully (workers finish the requests
+    they hold; new requests go to the new slot).
+  - The new file is written beside the old one under a name nginx does not read, then renamed
+    over it, so nginx never sees half a file. When C(nginx -t) fails the old file is put back
+    and nothing is reloaded.
+  - Reports the port and slot that had the traffic before, so that a caller can switch back.
+options:
+  site:
+    description: The site.
+    type: str
+    required: true
+  port:
+    description: Port on 127.0.0.1 of the slot that gets the traffic.
+    type: int
+    required: true
+  slot:
+    description: Name of the slot (written into the file as a comment and returned).
+    type: str
+    required: true
+  conf_dir:
+    description: nginx's directory of included configuration files.
+    type: path
+    default: /etc/nginx/conf.d
+  reload:
+    description: Reload nginx after a change.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
+    support: full
+    details: Reports whether the traffic would move; writes nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+seealso:
+  - module: opspack.platform.site_release
+"""
+
+EXAMPLES = r"""
+- name: Send the blog's traffic to the green slot
+  opspack.platform.site_upstream:
+    site: blog
+    slot: green
+    port: 8001
+"""
+
+RETURN = r"""
+slot:
+  description: The slot that has the traffic now.
+  returned: always
+  type: str
+port:
+  description: The port that has the traffic now.
+  returned: always
+  type: int
+previous_slot:
+  description: The slot that had it before (empty when unknown).
+  returned: always
+  type: str
+previous_port:
+  description: The port that had it before (0 when unknown).
+  returned: always
+  type: int
+duration_s:
+  description: Seconds from the start of the switch to nginx reloaded.
+  returned: always
+  type: float
+"""
+
+import os
+import re
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+SERVER = re.compile(r"^\s*server\s+127\.0\.0\.1:(\d+)\s*;", re.MULTILINE)
+SLOT = re.compile(r"^# slot: (\S+)$", re.MULTILINE)
+
+
+def render(site: str, slot: str, port: int) -> str:
+    return (
+        "# Owned by the opspack release lifecycle (opspack.platform.site_upstream): swapped atomically\n"
+        "# on each switch of traffic. Edit the release variables, not this file.\n"
+        f"# slot: {slot}\n"
+        f"upstream opspack_{site} {{\n"
+        f"    server 127.0.0.1:{port};\n"
+        "    keepalive 16;\n"
+        "}\n"
+    )
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            site=dict(type="str", required=True),
+            port=dict(type="int", required=True),
+            slot=dict(type="str", required=True),
+            conf_dir=dict(type="path", default="/etc/nginx/conf.d"),
+            reload=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    started = time.monotonic()
+    site, slot, port = module.params["site"], module.params["slot"], module.params["port"]
+    if not re.match(r"^[a-z0-9][a-z0-9_-]*$", site) or not re.match(r"^[a-z0-9][a-z0-9_-]*$", slot) or not 0 < port < 65536:
+        module.fail_json(msg=f"site {site!r}, slot {slot!r} or port {port} is not valid")
+    path = os.path.join(module.params["conf_dir"], f"opspack-upstream-{site}.conf")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            before = handle.read()
+    except FileNotFoundError:
+        module.fail_json(msg=f"{path} does not exist: nginx has not been provisioned for site {site} (nginx_sites)")
+    found_port = SERVER.search(before)
+    found_slot = SLOT.search(before)
+    wanted = render(site, slot, port)
+    result = dict(changed=before != wanted, slot=slot, port=port,
+                  previous_slot=found_slot.group(1) if found_slot else "",
+                  previous_port=int(found_port.group(1)) if found_port else 0)
+    if module._diff:
+        result["diff"] = dict(before=before, after=wanted, before_header=path, after_header=path)
+    if not result["changed"] or module.check_mode:
+        module.exit_json(duration_s=round(time.monotonic() - started, 3), **result)
+    temporary = os.path.join(module.params["conf_dir"], f".opspack-upstream-{site}.conf.new")
+    backup = os.path.join(module.params["conf_dir"], f".opspack-upstream-{site}.conf.old")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(wanted)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(temporary, 0o644)
+    with open(backup, "w", encoding="utf-8") as handle:
+        handle.write(before)
+    os.replace(temporary, path)
+    rc, out, err = module.run_command(["nginx", "-t", "-q"])
+    if rc != 0:
+        os.replace(backup, path)
+        module.fail_json(msg=f"nginx -t refused the new upstream of {site}; the old one was put back and nginx "
+                             f"was not reloaded: {(err or out).strip()[-500:]}", **result)
+    os.unlink(backup)
+    if module.params["reload"]:
+        rc, out, err = module.run_command(["systemctl", "reload", "nginx"])
+        if rc != 0:
+            module.fail_json(msg=f"systemctl reload nginx failed: {(err or out).strip()[-500:]}", **result)
+    module.exit_json(duration_s=round(time.monotonic() - started, 3), **result)
+
+
+if __name__ == "__main__":
+    main()

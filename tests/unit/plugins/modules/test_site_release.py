@@ -1,0 +1,120 @@
+"""Unit tests for opspack.platform.site_release on a temporary site tree with real tarballs."""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from ansible_collections.opspack.platform.plugins.module_utils import release
+
+
+def artifact(tmp_path, version: str, extra: dict | None = None) -> tuple[str, str, str]:
+    tree = tmp_path / f"src-{version}"
+    (tree / "migrations").mkdir(parents=True, exist_ok=True)
+    (tree / "VERSION").write_text(version + "\n")
+    (tree / "uploads").mkdir(exist_ok=True)
+    (tree / "uploads" / "shipped.txt").write_text("replaced by the shared link\n")
+    for name, text in (extra or {}).items():
+        (tree / name).write_text(text)
+    data = release.build_tarball(str(tree))
+    sha = hashlib.sha256(data).hexdigest()
+    path = tmp_path / f"{version}.tar.gz"
+    path.write_bytes(data)
+    return release.release_id(version, sha), str(path), sha
+
+
+@pytest.fixture(name="site")
+def fixture_site(run_module, tmp_path):
+    for sub in ("releases", "shared/uploads", "slots"):
+        (tmp_path / "srv" / "blog" / sub).mkdir(parents=True)
+
+    def run(check_mode=False, **args):
+        args.setdefault("site", "blog")
+        args.setdefault("base_dir", str(tmp_path / "srv"))
+        args.setdefault("venv", False)
+        args.setdefault("group", grp.getgrgid(os.getgid()).gr_name)
+        return run_module("site_release", check_mode=check_mode, **args)
+    run.dir = tmp_path / "srv" / "blog"
+    return run
+
+
+def unpack(site, tmp_path, version, **extra):
+    release_id, path, sha = artifact(tmp_path, version, extra or None)
+    result = site(release_id=release_id, artifact=path, sha256=sha, shared_links=["uploads"])
+    assert not result.get("failed"), result
+    return release_id, result
+
+
+def test_a_release_is_unpacked_complete_with_shared_links_and_recorded(site, tmp_path):
+    release_id, result = unpack(site, tmp_path, "1.0.0")
+    tree = site.dir / "releases" / release_id
+    assert result["changed"] and (tree / "VERSION").read_text() == "1.0.0\n"
+    assert os.readlink(tree / "uploads") == str(site.dir / "shared" / "uploads")
+    assert not (site.dir / "releases" / f"{release_id}.partial").exists()
+    record = json.loads((site.dir / "release-state.json").read_text())
+    assert record["releases"][release_id]["status"] == "unpacked"
+    _, again = unpack(site, tmp_path, "1.0.0")
+    assert not again["changed"], "the same release again changes nothing"
+
+
+def test_a_damaged_artifact_is_refused_and_nothing_is_unpacked(site, tmp_path):
+    release_id, path, sha = artifact(tmp_path, "1.0.0")
+    result = site(release_id=release_id, artifact=path, sha256="0" * 64)
+    assert result["failed"] and "damaged or replaced" in result["msg"]
+    assert os.listdir(site.dir / "releases") == []
+
+
+def test_a_member_escaping_the_release_is_refused(site, tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../../evil")
+        info.size = 0
+        tar.addfile(info, io.BytesIO(b""))
+    path = tmp_path / "evil.tar.gz"
+    path.write_bytes(buffer.getvalue())
+    sha = hashlib.sha256(buffer.getvalue()).hexdigest()
+    result = site(release_id=f"1.0.0+{sha[:12]}", artifact=str(path), sha256=sha)
+    assert result["failed"] and "outside the release" in result["msg"]
+    assert not (site.dir.parent / "evil").exists()
+
+
+def test_live_records_current_previous_and_last_known_good(site, tmp_path):
+    first, _ = unpack(site, tmp_path, "1.0.0")
+    second, _ = unpack(site, tmp_path, "2.0.0")
+    site(state="live", release_id=first, slot="blue", last_known_good=True)
+    result = site(state="live", release_id=second, slot="green")
+    record = result["record"]
+    assert record["current"]["release_id"] == second and record["previous"]["release_id"] == first
+    assert record["last_known_good"]["release_id"] == first, "no smoke tests passed: last known good stays"
+    assert not site(state="live", release_id=second, slot="green")["changed"]
+
+
+def test_prune_keeps_newest_good_and_protected_never_counts_failed(site, tmp_path):
+    ids = [unpack(site, tmp_path, f"1.0.{n}")[0] for n in range(5)]
+    site(state="failed", release_id=ids[4], reason="health gate")
+    site(state="live", release_id=ids[0], slot="blue", last_known_good=True)
+    (site.dir / "releases" / "9.9.9+000000000000.partial").mkdir()
+    result = site(state="pruned", keep=2)
+    # Good releases 1.0.3 and 1.0.2 are the newest two; 1.0.0 is current and last known good.
+    assert result["removed"] == sorted([ids[1], ids[4], "9.9.9+000000000000.partial"]), result
+    assert sorted(os.listdir(site.dir / "releases")) == sorted([ids[0], ids[2], ids[3]])
+    assert site(state="pruned", keep=2, check_mode=True)["removed"] == []
+
+
+def test_a_release_in_a_slot_is_never_pruned(site, tmp_path):
+    ids = [unpack(site, tmp_path, f"1.0.{n}")[0] for n in range(3)]
+    os.symlink(site.dir / "releases" / ids[0], site.dir / "slots" / "green")
+    result = site(state="pruned", keep=1)
+    assert ids[0] not in result["removed"] and ids[2] not in result["removed"] and result["removed"] == [ids[1]]
+
+
+def test_bad_release_ids_and_unprovisioned_sites_are_refused(site, run_module, tmp_path):
+    assert "is not <version>+<12 hex digits>" in site(state="failed", release_id="latest")["msg"]
+    result = run_module("site_release", site="shop", base_dir=str(tmp_path / "srv"), state="status")
+    assert result["failed"] and "is it provisioned" in result["msg"]

@@ -1,0 +1,63 @@
+"""Unit tests for opspack.platform.site_upstream with a stand-in nginx (its -t and reload)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+
+@pytest.fixture(name="upstream")
+def fixture_upstream(run_module, tmp_path, monkeypatch):
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    (conf / "opspack-upstream-blog.conf").write_text("upstream opspack_blog {\n    server 127.0.0.1:8000;\n}\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    for tool in ("nginx", "systemctl"):
+        script = bin_dir / tool
+        # nginx -t fails while the file names port 9999; every call is logged.
+        script.write_text(f"#!/bin/sh\necho {tool} \"$@\" >> {calls}\n"
+                          f"[ {tool} = nginx ] && grep -q 9999 {conf}/opspack-upstream-blog.conf && exit 1\nexit 0\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    def run(check_mode=False, **args):
+        args.setdefault("site", "blog")
+        args.setdefault("conf_dir", str(conf))
+        return run_module("site_upstream", check_mode=check_mode, **args)
+    run.file = conf / "opspack-upstream-blog.conf"
+    run.calls = calls
+    return run
+
+
+def test_switch_rewrites_the_upstream_checks_and_reloads(upstream):
+    result = upstream(slot="green", port=8001)
+    assert result["changed"] and result["previous_port"] == 8000 and result["port"] == 8001, result
+    assert "server 127.0.0.1:8001;" in upstream.file.read_text() and "# slot: green" in upstream.file.read_text()
+    assert upstream.calls.read_text().splitlines() == ["nginx -t -q", "systemctl reload nginx"]
+    again = upstream(slot="green", port=8001)
+    assert not again["changed"] and again["previous_slot"] == "green"
+
+
+def test_a_configuration_nginx_refuses_is_put_back_and_not_reloaded(upstream):
+    before = upstream.file.read_text()
+    result = upstream(slot="green", port=9999)
+    assert result["failed"] and "old one was put back" in result["msg"]
+    assert upstream.file.read_text() == before
+    assert "systemctl" not in upstream.calls.read_text()
+    assert sorted(os.listdir(upstream.file.parent)) == ["opspack-upstream-blog.conf"], "no temporary file left"
+
+
+def test_check_mode_reports_the_move_and_writes_nothing(upstream):
+    before = upstream.file.read_text()
+    result = upstream(check_mode=True, slot="green", port=8001)
+    assert result["changed"] and upstream.file.read_text() == before and not upstream.calls.exists()
+
+
+def test_a_site_nginx_does_not_know_is_refused(upstream, run_module, tmp_path):
+    result = upstream(site="shop", slot="green", port=8001)
+    assert result["failed"] and "has not been provisioned" in result["msg"]
+    assert upstream(slot="Bad slot", port=8001)["failed"]
