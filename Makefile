@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: venv lint sanity unit test-fast lab-tests molecule test-lab test demo lab-down bench bench-provision bench-backup clean
+.PHONY: venv lint sanity unit test-fast lab-tests molecule test-lab test demo lab-down bench bench-provision bench-backup bench-release clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -53,13 +53,16 @@ demo: venv
 	opspack lab report
 
 # Speed figures as ratios to a baseline measured in the same run (never timed tests).
-bench: bench-provision bench-backup
+bench: bench-provision bench-backup bench-release
 
 bench-provision: venv
 	python bench/provision.py
 
 bench-backup: venv
 	python bench/backup.py
+
+bench-release: venv
+	python bench/release.py
 
 lab-down: venv
 	opspack lab down

@@ -245,3 +245,61 @@ def test_rollback_to_an_unknown_release_is_refused(host):
     ran = playbook("rollback", "-e", "release_rollback_to=7.7.7+000000000000")
     assert ran.returncode != 0 and "is not a good release to go back to" in ran.stdout + ran.stderr
     assert record(host) == before and get(host)[1] == "1.0.0"
+
+
+def get_with_headers(host, path: str = "/") -> tuple[int, dict]:
+    connection = LabHTTPSConnection(SERVER_NAME, https_port(host), timeout=10,
+                                    context=ssl.create_default_context(cafile=str(CA)))
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response.status, dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def test_maintenance_answers_503_with_retry_after_but_lets_health_and_allowed_addresses_through(host):
+    assert playbook("maintenance", "-e", "release_maintenance=on").returncode == 0
+    try:
+        status, headers = get_with_headers(host)
+        assert status == 503 and headers.get("Retry-After") == "120"
+        assert get(host, "/health/ready")[0] == 200, "health checks reach the app during maintenance"
+        # From the host itself (127.0.0.1 is allow-listed) the app still answers.
+        local = host.run(f"curl -sk -o /dev/null -w '%{{http_code}}' --resolve {SERVER_NAME}:443:127.0.0.1 https://{SERVER_NAME}/")
+        assert local.stdout == "200"
+        again = playbook("maintenance", "-e", "release_maintenance=on")
+        assert again.returncode == 0 and "changed=0" in again.stdout.split("PLAY RECAP")[-1]
+    finally:
+        assert playbook("maintenance", "-e", "release_maintenance=off").returncode == 0
+    assert get(host)[0] == 200
+    assert "maintenance on" in host.file("/var/log/opspack/blog-audit.log").content_string
+
+
+def test_a_deploy_killed_at_a_random_point_converges_on_the_next_run_and_the_site_keeps_answering(host):
+    import random
+    import signal
+    seed = int(os.environ.get("OPSPACK_TEST_KILL_SEED", str(int(time.time()))))
+    delay = random.Random(seed).uniform(3.0, 18.0)
+    target = "2.0.0" if get(host)[1] == "1.0.0" else "1.0.0"
+    with RequestLoop(host) as loop:
+        killed = subprocess.Popen(
+            ["ansible-playbook", "-i", str(INVENTORY), "playbooks/deploy.yml", "-e", f"@{PROJECT}/inventories/lab-site.yml",
+             "-e", f"release_version={target}", "-e", f"release_source={SAMPLE / target}"],
+            cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(killed.pid, signal.SIGKILL)  # the control process and its workers, as a lost laptop would
+        killed.wait(timeout=30)
+        time.sleep(1)
+        # Whatever the killed run left serving is a complete release.
+        status, version, _ = get(host)
+        assert status == 200 and version in ("1.0.0", "2.0.0")
+        ran = deploy(target)
+        time.sleep(2)
+    print(f"kill test (seed {seed}): killed after {delay:.1f} s; {loop.total} requests, {loop.failed} failed, {loop.statuses}")
+    assert ran.returncode == 0, ran.stdout[-3000:]
+    assert loop.failed == 0 and get(host)[1] == target
+    assert not host.file(f"{SITE_DIR}/deploy.lock").exists
+    assert record(host)["last_known_good"]["release_id"].startswith(target + "+")
+    leftovers = host.check_output(f"ls {SITE_DIR}/releases")
+    assert ".partial" not in leftovers, leftovers

@@ -27,3 +27,11 @@ def test_full_and_differential_backups_are_scheduled(host):
         assert timer.is_enabled and timer.is_running
     config = host.file("/etc/pgbackrest.conf")
     assert config.user == "root" and config.group == "postgres" and config.mode == 0o640
+
+
+def test_backups_are_kept_for_30_days_of_recovery(host):
+    # pgBackRest itself reports the values it read (an unknown option would make it fail).
+    settings = " ".join(host.check_output("runuser -u postgres -- pgbackrest --stanza=main help expire").split())
+    assert "--repo-retention-full full backup retention count/time [current=30]" in settings
+    assert "--repo-retention-full-type retention type for full backups [current=time]" in settings
+    assert "--repo-retention-diff number of differential backups to retain [current=30]" in settings

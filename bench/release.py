@@ -1,0 +1,153 @@
+"""Benchmark: upgrade and rollback times of the sample site on a fresh lab host.
+
+On one provisioned lab host with the sample site's 1.0.0 deployed, it measures in the same run:
+
+- baseline: `ansible -m ping` of the host as the operator (the cost of one Ansible round trip);
+- upgrade 1.0.0 -> 2.0.0 (one migration, a backup before it): the whole `opspack.platform.deploy`
+  run, and the time from the command until every answer comes from 2.0.0;
+- rollback 2.0.0 -> 1.0.0 (the migration reverted after a backup): the whole
+  `opspack.platform.rollback` run, and the time from the command until every answer comes from
+  1.0.0 (traffic verified on the old release: a poller on 127.0.0.1 over HTTPS, checked
+  against the lab CA, reads each answer's X-Release header). Issue 5's goal: at most 5 s.
+
+The upgrade and rollback are repeated (OPSPACK_BENCH_RELEASE_ROUNDS, default 3) and judged on
+the median. Speed goals live here, never in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "sample_site"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from build_releases import build  # noqa: E402  (the sample site's release trees)
+from opspack.report import LabHTTPSConnection  # noqa: E402
+
+LAB = "bench-release"
+BASE_PORT = int(os.environ.get("OPSPACK_BENCH_RELEASE_BASE_PORT", "26200"))
+ROUNDS = int(os.environ.get("OPSPACK_BENCH_RELEASE_ROUNDS", "3"))
+ROLLBACK_GOAL_S = 5.0
+
+
+def run(args: list[str], env: dict) -> float:
+    started = time.monotonic()
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        sys.exit(f"bench: {' '.join(args[:3])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
+    return time.monotonic() - started
+
+
+class Poller:
+    """Asks the site for its version over HTTPS until stopped (bounded: 600 s, 100000 requests)
+    and notes when answers last came from another version than the one wanted."""
+
+    def __init__(self, port: int, ca: Path, wanted: str):
+        self.port, self.wanted = port, wanted
+        self.context = ssl.create_default_context(cafile=str(ca))
+        self.last_other = 0.0
+        self.failures = 0
+        self.requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        deadline = time.monotonic() + 600
+        while not self._stop.is_set() and time.monotonic() < deadline and self.requests < 100000:
+            connection = LabHTTPSConnection("blog.lab.test", self.port, timeout=5, context=self.context)
+            try:
+                connection.request("GET", "/")
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    self.failures += 1
+                if response.getheader("X-Release") != self.wanted or response.status != 200:
+                    self.last_other = time.monotonic()
+            except OSError:
+                self.failures += 1
+                self.last_other = time.monotonic()
+            finally:
+                connection.close()
+                self.requests += 1
+
+    def start(self):
+        self.started = time.monotonic()
+        self.last_other = self.started
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def switched_after(self) -> float:
+        return self.last_other - self.started
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="opspack-bench-") as scratch:
+        lab_dir = Path(scratch) / "lab"
+        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+        subprocess.run(["opspack", "lab", "up", "--name", LAB, "--dir", str(lab_dir), "--hosts", "1",
+                        "--base-port", str(BASE_PORT)], check=True, cwd=ROOT)
+        try:
+            key = (lab_dir / "id_ed25519.pub").read_text().strip()
+            extra = Path(scratch) / "vars.yml"
+            extra.write_text(f"access_operator_user: ops\naccess_operator_ssh_keys: [{key!r}]\n")
+            build(Path(scratch) / "sample")
+            inventory = ["-i", str(lab_dir / "hosts.yml")]
+            site = ["-e", "@inventories/lab-site.yml", "-e", f"@{extra}"]
+            print("bench: provisioning the host and deploying 1.0.0", flush=True)
+            run(["ansible-playbook", *inventory, "playbooks/provision.yml", *site], env)
+
+            def deploy(version: str) -> list[str]:
+                return ["ansible-playbook", *inventory, "playbooks/deploy.yml", *site, "-e", f"release_version={version}",
+                        "-e", f"release_source={Path(scratch) / 'sample' / version}"]
+            run(deploy("1.0.0"), env)
+            https_port = BASE_PORT + 2
+            ca = lab_dir / "opspack-lab-ca" / "ca.crt"
+            ping = [run(["ansible", "all", *inventory, "-e", "ansible_user=ops", "-b", "-m", "ansible.builtin.ping"], env)
+                    for _ in range(3)]
+            upgrades, upgrade_switch, rollbacks, rollback_switch, failures, requests = [], [], [], [], 0, 0
+            for _ in range(ROUNDS):
+                for command, wanted, total, switch in (
+                        (deploy("2.0.0"), "2.0.0", upgrades, upgrade_switch),
+                        (["ansible-playbook", *inventory, "playbooks/rollback.yml", *site], "1.0.0", rollbacks, rollback_switch)):
+                    poller = Poller(https_port, ca, wanted)
+                    poller.start()
+                    total.append(run(command, env))
+                    time.sleep(1)
+                    poller.stop()
+                    switch.append(poller.switched_after)
+                    failures += poller.failures
+                    requests += poller.requests
+        finally:
+            subprocess.run(["opspack", "lab", "down", "--name", LAB, "--dir", str(lab_dir)], check=False, cwd=ROOT)
+    base = statistics.median(ping)
+
+    def line(name: str, values: list[float]) -> str:
+        middle = statistics.median(values)
+        return (f"{name:<44} {middle:6.1f} s = {middle / base:5.1f} x baseline  "
+                f"(median of {', '.join(f'{v:.1f}' for v in values)})")
+    print(f"baseline (ansible ping of the host):          {base:6.1f} s  (median of {', '.join(f'{p:.1f}' for p in ping)})")
+    print(line("upgrade 1.0.0 -> 2.0.0, whole run:", upgrades))
+    print(line("upgrade, command to traffic on 2.0.0:", upgrade_switch))
+    print(line("rollback 2.0.0 -> 1.0.0, whole run:", rollbacks))
+    switched = statistics.median(rollback_switch)
+    print(line("rollback, command to traffic on 1.0.0:", rollback_switch)
+          + f"  (goal <= {ROLLBACK_GOAL_S:.0f} s: {'met' if switched <= ROLLBACK_GOAL_S else 'NOT met'})")
+    print(f"requests during the runs: {requests}, failed: {failures}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
