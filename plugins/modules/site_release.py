@@ -254,6 +254,10 @@ def unpack(module: AnsibleModule, site_dir: str, result: dict) -> None:
     final = os.path.join(releases, release_id)
     result["path"] = final
     if not os.path.isfile(params["artifact"] or ""):
+        if module.check_mode and not os.path.isdir(final):
+            # A dry run has not copied the artifact: report the unpack it would do.
+            result["changed"] = True
+            return
         raise ReleaseError(f"the artifact {params['artifact']} is not on the host")
     found = sha256_file(params["artifact"])
     if found != params["sha256"]:

@@ -156,6 +156,14 @@ def test_bad_input_is_refused_before_anything_changes(host, extra, message):
     assert record(host) == before and get(host)[1] == "1.0.0"
 
 
+def test_a_dry_run_says_what_it_would_do_and_changes_nothing(host):
+    before, schema_before = record(host), schema(host)
+    ran = deploy("2.0.0", "--check")
+    assert ran.returncode == 0, ran.stdout[-3000:]
+    assert "Switch traffic to the new slot" in ran.stdout
+    assert record(host) == before and schema(host) == schema_before and get(host)[1] == "1.0.0"
+
+
 def test_a_migration_without_its_rollback_script_is_refused(host, tmp_path):
     tree = tmp_path / "2.0.0"
     subprocess.run(["cp", "-r", str(SAMPLE / "2.0.0"), str(tree)], check=True)
@@ -303,3 +311,13 @@ def test_a_deploy_killed_at_a_random_point_converges_on_the_next_run_and_the_sit
     assert record(host)["last_known_good"]["release_id"].startswith(target + "+")
     leftovers = host.check_output(f"ls {SITE_DIR}/releases")
     assert ".partial" not in leftovers, leftovers
+
+
+def test_smoke_tests_pass_in_one_line_and_fail_naming_the_check(host):
+    ran = playbook("smoke")
+    out = ran.stdout + ran.stderr
+    assert ran.returncode == 0 and "smoke blog@vps1: PASS" in out and "certificate verified" in out, out[-3000:]
+    bad = playbook("smoke", "-e", '{"release_smoke_paths": ["/no-such-page"], "release_smoke_cert_days": 100000}')
+    out = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and "smoke blog@vps1: FAIL" in out
+    assert "not 200: /no-such-page" in out and "certificate expires in" in out

@@ -118,3 +118,9 @@ def test_bad_release_ids_and_unprovisioned_sites_are_refused(site, run_module, t
     assert "is not <version>+<12 hex digits>" in site(state="failed", release_id="latest")["msg"]
     result = run_module("site_release", site="shop", base_dir=str(tmp_path / "srv"), state="status")
     assert result["failed"] and "is it provisioned" in result["msg"]
+
+
+def test_a_dry_run_before_the_artifact_is_copied_reports_the_unpack(site, tmp_path):
+    release_id, path, sha = artifact(tmp_path, "1.0.0")
+    result = site(check_mode=True, release_id=release_id, artifact=str(tmp_path / "not-copied.tar.gz"), sha256=sha)
+    assert result["changed"] and not result.get("failed") and os.listdir(site.dir / "releases") == []
