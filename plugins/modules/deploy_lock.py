@@ -103,6 +103,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+site:
+  description: The site.
+  returned: always
+  type: str
 held:
   description: Whether the lock is held after the module ran.
   returned: always
@@ -266,7 +270,7 @@ def main() -> None:
     )
     site_dir = os.path.join(module.params["base_dir"], module.params["site"])
     path = os.path.join(site_dir, "deploy.lock")
-    result = dict(changed=False, held=False, holder={}, broken={}, stale=False, age_s=0, path=path)
+    result = dict(changed=False, site=module.params["site"], held=False, holder={}, broken={}, stale=False, age_s=0, path=path)
     if not os.path.isdir(site_dir):
         module.fail_json(msg=f"Site {module.params['site']} has no directory {site_dir} on this host: "
                              "is it provisioned (app_runtime_sites)?", **result)

@@ -74,6 +74,10 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+site:
+  description: The site.
+  returned: always
+  type: str
 release_id:
   description: The release id, C(<version>+<12 hex digits>).
   returned: always
@@ -225,7 +229,7 @@ def main() -> None:
         required_together=[("git_repo", "git_ref")],
         supports_check_mode=True,
     )
-    result = {"changed": False, "release_id": "", "version": "", "sha256": "", "path": "", "size_bytes": 0,
+    result = {"changed": False, "site": module.params["site"], "release_id": "", "version": "", "sha256": "", "path": "", "size_bytes": 0,
               "files": 0, "git_sha": "", "dirty": False}
     try:
         build(module, result)

@@ -143,6 +143,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+site:
+  description: The site.
+  returned: always
+  type: str
+state:
+  description: What the module was asked to do (O(state)).
+  returned: always
+  type: str
 release_id:
   description: The release acted on (empty for O(state=pruned) and V(status)).
   returned: always
@@ -426,7 +434,8 @@ def main() -> None:
     )
     started = time.monotonic()
     site_dir = os.path.join(module.params["base_dir"], module.params["site"])
-    result = dict(changed=False, release_id=module.params["release_id"] or "", path="", record={}, removed=[])
+    result = dict(changed=False, site=module.params["site"], state=module.params["state"],
+                  release_id=module.params["release_id"] or "", path="", record={}, removed=[])
     try:
         if not os.path.isdir(os.path.join(site_dir, "releases")):
             raise ReleaseError(f"site {module.params['site']} has no {site_dir}/releases on this host: is it provisioned?")

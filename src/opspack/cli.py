@@ -1,4 +1,4 @@
-"""The `opspack` command: `opspack lab up|status|down`."""
+"""The `opspack` command: `opspack lab up|status|down|report` and `opspack matrix|history|incidents`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from opspack import __version__
 from opspack.lab import DEFAULT_BASE_PORT, MAX_HOSTS, Lab, LabError
 from opspack.report import report
+from opspack import records
 
 
 def log(message: str) -> None:
@@ -34,11 +35,31 @@ def build_parser() -> argparse.ArgumentParser:
     lab_commands.add_parser("down", parents=[common], help="remove the hosts (the cached image is kept)")
     lab_commands.add_parser("report", parents=[common],
                             help="what each provisioned host serves: HTTP redirect, verified HTTPS, health")
+
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--records", type=Path, default=Path("inventories/lab/records"),
+                       help="the records directory: records/ beside the inventory (default: inventories/lab/records)")
+    commands.add_parser("matrix", parents=[where], help="the sites matrix: which site runs what, and how it went")
+    history = commands.add_parser("history", parents=[where], help="every recorded operation, oldest first")
+    history.add_argument("--site", help="only this site")
+    commands.add_parser("incidents", parents=[where], help="what broke last time (the incident log)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("matrix", "history", "incidents"):
+        try:
+            if args.command == "matrix":
+                print(records.matrix(args.records))
+            elif args.command == "history":
+                print(records.history(args.records, args.site))
+            else:
+                print(records.incidents(args.records))
+            return 0
+        except records.RecordsError as error:
+            print(f"opspack: error: {error}", file=sys.stderr)
+            return 1
     lab = Lab(args.name, args.dir, log)
     try:
         if args.lab_command == "up":

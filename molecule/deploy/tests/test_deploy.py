@@ -321,3 +321,23 @@ def test_smoke_tests_pass_in_one_line_and_fail_naming_the_check(host):
     out = bad.stdout + bad.stderr
     assert bad.returncode != 0 and "smoke blog@vps1: FAIL" in out
     assert "not 200: /no-such-page" in out and "certificate expires in" in out
+
+
+def test_the_records_hold_what_happened_and_no_secret(host):
+    records = EPHEMERAL / "records"
+    history = [json.loads(line) for line in (records / "history.jsonl").read_text().splitlines()]
+    seen = [(entry["operation"], entry["result"], entry.get("version")) for entry in history]
+    assert ("upgrade", "ok", "2.0.0") in seen and ("rollback", "ok", "1.0.0") in seen, seen
+    assert ("deploy", "failed", "2.1.0") in seen and ("deploy", "failed", "3.0.0") in seen, seen
+    incidents = (records / "what-broke-last-time.md").read_text()
+    assert "Release | Health gate on the new slot" in incidents and "Release | Run the migrations" in incidents
+    assert "never received traffic" in incidents and "lock released" in incidents
+    state = record(host)
+    lkg = json.loads((records / "last-known-good" / "blog.json").read_text())
+    assert lkg["release"] == state["last_known_good"]["release_id"] and lkg["all_tests_pass"]
+    matrix = (records / "loop-sites-matrix.md").read_text()
+    assert f"| blog | {INVENTORY.parent.name} | vps1 |" in matrix or "| blog |" in matrix
+    for path in records.rglob("*"):
+        if path.is_file():
+            for canary in CANARIES:
+                assert canary not in path.read_text(errors="replace"), f"{canary} leaked into {path}"

@@ -1,0 +1,58 @@
+"""`opspack matrix|history|incidents`: the records the records callback keeps, for a person in
+a terminal. They read the files only; the callback is the one writer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MATRIX = "loop-sites-matrix.md"
+INCIDENTS = "what-broke-last-time.md"
+HISTORY = "history.jsonl"
+START = "<!-- opspack:matrix:start"
+END = "<!-- opspack:matrix:end -->"
+
+
+class RecordsError(Exception):
+    """The records cannot be read; the message says where to look."""
+
+
+def _read(directory: Path, name: str) -> str:
+    try:
+        return (directory / name).read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise RecordsError(f"no {name} in {directory}: no run has written records there yet "
+                           "(or pass --records DIR: records/ beside your inventory)") from error
+
+
+def matrix(directory: Path) -> str:
+    text = _read(directory, MATRIX)
+    if START in text and END in text:
+        text = text.split(START, 1)[1].split("\n", 1)[1].split(END, 1)[0]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("|") and not set(line) <= set("|-: ")]
+    if not rows:
+        return text
+    widths = [max(len(row[index]) if index < len(row) else 0 for row in rows) for index in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def history(directory: Path, site: str | None = None) -> str:
+    lines = []
+    for raw in _read(directory, HISTORY).splitlines():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if site and entry.get("site") != site:
+            continue
+        detail = entry.get("release") or entry.get("backup_id") or ""
+        if entry.get("step"):
+            detail += f"  failed at: {entry['step']}"
+        lines.append(f"{entry.get('time', ''):20}  {entry.get('site', ''):12} {entry.get('environment', ''):12} "
+                     f"{entry.get('operation', ''):11} {entry.get('result', ''):11} {detail}".rstrip())
+    return "\n".join(lines) if lines else f"no operations recorded{' for ' + site if site else ''}"
+
+
+def incidents(directory: Path) -> str:
+    return _read(directory, INCIDENTS).rstrip()
