@@ -227,6 +227,7 @@ def acquire(module: AnsibleModule, path: str, result: dict) -> None:
         if time.monotonic() < deadline:
             time.sleep(1)
             continue
+        result.update(held=True, holder=holder)
         hint = (" It is stale: if that run is gone, run again with the lock broken on request"
                 " (deploy_lock break_stale / release_break_stale_lock=true).") if result["stale"] else ""
         module.fail_json(msg=f"The deploy lock of site {params['site']} is {describe(holder, age)}; "

@@ -27,7 +27,8 @@ description:
     failed one and every leftover C(.partial) directory, and never the current release, the
     previous one, the last known good one, one in a slot, or one in O(protect). Releases are
     ordered by the time recorded when they were unpacked, never by file times.
-  - O(state=status) only reads the record.
+  - O(state=status) only reads: the record, what each slot links to, and the slot nginx's
+    upstream sends traffic to (after a run that was killed, these tell the truth, not the record).
 options:
   site:
     description: The site.
@@ -98,6 +99,10 @@ options:
     description: How many good releases O(state=pruned) keeps (besides the protected ones).
     type: int
     default: 5
+  upstream_conf_dir:
+    description: nginx's directory holding C(opspack-upstream-<site>.conf), read by O(state=status).
+    type: path
+    default: /etc/nginx/conf.d
   protect:
     description: Release ids O(state=pruned) never removes.
     type: list
@@ -172,6 +177,17 @@ removed:
   returned: always
   type: list
   elements: str
+slots:
+  description: Each slot that links to a release, and that release's id (O(state=status)).
+  returned: when O(state=status)
+  type: dict
+serving:
+  description:
+    - The slot nginx's upstream names and the release it links to (O(state=status)); empty
+      strings before the first switch.
+  returned: when O(state=status)
+  type: dict
+  sample: {"slot": "green", "release_id": "1.4.2+0a1b2c3d4e5f"}
 duration_s:
   description: Seconds the module took.
   returned: always
@@ -183,6 +199,7 @@ import grp
 import hashlib
 import json
 import os
+import re
 import shutil
 import tarfile
 import time
@@ -403,6 +420,27 @@ def prune(module: AnsibleModule, site_dir: str, result: dict) -> None:
     result["record"] = record
 
 
+def serving(module: AnsibleModule, site_dir: str, result: dict) -> None:
+    """What really serves: slot links and the slot the nginx upstream names."""
+    slots_dir = os.path.join(site_dir, "slots")
+    slots = {}
+    if os.path.isdir(slots_dir):
+        for name in sorted(os.listdir(slots_dir)):
+            path = os.path.join(slots_dir, name)
+            if os.path.islink(path):
+                slots[name] = os.path.basename(os.readlink(path).rstrip("/"))
+    slot = ""
+    try:
+        with open(os.path.join(module.params["upstream_conf_dir"], f"opspack-upstream-{module.params['site']}.conf"),
+                  encoding="utf-8") as handle:
+            found = re.search(r"^# slot: (\S+)$", handle.read(), re.MULTILINE)
+            slot = found.group(1) if found else ""
+    except FileNotFoundError:
+        pass
+    result["slots"] = slots
+    result["serving"] = {"slot": slot, "release_id": slots.get(slot, "")}
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -424,6 +462,7 @@ def main() -> None:
             reason=dict(type="str", default=""),
             keep=dict(type="int", default=5),
             protect=dict(type="list", elements="str", default=[]),
+            upstream_conf_dir=dict(type="path", default="/etc/nginx/conf.d"),
         ),
         required_if=[
             ("state", "present", ["release_id", "artifact", "sha256"]),
@@ -446,6 +485,8 @@ def main() -> None:
             mark(module, site_dir, result)
         elif state == "pruned":
             prune(module, site_dir, result)
+        else:
+            serving(module, site_dir, result)
         if not result["record"]:
             result["record"] = read_record(site_dir)
     except (ReleaseError, OSError, tarfile.TarError, KeyError) as exc:

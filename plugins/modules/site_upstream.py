@@ -20,6 +20,7 @@ description:
     over it, so nginx never sees half a file. When C(nginx -t) fails the old file is put back
     and nothing is reloaded.
   - Reports the port and slot that had the traffic before, so that a caller can switch back.
+  - With O(health_url), traffic never moves to a slot that does not answer healthy.
 options:
   site:
     description: The site.
@@ -41,6 +42,16 @@ options:
     description: Reload nginx after a change.
     type: bool
     default: true
+  health_url:
+    description:
+      - A URL of the slot (such as C(http://127.0.0.1:8001/health/ready)) that must answer 200
+        before traffic moves; otherwise nothing changes and the module fails. Empty checks nothing.
+    type: str
+    default: ""
+  health_timeout:
+    description: Seconds the health request may take.
+    type: int
+    default: 5
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.
@@ -78,6 +89,10 @@ previous_port:
   description: The port that had it before (0 when unknown).
   returned: always
   type: int
+health_status:
+  description: HTTP status O(health_url) answered (0 when unreachable; absent when not asked).
+  returned: when O(health_url) is given
+  type: int
 duration_s:
   description: Seconds from the start of the switch to nginx reloaded.
   returned: always
@@ -87,6 +102,8 @@ duration_s:
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -106,6 +123,16 @@ def render(site: str, slot: str, port: int) -> str:
     )
 
 
+def health(url: str, timeout: int) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # nosec B310: the caller's slot URL
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -114,6 +141,8 @@ def main() -> None:
             slot=dict(type="str", required=True),
             conf_dir=dict(type="path", default="/etc/nginx/conf.d"),
             reload=dict(type="bool", default=True),
+            health_url=dict(type="str", default=""),
+            health_timeout=dict(type="int", default=5),
         ),
         supports_check_mode=True,
     )
@@ -135,6 +164,11 @@ def main() -> None:
                   previous_port=int(found_port.group(1)) if found_port else 0)
     if module._diff:
         result["diff"] = dict(before=before, after=wanted, before_header=path, after_header=path)
+    if module.params["health_url"] and not module.check_mode:
+        result["health_status"] = health(module.params["health_url"], module.params["health_timeout"])
+        if result["health_status"] != 200:
+            module.fail_json(msg=f"slot {slot} does not answer healthy ({module.params['health_url']} gave "
+                                 f"{result['health_status'] or 'no answer'}): traffic was not moved", **result)
     if not result["changed"] or module.check_mode:
         module.exit_json(duration_s=round(time.monotonic() - started, 3), **result)
     temporary = os.path.join(module.params["conf_dir"], f".opspack-upstream-{site}.conf.new")

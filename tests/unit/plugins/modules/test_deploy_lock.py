@@ -39,6 +39,7 @@ def test_another_run_is_refused_naming_the_holder_and_cannot_release_it(lock):
     assert refused["failed"] and "held by ann@laptop" in refused["msg"] and "1.0.0+0a1b2c3d4e5f" in refused["msg"]
     assert "nothing was changed" in refused["msg"]
     assert "stale" not in refused["msg"], "a fresh lock is not called stale"
+    assert refused["held"] and refused["holder"]["run_id"] == "run-1", "the refusal names the holder's run"
     not_mine = lock(run_id="run-2", state="released")
     assert not_mine["failed"] and lock.path.exists()
     assert lock(run_id="run-2", state="released", force=True)["changed"] and not lock.path.exists()

@@ -124,3 +124,16 @@ def test_a_dry_run_before_the_artifact_is_copied_reports_the_unpack(site, tmp_pa
     release_id, path, sha = artifact(tmp_path, "1.0.0")
     result = site(check_mode=True, release_id=release_id, artifact=str(tmp_path / "not-copied.tar.gz"), sha256=sha)
     assert result["changed"] and not result.get("failed") and os.listdir(site.dir / "releases") == []
+
+
+def test_status_reads_the_slots_and_the_slot_nginx_serves(site, tmp_path):
+    release_id, _ = unpack(site, tmp_path, "1.0.0")
+    os.symlink(site.dir / "releases" / release_id, site.dir / "slots" / "green")
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    (conf / "opspack-upstream-blog.conf").write_text("# slot: green\nupstream opspack_blog {\n}\n")
+    result = site(state="status", upstream_conf_dir=str(conf))
+    assert result["slots"] == {"green": release_id}
+    assert result["serving"] == {"slot": "green", "release_id": release_id}
+    (conf / "opspack-upstream-blog.conf").write_text("upstream opspack_blog {\n}\n")
+    assert site(state="status", upstream_conf_dir=str(conf))["serving"] == {"slot": "", "release_id": ""}

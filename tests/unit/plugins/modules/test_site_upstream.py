@@ -61,3 +61,28 @@ def test_a_site_nginx_does_not_know_is_refused(upstream, run_module, tmp_path):
     result = upstream(site="shop", slot="green", port=8001)
     assert result["failed"] and "has not been provisioned" in result["msg"]
     assert upstream(slot="Bad slot", port=8001)["failed"]
+
+
+def test_traffic_never_moves_to_a_slot_that_does_not_answer_healthy(upstream):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            self.send_response(200 if self.path == "/health/ready" else 503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        before = upstream.file.read_text()
+        sick = upstream(slot="green", port=8001, health_url=f"http://127.0.0.1:{port}/sick")
+        assert sick["failed"] and sick["health_status"] == 503 and "traffic was not moved" in sick["msg"]
+        assert upstream.file.read_text() == before
+        well = upstream(slot="green", port=8001, health_url=f"http://127.0.0.1:{port}/health/ready")
+        assert well["changed"] and well["health_status"] == 200
+    finally:
+        server.shutdown()
