@@ -391,7 +391,7 @@ class CallbackModule(CallbackBase):
                 operation["switched"] = {"slot": found.get("slot"), "previous_slot": found.get("previous_slot")}
         elif module == "site_release" and not failed:
             record = found.get("record") or {}
-            state = found.get("state")
+            state = found.get("operation")
             if state == "live":
                 current = record.get("current", {})
                 operation["release"] = current.get("release_id") or operation.get("release")

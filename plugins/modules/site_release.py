@@ -152,8 +152,8 @@ site:
   description: The site.
   returned: always
   type: str
-state:
-  description: What the module was asked to do (O(state)).
+operation:
+  description: What the module was asked to do (its O(state); C(state) itself is taken by the file facts Ansible adds for O(path)).
   returned: always
   type: str
 release_id:
@@ -473,7 +473,7 @@ def main() -> None:
     )
     started = time.monotonic()
     site_dir = os.path.join(module.params["base_dir"], module.params["site"])
-    result = dict(changed=False, site=module.params["site"], state=module.params["state"],
+    result = dict(changed=False, site=module.params["site"], operation=module.params["state"],
                   release_id=module.params["release_id"] or "", path="", record={}, removed=[])
     try:
         if not os.path.isdir(os.path.join(site_dir, "releases")):

@@ -120,6 +120,15 @@ def test_backup_then_drill_passes_and_is_recorded(host):
         assert other["result"] == "pass" and other["reason"] == "all checks passed", other
         assert other["backup_id"].startswith(("redis-redis-", "blog-files-")) and float(other["rto_seconds"]) > 0
     assert host.check_output("ls -A /var/tmp | grep -c '^opspack-' || true") == "0"
+    # The records callback wrote the same drills into the history and the sites matrix.
+    history = [json.loads(line) for line in (EPHEMERAL / "records" / "history.jsonl").read_text().splitlines()]
+    drills = [entry for entry in history
+              if entry["operation"] == "drill" and entry["site"] == "blog" and entry.get("engine") == "postgresql"]
+    assert drills and drills[-1]["result"] == "pass" and drills[-1]["backup_id"] == manifest["backup_id"]
+    assert drills[-1]["rto_s"] > 0 and drills[-1]["rpo_s"] >= 0
+    row = [line for line in (EPHEMERAL / "records" / "loop-sites-matrix.md").read_text().splitlines()
+           if line.startswith("| blog |")]
+    assert row and "| pass |" in row[0], row
 
 
 def test_a_damaged_redis_snapshot_fails_its_drill_even_with_a_matching_checksum(host):
@@ -291,7 +300,8 @@ def test_retention_over_40_days_keeps_exactly_what_the_policy_keeps(host):
 
 
 def test_the_canary_secret_is_in_no_backup_record_or_copy(host):
-    for path in [DRILLS, *sorted((EPHEMERAL / "backups").rglob("*.manifest.json"))]:
+    for path in [DRILLS, *sorted((EPHEMERAL / "backups").rglob("*.manifest.json")),
+                 *sorted(path for path in (EPHEMERAL / "records").rglob("*") if path.is_file())]:
         assert not [canary for canary in CANARIES if canary in path.read_text()], path
     on_host = host.check_output("find /var/backups/opspack -name '*.manifest.json' -exec cat {} +")
     assert not [canary for canary in CANARIES if canary in on_host]

@@ -58,13 +58,13 @@ def deploy(plugin, version="2.0.0", previous="1.0.0+aaaaaaaaaaaa", host="vps1", 
                msg=f"nginx -t refused it\nsecond line with {CANARY}")
         ok(plugin, "Release | Revert this run's migrations", "pg_migrations", host=host, version_after=1,
            applied=[], reverted=["002_tags"])
-        ok(plugin, "Release | Record the release as failed", "site_release", host=host, site="blog", state="failed",
+        ok(plugin, "Release | Record the release as failed", "site_release", host=host, site="blog", operation="failed",
            release_id=release, record={})
     else:
         ok(plugin, "Release | Switch traffic", "site_upstream", host=host, slot="green", previous_slot="blue")
         record = {"current": {"release_id": release, "slot": "green"}, "previous": {"release_id": previous},
                   "last_known_good": {"release_id": release, "slot": "green"}}
-        ok(plugin, "Release | Record live", "site_release", host=host, site="blog", state="live", release_id=release,
+        ok(plugin, "Release | Record live", "site_release", host=host, site="blog", operation="live", release_id=release,
            record=record)
     ok(plugin, "Release | Release the deploy lock", "deploy_lock", host=host, site="blog", held=False, holder={})
 
