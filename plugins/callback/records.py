@@ -353,7 +353,7 @@ class CallbackModule(CallbackBase):
         if module == "release_artifact" and not failed:
             self._artifacts[found.get("site", "")] = {
                 "release": found.get("release_id"), "version": found.get("version"), "git_sha": found.get("git_sha")}
-        elif module == "deploy_lock" and not failed and found.get("held") and found.get("holder", {}).get("run_id"):
+        elif module == "deploy_lock" and not failed and found.get("acquired"):
             if operation is None:
                 holder = found["holder"]
                 site = found.get("site", "")
@@ -365,14 +365,14 @@ class CallbackModule(CallbackBase):
                     self._open[host]["actions"].append(f"took over the lock of {found['broken'].get('holder', '?')}")
         elif module == "deploy_lock" and not failed and operation is not None and not found.get("held"):
             self._close(host)
+        elif module == "pg_backup" and not failed and found.get("manifest", {}).get("ended_at"):
+            manifest = found["manifest"]
+            self._done.append({"time": utc_now(), "site": manifest.get("site"), "environment": self._environment(),
+                               "host": host, "operation": "backup", "result": "ok",
+                               "backup_id": found.get("backup_id"), "backup_ended_at": manifest.get("ended_at")})
         elif operation is None:
             if module in DRILL_MODULES:
                 self._drill(host, module, found, failed)
-            elif module == "pg_backup" and not failed and found.get("manifest"):
-                manifest = found["manifest"]
-                self._done.append({"time": utc_now(), "site": manifest.get("site"), "environment": self._environment(),
-                                   "host": host, "operation": "backup", "result": "ok",
-                                   "backup_id": found.get("backup_id"), "backup_ended_at": manifest.get("ended_at")})
             return
         elif failed and not operation.get("step"):
             operation.update(result="failed", step=result.task.get_name(), reason=first_line(found.get("msg")))

@@ -107,8 +107,12 @@ site:
   description: The site.
   returned: always
   type: str
+acquired:
+  description: Whether this run (O(run_id)) holds the lock after the module ran.
+  returned: always
+  type: bool
 held:
-  description: Whether the lock is held after the module ran.
+  description: Whether the lock is held after the module ran (by this run or another).
   returned: always
   type: bool
 holder:
@@ -271,7 +275,7 @@ def main() -> None:
     )
     site_dir = os.path.join(module.params["base_dir"], module.params["site"])
     path = os.path.join(site_dir, "deploy.lock")
-    result = dict(changed=False, site=module.params["site"], held=False, holder={}, broken={}, stale=False, age_s=0, path=path)
+    result = dict(changed=False, site=module.params["site"], acquired=False, held=False, holder={}, broken={}, stale=False, age_s=0, path=path)
     if not os.path.isdir(site_dir):
         module.fail_json(msg=f"Site {module.params['site']} has no directory {site_dir} on this host: "
                              "is it provisioned (app_runtime_sites)?", **result)
@@ -283,6 +287,7 @@ def main() -> None:
     else:
         holder, age = read_holder(path)
         result.update(held=bool(holder), holder=holder, age_s=age, stale=bool(holder) and age > module.params["stale_after"])
+    result["acquired"] = bool(result["held"]) and result["holder"].get("run_id") == module.params["run_id"] and state != "status"
     module.exit_json(**result)
 
 

@@ -27,7 +27,7 @@ description:
     failed one and every leftover C(.partial) directory, and never the current release, the
     previous one, the last known good one, one in a slot, or one in O(protect). Releases are
     ordered by the time recorded when they were unpacked, never by file times.
-  - O(state=status) only reads: the record, what each slot links to, and the slot nginx's
+  - O(state=status) only reads the record, what each slot links to, and the slot nginx's
     upstream sends traffic to (after a run that was killed, these tell the truth, not the record).
 options:
   site:
@@ -153,7 +153,7 @@ site:
   returned: always
   type: str
 operation:
-  description: What the module was asked to do (its O(state); C(state) itself is taken by the file facts Ansible adds for O(path)).
+  description: What the module was asked to do (its O(state); C(state) itself is taken by the file facts Ansible adds for the returned path).
   returned: always
   type: str
 release_id:

@@ -103,9 +103,9 @@ import os
 import re
 import time
 import urllib.error
-import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 
 SERVER = re.compile(r"^\s*server\s+127\.0\.0\.1:(\d+)\s*;", re.MULTILINE)
 SLOT = re.compile(r"^# slot: (\S+)$", re.MULTILINE)
@@ -125,7 +125,7 @@ def render(site: str, slot: str, port: int) -> str:
 
 def health(url: str, timeout: int) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # nosec B310: the caller's slot URL
+        with open_url(url, timeout=timeout, validate_certs=False, use_proxy=False) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code

@@ -50,7 +50,7 @@ def deploy(plugin, version="2.0.0", previous="1.0.0+aaaaaaaaaaaa", host="vps1", 
     release = f"{version}+bbbbbbbbbbbb"
     ok(plugin, "Release | Build the release artifact", "release_artifact", host=host, site="blog", release_id=release,
        version=version, git_sha="0123456789abcdef0123")
-    ok(plugin, "Release | Take the deploy lock", "deploy_lock", host=host, site="blog", held=True,
+    ok(plugin, "Release | Take the deploy lock", "deploy_lock", host=host, site="blog", held=True, acquired=True,
        holder={"holder": "ann@laptop", "run_id": "laptop:1:2", "version": release, "reason": reason}, broken={})
     ok(plugin, "Release | Run the migrations", "pg_migrations", host=host, version_after=2, applied=["002_tags"], reverted=[])
     if fail_at:
@@ -137,7 +137,7 @@ def test_rows_are_sorted_and_a_second_identical_render_changes_nothing(callback)
     for host, site in (("vps2", "shop"), ("vps1", "blog")):
         plugin = records_plugin.CallbackModule()
         plugin.set_options()
-        ok(plugin, "lock", "deploy_lock", host=host, site=site, held=True,
+        ok(plugin, "lock", "deploy_lock", host=host, site=site, held=True, acquired=True,
            holder={"run_id": "r", "version": "1.0.0+cccccccccccc", "reason": "deploy"})
         ok(plugin, "unlock", "deploy_lock", host=host, site=site, held=False)
         plugin.v2_playbook_on_stats(None)
@@ -150,7 +150,7 @@ def _finish_a_run(directory: str, site: str) -> None:
     context.CLIARGS = ImmutableDict(check=False)
     plugin = records_plugin.CallbackModule()
     plugin.set_options()
-    ok(plugin, "lock", "deploy_lock", site=site, held=True, holder={"run_id": site, "version": "1.0.0+dddddddddddd"})
+    ok(plugin, "lock", "deploy_lock", site=site, held=True, acquired=True, holder={"run_id": site, "version": "1.0.0+dddddddddddd"})
     ok(plugin, "unlock", "deploy_lock", site=site, held=False)
     plugin.v2_playbook_on_stats(None)
 
@@ -218,3 +218,19 @@ def test_the_cli_prints_the_records_for_a_person(callback, capsys):
     assert "Follow-up" in capsys.readouterr().out
     assert cli.main(["matrix", "--records", str(callback.dir / "nowhere")]) == 1
     assert "no run has written records there yet" in capsys.readouterr().err
+
+
+def test_a_lock_held_by_another_run_is_not_an_operation_of_this_run(callback):
+    ok(callback, "Release | Take the deploy lock", "deploy_lock", site="blog", held=True, acquired=False,
+       holder={"holder": "carol@ci", "run_id": "ci:1:1", "reason": "deploy from CI"})
+    failed(callback, "Release | Refuse the run while another holds the lock", "deploy_lock", msg="held by carol@ci")
+    callback.v2_playbook_on_stats(None)
+    assert not callback.dir.exists()
+
+
+def test_a_backup_taken_by_a_deploy_fills_the_last_backup_column(callback):
+    ok(callback, "Release | Back up", "pg_backup", backup_id="blog-postgresql-20261201T010000Z",
+       manifest={"site": "blog", "ended_at": "2026-12-01T01:00:07Z"})
+    callback.v2_playbook_on_stats(None)
+    row = [line for line in (callback.dir / "loop-sites-matrix.md").read_text().splitlines() if line.startswith("| blog")]
+    assert row and row[0].rstrip(" |").split(" | ")[-1].endswith(("h", "d")), row
