@@ -44,13 +44,22 @@ test-lab: molecule lab-tests
 test: lint sanity molecule
 	pytest tests
 
-# The main job end to end on the built-in lab: two fresh VPSes become production hosts.
+# The main job end to end on the built-in lab: two fresh VPSes become production hosts, the
+# sample site is deployed (1.0.0), upgraded (2.0.0, a migration) and rolled back, and the
+# records show what happened.
 LAB_DIR := inventories/lab
+SITE_VARS := -e @inventories/lab-site.yml -e @$(LAB_DIR)/operator.yml
 demo: venv
 	opspack lab up --hosts 2
 	printf 'access_operator_user: ops\naccess_operator_ssh_keys:\n  - "%s"\n' "$$(cat $(LAB_DIR)/id_ed25519.pub)" > $(LAB_DIR)/operator.yml
-	ansible-playbook opspack.platform.provision -e @inventories/lab-site.yml -e @$(LAB_DIR)/operator.yml
+	ansible-playbook opspack.platform.provision $(SITE_VARS)
+	python tests/sample_site/build_releases.py $(LAB_DIR)/sample > /dev/null
+	ansible-playbook opspack.platform.deploy $(SITE_VARS) -e release_version=1.0.0 -e release_source=$(LAB_DIR)/sample/1.0.0
+	ansible-playbook opspack.platform.deploy $(SITE_VARS) -e release_version=2.0.0 -e release_source=$(LAB_DIR)/sample/2.0.0
+	ansible-playbook opspack.platform.rollback $(SITE_VARS)
 	opspack lab report
+	opspack matrix
+	opspack history
 
 # Speed figures as ratios to a baseline measured in the same run (never timed tests).
 bench: bench-provision bench-backup bench-release

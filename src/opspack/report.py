@@ -48,8 +48,15 @@ def check_host(host: dict, context: ssl.SSLContext) -> tuple[str, bool]:
     secure = LabHTTPSConnection(SERVER_NAME, host["https_port"], timeout=10, context=context)
     secure.request("GET", "/opspack-health")
     health = secure.getresponse()
+    health.read()
     tls = secure.sock.version()
+    # The app behind nginx, once a release is deployed (502 before the first deploy).
+    secure.request("GET", "/")
+    app = secure.getresponse()
+    app.read()
+    release = app.getheader("X-Release")
     line = (f"{host['name']}: http -> {redirect.status} {redirect.getheader('Location')}; "
             f"https://{SERVER_NAME} ({tls}, certificate verified by the lab CA) /opspack-health -> {health.status}; "
+            f"/ -> {app.status}{f' from release {release}' if release else ' (no release deployed)'}; "
             f"ssh: ops with sudo (root login off)")
     return line, redirect.status == 301 and health.status == 200
