@@ -466,7 +466,8 @@ class CallbackModule(CallbackBase):
         try:
             for warning in Records(directory).write(self._done, self._last_known_good):
                 display.warning(f"records: {warning}")
-            display.display(f"records: {len(self._done)} operation(s) recorded in {directory}", color="green")
+            # On stderr: stdout may be a machine-read stream (the json callback, ansible-runner).
+            display.display(f"records: {len(self._done)} operation(s) recorded in {directory}", stderr=True)
         except OSError as exc:
             self._keep_unwritten(directory, exc)
 
