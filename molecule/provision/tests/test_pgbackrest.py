@@ -32,6 +32,7 @@ def test_full_and_differential_backups_are_scheduled(host):
 def test_backups_are_kept_for_30_days_of_recovery(host):
     # pgBackRest itself reports the values it read (an unknown option would make it fail).
     settings = " ".join(host.check_output("runuser -u postgres -- pgbackrest --stanza=main help expire").split())
-    assert "--repo-retention-full full backup retention count/time [current=30]" in settings
-    assert "--repo-retention-full-type retention type for full backups [current=time]" in settings
-    assert "--repo-retention-diff number of differential backups to retain [current=30]" in settings
+    # An option whose value differs from its default reads "[current=X, default=Y]".
+    assert "--repo-retention-full full backup retention count/time [current=30" in settings
+    assert "--repo-retention-full-type retention type for full backups [current=time" in settings
+    assert "--repo-retention-diff number of differential backups to retain [current=30" in settings
