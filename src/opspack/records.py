@@ -50,7 +50,8 @@ def history(directory: Path, site: str | None = None) -> str:
         if entry.get("step"):
             detail += f"  failed at: {entry['step']}"
         lines.append(f"{entry.get('time', ''):20}  {entry.get('site', ''):12} {entry.get('environment', ''):12} "
-                     f"{entry.get('operation', ''):11} {entry.get('result', ''):11} {detail}".rstrip())
+                     f"{entry.get('host', ''):10} {entry.get('operation', ''):11} {entry.get('result', ''):11} "
+                     f"{detail}".rstrip())
     return "\n".join(lines) if lines else f"no operations recorded{' for ' + site if site else ''}"
 
 
