@@ -61,12 +61,14 @@ import getpass
 import json
 import os
 import socket
-import tempfile
 import time
 
 from ansible import context
 from ansible.plugins.callback import CallbackBase
 from ansible.utils.display import Display
+
+from ansible_collections.opspack.platform.plugins.filter import paths
+from ansible_collections.opspack.platform.plugins.module_utils.backup import write_bytes_atomic
 
 display = Display()
 
@@ -98,26 +100,15 @@ def allowlisted(entry: dict) -> dict:
     return {key: entry[key] for key in HISTORY_FIELDS if entry.get(key) not in (None, "", [])}
 
 
-def beside_inventory(source: str, name: str) -> str:
+def records_beside(source: str) -> str:
+    """records/ beside the inventory, by the rule the roles' beside_inventory filter applies."""
     source = os.path.normpath(source)
-    base = os.path.dirname(source) if os.path.isdir(source) or os.path.isfile(source) else source
-    return os.path.join(base, name)
+    inventory_dir = os.path.dirname(source) if os.path.isfile(source) else source
+    return paths.beside_inventory(inventory_dir, [source] if os.path.isdir(source) else [], "records")
 
 
 def atomic_write(path: str, text: str) -> None:
-    directory = os.path.dirname(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_bytes_atomic(path, text.encode("utf-8"), 0o644)
 
 
 def read_history(path: str) -> list[dict]:
@@ -287,7 +278,7 @@ class CallbackModule(CallbackBase):
         if configured:
             return os.path.expanduser(configured)
         source = self._sources[0] if self._sources else os.getcwd()
-        return beside_inventory(source, "records")
+        return records_beside(source)
 
     def _environment(self) -> str:
         configured = self._option("environment")

@@ -72,14 +72,14 @@ def sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: str, data: dict, mode: int = 0o640) -> None:
-    """Deterministic JSON (sorted keys, two-space indent, final newline) via temp file + rename."""
+def write_bytes_atomic(path: str, data: bytes, mode: int = 0o640) -> None:
+    """Replace path with data in one rename (temp file in the same directory, fsynced first), so
+    a reader sees the old file or the new one, never half of it."""
     directory = os.path.dirname(path) or "."
     handle, temp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2, sort_keys=True)
-            out.write("\n")
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
             out.flush()
             os.fsync(out.fileno())
         os.chmod(temp, mode)
@@ -88,6 +88,11 @@ def write_json_atomic(path: str, data: dict, mode: int = 0o640) -> None:
         if os.path.exists(temp):
             os.unlink(temp)
         raise
+
+
+def write_json_atomic(path: str, data: dict, mode: int = 0o640) -> None:
+    """Deterministic JSON (sorted keys, two-space indent, final newline) via temp file + rename."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"), mode)
 
 
 def manifest_path(directory: str, backup_id: str) -> str:

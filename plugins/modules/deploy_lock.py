@@ -145,6 +145,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.opspack.platform.plugins.module_utils.backup import write_json_atomic
+
 HOLDER_FILE = "holder.json"
 # What a lock may say about its holder; nothing else is read back or returned.
 HOLDER_FIELDS = ("holder", "run_id", "version", "reason", "since")
@@ -182,16 +184,6 @@ def describe(holder: dict, age: int) -> str:
     return " ".join(parts)
 
 
-def write_holder(path: str, holder: dict) -> None:
-    temporary = os.path.join(path, f".{HOLDER_FILE}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(holder, handle, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, os.path.join(path, HOLDER_FILE))
-
-
 def acquire(module: AnsibleModule, path: str, result: dict) -> None:
     params = module.params
     mine = {"holder": params["holder"], "run_id": params["run_id"], "version": params["version"],
@@ -207,7 +199,7 @@ def acquire(module: AnsibleModule, path: str, result: dict) -> None:
                 os.mkdir(path, 0o700)
             except FileExistsError:
                 continue  # another run made it between our look and our mkdir: read it again
-            write_holder(path, mine)
+            write_json_atomic(os.path.join(path, HOLDER_FILE), mine, 0o600)
             result.update(changed=True, held=True, holder=mine)
             return
         result.update(stale=age > params["stale_after"], age_s=age)

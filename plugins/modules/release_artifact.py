@@ -113,7 +113,6 @@ dirty:
   type: bool
 """
 
-import json
 import os
 import shutil
 import tarfile
@@ -158,22 +157,6 @@ def git_state_of(module: AnsibleModule, source: str) -> tuple[str, bool]:
     return out.strip(), bool(status.strip())
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".opspack-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def build(module: AnsibleModule, result: dict) -> None:
     params = module.params
     result["version"] = release.check_version(params["version"])
@@ -205,13 +188,12 @@ def build(module: AnsibleModule, result: dict) -> None:
     if module.check_mode:
         return
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    write_atomic(result["path"], data)
-    write_atomic(result["path"] + ".sha256", f"{result['sha256']}  {os.path.basename(result['path'])}\n".encode())
+    backup.write_bytes_atomic(result["path"], data, 0o644)
+    backup.write_bytes_atomic(result["path"] + ".sha256", f"{result['sha256']}  {os.path.basename(result['path'])}\n".encode())
     description = {key: result[key] for key in ("release_id", "version", "sha256", "size_bytes", "files", "git_sha", "dirty")}
     description.update(site=params["site"], source=params["source"] or f"{params['git_repo']}@{params['git_ref']}",
                        built_at=backup.to_iso(backup.utc_now()))
-    write_atomic(os.path.join(directory, result["release_id"] + ".json"),
-                 (json.dumps(description, indent=2, sort_keys=True) + "\n").encode())
+    backup.write_json_atomic(os.path.join(directory, result["release_id"] + ".json"), description, 0o644)
 
 
 def main() -> None:

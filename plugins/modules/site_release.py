@@ -196,7 +196,6 @@ duration_s:
 
 import datetime
 import grp
-import hashlib
 import json
 import os
 import re
@@ -206,6 +205,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.opspack.platform.plugins.module_utils.backup import sha256_file, write_json_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.release import ReleaseError, check_release_id
 
 RECORD = "release-state.json"
@@ -232,22 +232,7 @@ def read_record(site_dir: str) -> dict:
 
 
 def write_record(site_dir: str, record: dict) -> None:
-    temporary = os.path.join(site_dir, f".{RECORD}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, os.path.join(site_dir, RECORD))
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    write_json_atomic(os.path.join(site_dir, RECORD), record, 0o644)
 
 
 def safe_members(tar: tarfile.TarFile, root: str) -> list[tarfile.TarInfo]:
