@@ -54,9 +54,9 @@ demo: venv
 	printf 'access_operator_user: ops\naccess_operator_ssh_keys:\n  - "%s"\n' "$$(cat $(LAB_DIR)/id_ed25519.pub)" > $(LAB_DIR)/operator.yml
 	ansible-playbook opspack.platform.provision $(SITE_VARS)
 	python tests/sample_site/build_releases.py $(LAB_DIR)/sample > /dev/null
-	ansible-playbook opspack.platform.deploy $(SITE_VARS) -e release_version=1.0.0 -e release_source=$(LAB_DIR)/sample/1.0.0
-	ansible-playbook opspack.platform.deploy $(SITE_VARS) -e release_version=2.0.0 -e release_source=$(LAB_DIR)/sample/2.0.0
-	ansible-playbook opspack.platform.rollback $(SITE_VARS)
+	ansible-playbook opspack.platform.deploy $(SITE_VARS) -e release_site=blog -e release_version=1.0.0 -e release_source=$(LAB_DIR)/sample/1.0.0
+	ansible-playbook opspack.platform.deploy $(SITE_VARS) -e release_site=blog -e release_version=2.0.0 -e release_source=$(LAB_DIR)/sample/2.0.0
+	ansible-playbook opspack.platform.rollback $(SITE_VARS) -e release_site=blog
 	opspack lab report
 	opspack matrix
 	opspack history

@@ -105,7 +105,7 @@ def main() -> int:
             extra.write_text(f"access_operator_user: ops\naccess_operator_ssh_keys: [{key!r}]\n")
             build(Path(scratch) / "sample")
             inventory = ["-i", str(lab_dir / "hosts.yml")]
-            site = ["-e", "@inventories/lab-site.yml", "-e", f"@{extra}"]
+            site = ["-e", "@inventories/lab-site.yml", "-e", f"@{extra}", "-e", "release_site=blog"]
             print("bench: provisioning the host and deploying 1.0.0", flush=True)
             run(["ansible-playbook", *inventory, "playbooks/provision.yml", *site], env)
 

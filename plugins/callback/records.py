@@ -83,7 +83,9 @@ COLUMNS = ("site", "environment", "hosts", "version", "git sha", "migration", "l
 # The only fields of a history line; anything else never reaches the records.
 HISTORY_FIELDS = ("time", "site", "environment", "host", "operation", "result", "release", "version", "git_sha",
                   "migration_version", "operator", "duration_s", "step", "reason", "impact", "actions",
-                  "backup_id", "rto_s", "rpo_s", "engine", "backup_ended_at")
+                  "backup_id", "rto_s", "rpo_s", "engine", "backup_ended_at", "maintenance")
+# Operations that change what serves a site; maintenance switched in the same run is told in their actions.
+SERVING_OPERATIONS = ("deploy", "upgrade", "rollback", "restore")
 DRILL_MODULES = {"restore_drill", "pitr_drill", "redis_drill", "files_drill"}
 
 
@@ -94,6 +96,13 @@ def utc_now() -> str:
 def first_line(text, limit: int = 300) -> str:
     line = str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
     return line[:limit]
+
+
+def operation_of(holder: dict) -> str:
+    """What a deploy lock covers: its operation (older locks only had a reason, the default message)."""
+    if holder.get("operation") in ("deploy", "rollback"):
+        return holder["operation"]
+    return "rollback" if str(holder.get("reason", "")).startswith("rollback") else "deploy"
 
 
 def allowlisted(entry: dict) -> dict:
@@ -157,13 +166,31 @@ def render_table(history: list[dict], now: datetime.datetime) -> str:
         drill, backup = row.get("drill", {}), row.get("backup", {})
         cells = [site, environment, ", ".join(sorted(row["hosts"])), serving.get("version", ""),
                  (serving.get("git_sha") or "")[:12], str(serving.get("migration_version", "")),
-                 operation.get("operation", ""), operation.get("result", ""), operation.get("time", ""),
+                 " ".join(filter(None, (operation.get("operation", ""), operation.get("maintenance", "")))),
+                 operation.get("result", ""), operation.get("time", ""),
                  operation.get("operator", ""),
                  f"{operation['duration_s']:.0f} s" if isinstance(operation.get("duration_s"), (int, float)) else "",
                  drill.get("result", ""), (drill.get("time") or "")[:10],
                  age(backup.get("backup_ended_at") or drill.get("backup_ended_at") or "", now)]
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def fold_maintenance(entries: list[dict]) -> list[dict]:
+    """A run's maintenance switches of a site it also deployed, rolled back or restored become
+    actions of that operation (the matrix then shows the operation, not the switch after it)."""
+    serving = {}
+    for entry in entries:
+        if entry.get("operation") in SERVING_OPERATIONS:
+            serving.setdefault((entry.get("site"), entry.get("host")), entry)
+    kept = []
+    for entry in entries:
+        target = serving.get((entry.get("site"), entry.get("host")))
+        if entry.get("operation") == "maintenance" and entry.get("result") == "ok" and target is not None:
+            target["actions"] = "; ".join(filter(None, (target.get("actions"), f"maintenance {entry.get('maintenance')}")))
+        else:
+            kept.append(entry)
+    return kept
 
 
 def table_is_sound(block: str) -> bool:
@@ -350,7 +377,7 @@ class CallbackModule(CallbackBase):
                 site = found.get("site", "")
                 self._open[host] = {
                     "site": site, "host": host, "environment": self._environment(), "operator": self._operator(),
-                    "operation": holder.get("reason") or "deploy", "started": time.monotonic(),
+                    "operation": operation_of(holder), "started": time.monotonic(),
                     "release": holder.get("version"), "result": "ok", "actions": []}
                 if found.get("broken"):
                     self._open[host]["actions"].append(f"took over the lock of {found['broken'].get('holder', '?')}")
@@ -361,6 +388,12 @@ class CallbackModule(CallbackBase):
             self._done.append({"time": utc_now(), "site": manifest.get("site"), "environment": self._environment(),
                                "host": host, "operation": "backup", "result": "ok",
                                "backup_id": found.get("backup_id"), "backup_ended_at": manifest.get("ended_at")})
+        elif module in ("site_maintenance", "pg_backup_restore") and result.task.check_mode is not True:
+            if failed or found.get("changed"):
+                self._done.append(self._outside_lock(host, module, found, result, failed))
+        elif module == "pg_backup_restore" and failed:
+            # The restore's own verification (a check-mode run) refused the backup: nothing changed.
+            self._done.append(self._outside_lock(host, module, found, result, failed))
         elif operation is None:
             if module in DRILL_MODULES:
                 self._drill(host, module, found, failed)
@@ -388,10 +421,26 @@ class CallbackModule(CallbackBase):
                 operation["release"] = current.get("release_id") or operation.get("release")
                 operation["previous"] = (record.get("previous") or {}).get("release_id")
                 lkg = record.get("last_known_good") or {}
+                operation["config_hash"] = found.get("config_hash") or ""
                 if lkg.get("release_id") == current.get("release_id"):
                     operation["last_known_good"] = lkg
             elif state == "failed":
                 operation["release_failed"] = found.get("release_id")
+
+    def _outside_lock(self, host: str, module: str, found: dict, result, failed: bool) -> dict:
+        """A maintenance switch or a restore: operations without a deploy lock of their own."""
+        entry = {"time": utc_now(), "site": found.get("site") or "", "environment": self._environment(), "host": host,
+                 "operator": self._operator(), "result": "failed" if failed else "ok"}
+        if module == "site_maintenance":
+            entry.update(operation="maintenance", maintenance=found.get("maintenance"))
+        else:
+            entry.update(operation="restore", backup_id=found.get("backup_id"), duration_s=found.get("duration_seconds"))
+        if failed:
+            entry.update(step=result.task.get_name(), reason=first_line(found.get("msg")), actions="nothing changed"
+                         if module == "site_maintenance" or not found.get("changed") else "",
+                         impact="the site's database was not replaced" if module == "pg_backup_restore" else
+                         f"maintenance mode did not switch {found.get('maintenance', '')}")
+        return entry
 
     def _drill(self, host: str, module: str, found: dict, failed: bool) -> None:
         backup_id = found.get("backup_id") or ""
@@ -429,6 +478,7 @@ class CallbackModule(CallbackBase):
             self._last_known_good[operation["site"]] = {
                 "site": operation["site"], "release": lkg.get("release_id"), "slot": lkg.get("slot"),
                 "git_sha": operation.get("git_sha"), "migrations_version": operation.get("migration_version"),
+                "config_hash": operation.get("config_hash") or None,
                 "timestamp": operation["time"], "all_tests_pass": True, "health_status": "ok",
                 "host": operation["host"]}
 
@@ -453,6 +503,7 @@ class CallbackModule(CallbackBase):
             self._close(host)
         if not self._done:
             return
+        self._done = fold_maintenance(self._done)
         directory = self._records_dir()
         try:
             for warning in Records(directory).write(self._done, self._last_known_good):

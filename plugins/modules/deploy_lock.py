@@ -49,9 +49,14 @@ options:
     type: str
     default: ""
   reason:
-    description: Why the lock is taken (deploy, rollback, maintenance...), written into the lock.
+    description: Why the lock is taken (the operator's message), written into the lock.
     type: str
     default: ""
+  operation:
+    description: What the run does behind the lock, written into the lock (the records callback names the operation after it).
+    type: str
+    choices: [deploy, rollback]
+    default: deploy
   stale_after:
     description: Age in seconds after which a held lock is reported as stale.
     type: int
@@ -116,7 +121,7 @@ held:
   returned: always
   type: bool
 holder:
-  description: The lock's holder after the module ran (holder, run_id, version, reason, since), or an empty dict.
+  description: The lock's holder after the module ran (holder, run_id, version, operation, reason, since), or an empty dict.
   returned: always
   type: dict
 broken:
@@ -149,7 +154,7 @@ from ansible_collections.opspack.platform.plugins.module_utils.backup import wri
 
 HOLDER_FILE = "holder.json"
 # What a lock may say about its holder; nothing else is read back or returned.
-HOLDER_FIELDS = ("holder", "run_id", "version", "reason", "since")
+HOLDER_FIELDS = ("holder", "run_id", "version", "operation", "reason", "since")
 
 
 def utc_now() -> str:
@@ -187,7 +192,7 @@ def describe(holder: dict, age: int) -> str:
 def acquire(module: AnsibleModule, path: str, result: dict) -> None:
     params = module.params
     mine = {"holder": params["holder"], "run_id": params["run_id"], "version": params["version"],
-            "reason": params["reason"], "since": utc_now()}
+            "operation": params["operation"], "reason": params["reason"], "since": utc_now()}
     deadline = time.monotonic() + max(params["wait"], 0)
     while True:
         holder, age = read_holder(path)
@@ -256,6 +261,7 @@ def main() -> None:
             holder=dict(type="str", default="unknown"),
             version=dict(type="str", default=""),
             reason=dict(type="str", default=""),
+            operation=dict(type="str", default="deploy", choices=["deploy", "rollback"]),
             stale_after=dict(type="int", default=3600),
             break_stale=dict(type="bool", default=False),
             takeover_run_id=dict(type="str"),

@@ -68,6 +68,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+site:
+  description: The site whose database the module restored (or would restore).
+  returned: always
+  type: str
+  sample: blog
 backup_id:
   description: The backup restored.
   returned: when a backup was found
@@ -151,7 +156,7 @@ def main() -> None:
     spec.update(database={"type": "str", "required": True}, confirm={"type": "str", "required": True})
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     clock = time.monotonic()
-    result = {"changed": False}
+    result = {"changed": False, "site": module.params["site"]}
     try:
         restore(module, result)
     except (backup.BackupError, OSError, *engine.DATABASE_ERRORS) as exc:

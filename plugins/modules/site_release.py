@@ -91,6 +91,14 @@ options:
     description: With O(state=live), record the release as the last known good one (its smoke tests passed).
     type: bool
     default: false
+  config_files:
+    description:
+      - With O(state=live), the site's configuration files whose contents make up RV(config_hash)
+        (its unit, its slot's environment, its nginx site). Keep secrets out of it, since the hash is
+        written into the records and a hash of a short secret can be guessed.
+    type: list
+    elements: path
+    default: []
   reason:
     description: Why a release failed, for O(state=failed) (one line, kept in the record).
     type: str
@@ -164,6 +172,13 @@ path:
   description: The release's directory.
   returned: always
   type: str
+config_hash:
+  description:
+    - With O(state=live), sha256 over O(config_files) (each path and the sha256 of its content, or C(missing)),
+      in the order given; empty without O(config_files). The records keep it with the last known good state.
+  returned: when O(state=live)
+  type: str
+  sample: 9f2c1b0e4d5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c
 record:
   description: The site's release record after the module ran (current, previous, last_known_good, releases).
   returned: always
@@ -196,6 +211,7 @@ duration_s:
 
 import datetime
 import grp
+import hashlib
 import json
 import os
 import re
@@ -342,6 +358,19 @@ def export(module: AnsibleModule, final: str, release_id: str, result: dict) -> 
     os.rename(partial, target)
 
 
+def config_hash(paths: list[str]) -> str:
+    """One digest of the site's configuration: each file's path and the digest of its content."""
+    if not paths:
+        return ""
+    lines = []
+    for path in paths:
+        try:
+            lines.append(f"{path}\0{sha256_file(path)}")
+        except FileNotFoundError:
+            lines.append(f"{path}\0missing")
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
 def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
     params = module.params
     release_id = check_release_id(params["release_id"])
@@ -366,6 +395,8 @@ def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
         if params["last_known_good"] and record["last_known_good"].get("release_id") != release_id:
             record["last_known_good"] = dict(current, since=utc_now())
     record["releases"][release_id] = entry
+    if params["state"] == "live":
+        result["config_hash"] = config_hash(params["config_files"])
     if json.dumps(record, sort_keys=True) != before:
         result["changed"] = True
         if not module.check_mode:
@@ -444,6 +475,7 @@ def main() -> None:
             export_migrations=dict(type="path"),
             slot=dict(type="str"),
             last_known_good=dict(type="bool", default=False),
+            config_files=dict(type="list", elements="path", default=[]),
             reason=dict(type="str", default=""),
             keep=dict(type="int", default=5),
             protect=dict(type="list", elements="str", default=[]),

@@ -31,32 +31,45 @@ CA = Path(os.environ["OPSPACK_TEST_LAB_CA"]) / "ca.crt"
 SERVER_NAME = "blog.lab.test"
 SITE_DIR = "/srv/blog"
 # The lab's secrets: canaries no output may hold.
-CANARIES = ("lab-canary-Pg-7f3a9c", "lab-redis-app-password-0001", "lab-redis-admin-password-0001")
+CANARIES = ("lab-canary-Pg-7f3a9c", "lab-canary-Pg-shop-51d2e0", "lab-redis-app-password-0001",
+            "lab-redis-admin-password-0001")
+# The host's sites: the lab's blog and a second site, shop (vars/two-sites.yml).
+SITE_VARS = ("-e", f"@{PROJECT}/inventories/lab-site.yml", "-e", f"@{PROJECT}/molecule/deploy/vars/two-sites.yml")
 
 
-def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
-    """ansible-playbook as an operator runs it, with the lab site's variables."""
-    ran = subprocess.run(
-        ["ansible-playbook", "-i", str(INVENTORY), f"playbooks/{name}.yml",
-         "-e", f"@{PROJECT}/inventories/lab-site.yml", *extra],
-        capture_output=True, text=True, check=False, cwd=PROJECT,
-        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"))
+def command(name: str, *extra: str, site: str | None = "blog") -> list[str]:
+    """ansible-playbook as an operator runs it, with the lab's sites (and a site to act on)."""
+    return ["ansible-playbook", "-i", str(INVENTORY), f"playbooks/{name}.yml", *SITE_VARS,
+            *(("-e", f"release_site={site}") if site else ()), *extra]
+
+
+def checked(ran: subprocess.CompletedProcess, name: str) -> subprocess.CompletedProcess:
     for canary in CANARIES:
         assert canary not in ran.stdout + ran.stderr, f"a secret leaked into the output of {name}"
     return ran
 
 
-def deploy(version: str, *extra: str) -> subprocess.CompletedProcess:
-    return playbook("deploy", "-e", f"release_version={version}", "-e", f"release_source={SAMPLE / version}", *extra)
+def playbook(name: str, *extra: str, site: str | None = "blog") -> subprocess.CompletedProcess:
+    ran = subprocess.run(command(name, *extra, site=site), capture_output=True, text=True, check=False, cwd=PROJECT,
+                         env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"))
+    return checked(ran, name)
+
+
+def deploy_args(version: str) -> tuple[str, ...]:
+    return ("-e", f"release_version={version}", "-e", f"release_source={SAMPLE / version}")
+
+
+def deploy(version: str, *extra: str, site: str = "blog") -> subprocess.CompletedProcess:
+    return playbook("deploy", *deploy_args(version), *extra, site=site)
 
 
 def https_port(host) -> int:
     return lab.host_ports(int(host.ansible.get_variables()["ansible_port"]), 1).https
 
 
-def get(host, path: str = "/") -> tuple[int, str, str]:
+def get(host, path: str = "/", site: str = "blog") -> tuple[int, str, str]:
     """GET over HTTPS on 127.0.0.1, the lab CA verifying the site's certificate."""
-    connection = LabHTTPSConnection(SERVER_NAME, https_port(host), timeout=10,
+    connection = LabHTTPSConnection(f"{site}.lab.test", https_port(host), timeout=10,
                                     context=ssl.create_default_context(cafile=str(CA)))
     try:
         connection.request("GET", path)
@@ -114,18 +127,18 @@ class RequestLoop:
         return self.total - self.statuses.get("200", 0)
 
 
-def record(host) -> dict:
-    return json.loads(host.file(f"{SITE_DIR}/release-state.json").content_string)
+def record(host, site: str = "blog") -> dict:
+    return json.loads(host.file(f"/srv/{site}/release-state.json").content_string)
 
 
-def sql(host, query: str) -> str:
-    return host.check_output(f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d blog -c {shlex.quote(query)}").strip()
+def sql(host, query: str, site: str = "blog") -> str:
+    return host.check_output(f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {site} -c {shlex.quote(query)}").strip()
 
 
-def schema(host) -> str:
+def schema(host, site: str = "blog") -> str:
     return sql(host, "SELECT string_agg(table_name || '.' || column_name, ',' ORDER BY table_name, column_name) "
-                     "FROM information_schema.columns WHERE table_schema = 'public'") + "|" + sql(
-        host, "SELECT coalesce(string_agg(version || ':' || name, ',' ORDER BY version), '') FROM opspack_schema_history")
+                     "FROM information_schema.columns WHERE table_schema = 'public'", site) + "|" + sql(
+        host, "SELECT coalesce(string_agg(version || ':' || name, ',' ORDER BY version), '') FROM opspack_schema_history", site)
 
 
 def access_log_lines(host) -> int:
@@ -292,9 +305,7 @@ def test_a_deploy_killed_at_a_random_point_converges_on_the_next_run_and_the_sit
     target = "2.0.0" if get(host)[1] == "1.0.0" else "1.0.0"
     with RequestLoop(host) as loop:
         killed = subprocess.Popen(
-            ["ansible-playbook", "-i", str(INVENTORY), "playbooks/deploy.yml", "-e", f"@{PROJECT}/inventories/lab-site.yml",
-             "-e", f"release_version={target}", "-e", f"release_source={SAMPLE / target}"],
-            cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            command("deploy", *deploy_args(target)), cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         time.sleep(delay)
         os.killpg(killed.pid, signal.SIGKILL)  # the control process and its workers, as a lost laptop would
         killed.wait(timeout=30)
@@ -341,3 +352,77 @@ def test_the_records_hold_what_happened_and_no_secret(host):
         if path.is_file():
             for canary in CANARIES:
                 assert canary not in path.read_text(errors="replace"), f"{canary} leaked into {path}"
+
+
+# --- Two sites on the host: two runs at once, and multi-service cutovers -------------------------
+
+def history() -> list[dict]:
+    return [json.loads(line) for line in (EPHEMERAL / "records" / "history.jsonl").read_text().splitlines()]
+
+
+def test_two_runs_finishing_together_on_two_sites_both_land_in_the_records():
+    """A first deploy of shop and a rollback of blog, started together from two 'terminals'."""
+    before = len(history())
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    runs = [subprocess.Popen(args, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for args in (command("deploy", *deploy_args("1.0.0"), site="shop"), command("rollback"))]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    for run, out in zip(runs, outputs):
+        assert run.returncode == 0, out[-3000:]
+        for canary in CANARIES:
+            assert canary not in out
+    landed = [(entry["site"], entry["operation"], entry["result"], entry["version"]) for entry in history()[before:]]
+    assert sorted(landed) == [("blog", "rollback", "ok", "1.0.0"), ("shop", "deploy", "ok", "1.0.0")], landed
+    matrix = (EPHEMERAL / "records" / "loop-sites-matrix.md").read_text()
+    rows = [line for line in matrix.splitlines() if line.startswith(("| blog ", "| shop "))]
+    assert len(rows) == 2 and "| 1.0.0 |" in rows[0] and "| 1.0.0 |" in rows[1], rows
+    assert (EPHEMERAL / "records" / "last-known-good" / "shop.json").exists()
+
+
+def cutover(*services: tuple[str, str], maintenance: bool = False) -> subprocess.CompletedProcess:
+    spec = {"release_cutover_services": [{"site": site, "version": version, "source": str(SAMPLE / version)}
+                                         for site, version in services],
+            "release_cutover_maintenance": maintenance}
+    return playbook("cutover", "-e", json.dumps(spec), site=None)
+
+
+def test_a_cutover_whose_later_service_fails_rolls_the_earlier_back(host):
+    assert get(host, site="shop")[1] == "1.0.0" and get(host)[1] == "1.0.0"
+    shop_schema = schema(host, "shop")
+    ran = cutover(("shop", "2.0.0"), ("blog", "2.1.0"))
+    out = ran.stdout + ran.stderr
+    assert ran.returncode != 0
+    assert "failed at service blog 2.1.0" in out and "Health gate on the new slot" in out, out[-3000:]
+    assert "Rolled back (latest first): shop to 1.0.0+" in out, out[-3000:]
+    # shop went to 2.0.0 (its migration ran) and came back with its schema; blog never moved.
+    assert get(host, site="shop")[1] == "1.0.0" and schema(host, "shop") == shop_schema
+    assert get(host)[1] == "1.0.0"
+    assert record(host, "shop")["current"]["release_id"].startswith("1.0.0+")
+    audit = host.file("/var/log/opspack/shop-audit.log").content_string
+    assert "rollback done to=1.0.0+" in audit.splitlines()[-1], audit[-500:]
+
+
+def test_a_cutover_deploys_the_services_in_order_behind_maintenance(host):
+    before = len(history())
+    ran = cutover(("shop", "2.0.0"), ("blog", "2.0.0"), maintenance=True)
+    assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
+    assert get(host, site="shop")[1] == "2.0.0" and get(host)[1] == "2.0.0"
+    assert get(host)[0] == 200 and get(host, site="shop")[0] == 200, "maintenance is off after the cutover"
+    landed = [(entry["site"], entry["operation"], entry["result"]) for entry in history()[before:]]
+    assert landed[:2] == [("shop", "upgrade", "ok"), ("blog", "upgrade", "ok")], landed
+    for site in ("shop", "blog"):
+        audit = host.file(f"/var/log/opspack/{site}-audit.log").content_string.splitlines()
+        on = max(i for i, line in enumerate(audit) if "maintenance on" in line)
+        off = max(i for i, line in enumerate(audit) if "maintenance off" in line)
+        done = max(i for i, line in enumerate(audit) if "deploy done" in line)
+        assert on < done < off, audit[-6:]
+
+
+def test_a_cutover_refuses_bad_input_before_anything_changes(host):
+    state = record(host, "shop")
+    extra = playbook("cutover", "-e", json.dumps({"release_cutover_services": [
+        {"site": "shop", "version": "1.0.0", "source": str(SAMPLE / "1.0.0")}]}))  # release_site=blog given too
+    assert extra.returncode != 0 and "are set as extra vars" in extra.stdout + extra.stderr
+    unknown = cutover(("shop", "1.0.0"), ("nosuch", "1.0.0"))
+    assert unknown.returncode != 0 and "unknown service nosuch" in unknown.stdout + unknown.stderr
+    assert record(host, "shop") == state and get(host, site="shop")[1] == "2.0.0"

@@ -38,20 +38,24 @@ def task(name: str, module: str, **fields) -> Task:
     return found
 
 
-def ok(plugin, name, module, host="vps1", **result):
-    plugin.v2_runner_on_ok(CallbackTaskResult(Host(host), task(name, module), dict(changed=True, **result), {}))
+def ok(plugin, name, module, host="vps1", check_mode=None, **result):
+    fields = {} if check_mode is None else {"check_mode": check_mode}
+    plugin.v2_runner_on_ok(CallbackTaskResult(Host(host), task(name, module, **fields), {"changed": True, **result}, {}))
 
 
-def failed(plugin, name, module, host="vps1", **result):
-    plugin.v2_runner_on_failed(CallbackTaskResult(Host(host), task(name, module), dict(failed=True, **result), {}))
+def failed(plugin, name, module, host="vps1", check_mode=None, **result):
+    fields = {} if check_mode is None else {"check_mode": check_mode}
+    plugin.v2_runner_on_failed(CallbackTaskResult(Host(host), task(name, module, **fields), dict(failed=True, **result), {}))
 
 
-def deploy(plugin, version="2.0.0", previous="1.0.0+aaaaaaaaaaaa", host="vps1", fail_at=None, reason="deploy"):
+def deploy(plugin, version="2.0.0", previous="1.0.0+aaaaaaaaaaaa", host="vps1", fail_at=None, reason="deploy",
+           operation="deploy"):
     release = f"{version}+bbbbbbbbbbbb"
     ok(plugin, "Release | Build the release artifact", "release_artifact", host=host, site="blog", release_id=release,
        version=version, git_sha="0123456789abcdef0123")
     ok(plugin, "Release | Take the deploy lock", "deploy_lock", host=host, site="blog", held=True, acquired=True,
-       holder={"holder": "ann@laptop", "run_id": "laptop:1:2", "version": release, "reason": reason}, broken={})
+       holder={"holder": "ann@laptop", "run_id": "laptop:1:2", "version": release, "operation": operation,
+               "reason": reason}, broken={})
     ok(plugin, "Release | Run the migrations", "pg_migrations", host=host, version_after=2, applied=["002_tags"], reverted=[])
     if fail_at:
         failed(plugin, fail_at, "site_upstream", host=host,
@@ -65,7 +69,7 @@ def deploy(plugin, version="2.0.0", previous="1.0.0+aaaaaaaaaaaa", host="vps1", 
         record = {"current": {"release_id": release, "slot": "green"}, "previous": {"release_id": previous},
                   "last_known_good": {"release_id": release, "slot": "green"}}
         ok(plugin, "Release | Record live", "site_release", host=host, site="blog", operation="live", release_id=release,
-           record=record)
+           record=record, config_hash="c0ffee" * 10 + "abcd")
     ok(plugin, "Release | Release the deploy lock", "deploy_lock", host=host, site="blog", held=False, holder={})
 
 
@@ -83,6 +87,7 @@ def test_an_upgrade_writes_history_matrix_and_last_known_good(callback):
     assert "| blog | production | vps1 | 2.0.0 | 0123456789ab | 2 | upgrade | ok |" in matrix
     lkg = json.loads((callback.dir / "last-known-good" / "blog.json").read_text())
     assert lkg["release"] == "2.0.0+bbbbbbbbbbbb" and lkg["all_tests_pass"] and lkg["migrations_version"] == 2
+    assert lkg["config_hash"] == "c0ffee" * 10 + "abcd" and lkg["git_sha"] == "0123456789abcdef0123"
     assert not (callback.dir / "what-broke-last-time.md").exists()
 
 
@@ -220,6 +225,14 @@ def test_the_cli_prints_the_records_for_a_person(callback, capsys):
     assert "no run has written records there yet" in capsys.readouterr().err
 
 
+def test_the_operation_comes_from_the_lock_not_from_the_operators_message(callback):
+    deploy(callback, reason="cutover shop,blog")
+    deploy(callback, version="1.0.0", previous="2.0.0+bbbbbbbbbbbb", reason="hotfix #12", operation="rollback")
+    callback.v2_playbook_on_stats(None)
+    history = [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
+    assert [entry["operation"] for entry in history] == ["upgrade", "rollback"], history
+
+
 def test_a_lock_held_by_another_run_is_not_an_operation_of_this_run(callback):
     ok(callback, "Release | Take the deploy lock", "deploy_lock", site="blog", held=True, acquired=False,
        holder={"holder": "carol@ci", "run_id": "ci:1:1", "reason": "deploy from CI"})
@@ -234,3 +247,47 @@ def test_a_backup_taken_by_a_deploy_fills_the_last_backup_column(callback):
     callback.v2_playbook_on_stats(None)
     row = [line for line in (callback.dir / "loop-sites-matrix.md").read_text().splitlines() if line.startswith("| blog")]
     assert row and row[0].rstrip(" |").split(" | ")[-1].endswith(("h", "d")), row
+
+
+def history_of(callback) -> list[dict]:
+    return [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
+
+
+def test_maintenance_switches_are_recorded_and_shown_in_the_matrix(callback):
+    ok(callback, "Release | Switch maintenance on", "site_maintenance", site="blog", maintenance="on", was_on=False)
+    # A site already in maintenance: no change, no record.
+    callback.v2_runner_on_ok(CallbackTaskResult(Host("vps1"), task("Release | Switch maintenance on", "site_maintenance"),
+                                                dict(changed=False, site="blog", maintenance="on", was_on=True), {}))
+    callback.v2_playbook_on_stats(None)
+    entries = history_of(callback)
+    assert [(entry["operation"], entry["maintenance"], entry["result"]) for entry in entries] == [("maintenance", "on", "ok")]
+    row = [line for line in (callback.dir / "loop-sites-matrix.md").read_text().splitlines() if line.startswith("| blog")]
+    assert "| maintenance on | ok |" in row[0], row
+
+
+def test_a_restore_behind_maintenance_is_one_restore_operation(callback):
+    ok(callback, "Restore | Verify the backup before anything changes", "pg_backup_restore",
+       check_mode=True, site="blog", backup_id="blog-postgresql-20261201T010000Z", changed=False)
+    ok(callback, "Restore | Switch the maintenance page on", "site_maintenance", site="blog", maintenance="on", was_on=False)
+    ok(callback, "Restore | Take a safety backup", "pg_backup", backup_id="blog-postgresql-20261201T020000Z",
+       manifest={"site": "blog", "ended_at": "2026-12-01T02:00:05Z"})
+    ok(callback, "Restore | Replace the database with the backup", "pg_backup_restore", site="blog",
+       backup_id="blog-postgresql-20261201T010000Z", duration_seconds=4.2, previous_database="blog__before_x")
+    ok(callback, "Restore | Switch the maintenance page off", "site_maintenance", site="blog", maintenance="off", was_on=True)
+    callback.v2_playbook_on_stats(None)
+    entries = [(entry["operation"], entry["result"], entry.get("actions")) for entry in history_of(callback)]
+    assert entries == [("backup", "ok", None), ("restore", "ok", "maintenance on; maintenance off")], entries
+    restore = history_of(callback)[1]
+    assert restore["backup_id"] == "blog-postgresql-20261201T010000Z" and restore["duration_s"] == 4.2
+    assert not (callback.dir / "what-broke-last-time.md").exists()
+
+
+def test_a_restore_refused_by_its_verification_is_an_incident(callback):
+    failed(callback, "Restore | Verify the backup before anything changes", "pg_backup_restore", check_mode=True,
+           site="blog", msg=f"restore failed: checksum mismatch for blog-postgresql-x\n{CANARY}")
+    callback.v2_playbook_on_stats(None)
+    [entry] = history_of(callback)
+    assert (entry["operation"], entry["result"]) == ("restore", "failed") and "checksum mismatch" in entry["reason"]
+    incidents = (callback.dir / "what-broke-last-time.md").read_text()
+    assert "restore blog" in incidents and "the site's database was not replaced" in incidents
+    assert CANARY not in incidents

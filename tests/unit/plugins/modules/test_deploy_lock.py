@@ -33,6 +33,16 @@ def test_a_free_lock_is_taken_with_its_holder_and_released(lock):
     assert not lock(run_id="run-1", state="released")["changed"], "releasing a free lock changes nothing"
 
 
+def test_the_holder_says_what_the_run_does_behind_the_lock(lock):
+    assert json.loads(json.dumps(lock(run_id="run-1", holder="ann@laptop")["holder"]))["operation"] == "deploy"
+    lock(run_id="run-1", state="released")
+    taken = lock(run_id="run-2", holder="ann@laptop", operation="rollback", reason="hotfix #12 broke checkout")
+    assert taken["holder"]["operation"] == "rollback" and taken["holder"]["reason"] == "hotfix #12 broke checkout"
+    assert json.loads((lock.path / "holder.json").read_text())["operation"] == "rollback"
+    refused = lock(run_id="run-3", operation="undo")
+    assert refused["failed"] and "operation" in refused["msg"]
+
+
 def test_another_run_is_refused_naming_the_holder_and_cannot_release_it(lock):
     lock(run_id="run-1", holder="ann@laptop", version="1.0.0+0a1b2c3d4e5f", reason="deploy")
     refused = lock(run_id="run-2", holder="bob@ci")

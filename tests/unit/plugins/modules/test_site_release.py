@@ -137,3 +137,20 @@ def test_status_reads_the_slots_and_the_slot_nginx_serves(site, tmp_path):
     assert result["serving"] == {"slot": "green", "release_id": release_id}
     (conf / "opspack-upstream-blog.conf").write_text("upstream opspack_blog {\n}\n")
     assert site(state="status", upstream_conf_dir=str(conf))["serving"] == {"slot": "", "release_id": ""}
+
+
+def test_live_returns_a_config_hash_that_follows_the_configuration(site, tmp_path):
+    release_id, _ = unpack(site, tmp_path, "1.0.0")
+    unit, slot_env = tmp_path / "web@.service", tmp_path / "blue.env"
+    unit.write_text("[Service]\nExecStart=/srv/blog/run\n")
+    slot_env.write_text("PORT=8000\n")
+    files = [str(unit), str(slot_env)]
+    first = site(state="live", release_id=release_id, slot="blue", last_known_good=True, config_files=files)
+    assert len(first["config_hash"]) == 64
+    again = site(state="live", release_id=release_id, slot="blue", config_files=files)
+    assert again["config_hash"] == first["config_hash"] and not again["changed"], "the hash alone changes nothing"
+    slot_env.write_text("PORT=8001\n")
+    assert site(state="live", release_id=release_id, slot="blue", config_files=files)["config_hash"] != first["config_hash"]
+    slot_env.unlink()
+    assert len(site(state="live", release_id=release_id, slot="blue", config_files=files)["config_hash"]) == 64
+    assert site(state="live", release_id=release_id, slot="blue")["config_hash"] == ""
