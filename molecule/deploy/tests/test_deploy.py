@@ -160,7 +160,7 @@ def test_converge_deployed_1_0_0_as_current_and_last_known_good(host):
 
 @pytest.mark.parametrize("extra, message", [
     (("-e", "release_version=v2"), "is not a release version"),
-    (("-e", "release_site=shop"), "unknown site shop"),
+    (("-e", "release_site=nosuch"), "unknown site nosuch"),
 ])
 def test_bad_input_is_refused_before_anything_changes(host, extra, message):
     before = record(host)
@@ -371,7 +371,8 @@ def test_two_runs_finishing_together_on_two_sites_both_land_in_the_records():
         assert run.returncode == 0, out[-3000:]
         for canary in CANARIES:
             assert canary not in out
-    landed = [(entry["site"], entry["operation"], entry["result"], entry["version"]) for entry in history()[before:]]
+    landed = [(entry["site"], entry["operation"], entry["result"], entry.get("version")) for entry in history()[before:]
+              if entry["operation"] != "backup"]  # the rollback's backup before reverting migrations
     assert sorted(landed) == [("blog", "rollback", "ok", "1.0.0"), ("shop", "deploy", "ok", "1.0.0")], landed
     matrix = (EPHEMERAL / "records" / "loop-sites-matrix.md").read_text()
     rows = [line for line in matrix.splitlines() if line.startswith(("| blog ", "| shop "))]
@@ -408,8 +409,9 @@ def test_a_cutover_deploys_the_services_in_order_behind_maintenance(host):
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
     assert get(host, site="shop")[1] == "2.0.0" and get(host)[1] == "2.0.0"
     assert get(host)[0] == 200 and get(host, site="shop")[0] == 200, "maintenance is off after the cutover"
-    landed = [(entry["site"], entry["operation"], entry["result"]) for entry in history()[before:]]
-    assert landed[:2] == [("shop", "upgrade", "ok"), ("blog", "upgrade", "ok")], landed
+    landed = [(entry["site"], entry["operation"], entry["result"]) for entry in history()[before:]
+              if entry["operation"] != "backup"]
+    assert landed == [("shop", "upgrade", "ok"), ("blog", "upgrade", "ok")], landed
     for site in ("shop", "blog"):
         audit = host.file(f"/var/log/opspack/{site}-audit.log").content_string.splitlines()
         on = max(i for i, line in enumerate(audit) if "maintenance on" in line)

@@ -1,0 +1,61 @@
+"""A fleet deploy on the scenario's two provisioned hosts: serial batches, one release id on
+every host, and a failing release stopping the fleet after the first batch (max_fail_percentage 0).
+
+Runs once (no testinfra host fixture), after the per-host checks of provisioning (file order):
+it deploys the sample site, which the provisioning checks before it do not expect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import testinfra
+
+PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+INVENTORY = EPHEMERAL / "inventory"
+SAMPLE = EPHEMERAL / "sample"
+HOSTS = ("vps1", "vps2")
+CANARIES = ("lab-canary-Pg-7f3a9c", "lab-redis-app-password-0001", "lab-redis-admin-password-0001")
+
+sys.path.insert(0, str(PROJECT / "tests" / "sample_site"))
+from build_releases import build  # noqa: E402  (the sample site's release trees)
+
+
+def deploy(version: str, *extra: str) -> subprocess.CompletedProcess:
+    ran = subprocess.run(
+        ["ansible-playbook", "-i", str(INVENTORY), "playbooks/deploy.yml", "-e", f"@{PROJECT}/inventories/lab-site.yml",
+         "-e", "release_site=blog", "-e", f"release_version={version}", "-e", f"release_source={SAMPLE / version}",
+         "-e", "release_serial=1", "-e", "release_max_fail_percentage=0", *extra],
+        capture_output=True, text=True, check=False, cwd=PROJECT,
+        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"))
+    for canary in CANARIES:
+        assert canary not in ran.stdout + ran.stderr
+    return ran
+
+
+def record(name: str) -> dict:
+    host = testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+    return json.loads(host.file("/srv/blog/release-state.json").content_string)
+
+
+def test_a_fleet_deploy_goes_host_by_host_with_one_release_id_and_stops_at_the_first_failure():
+    build(SAMPLE)
+    ran = deploy("1.0.0")
+    assert ran.returncode == 0, ran.stdout[-3000:]
+    # serial 1: the deploy play ran once per host, one batch after the other.
+    assert ran.stdout.count("PLAY [Deploy | Ship the release]") == len(HOSTS), ran.stdout[-3000:]
+    current = {name: record(name)["current"]["release_id"] for name in HOSTS}
+    assert len(set(current.values())) == 1 and current["vps1"].startswith("1.0.0+"), current
+
+    bad = deploy("2.1.0")  # fails its health gate on the first host
+    assert bad.returncode != 0
+    assert bad.stdout.count("PLAY [Deploy | Ship the release]") == 1, "the fleet stopped after the failed batch"
+    first, second = record("vps1"), record("vps2")
+    assert any(key.startswith("2.1.0+") and entry["status"] == "failed" for key, entry in first["releases"].items())
+    assert not any(key.startswith("2.1.0+") for key in second["releases"]), "vps2 was never touched"
+    assert first["current"]["release_id"] == second["current"]["release_id"] == current["vps1"]
