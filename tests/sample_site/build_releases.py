@@ -3,12 +3,14 @@
     python tests/sample_site/build_releases.py DEST
 
 writes DEST/<version>/ for every release in RELEASES below, each a complete tree that
-opspack.platform.release_artifact packs: app.py, VERSION, migrations/, and HEALTH_FAILS for
-the release that fails its health check on purpose.
+opspack.platform.release_artifact packs: app.py, manage.py, VERSION, migrations/, HEALTH_FAILS for
+the releases that fail their health check on purpose, and framework_migrations.json for the
+releases whose migrations the sample's own command (manage.py, a framework's stand-in) runs.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -20,7 +22,15 @@ RELEASES = {
     "2.0.0": ("v2", False),
     "2.1.0": ("v2", True),
     "3.0.0": ("v3-bad-migration", False),
+    "4.0.0": ("v2", False),
+    "4.1.0": ("v2", True),
 }
+# The migrations of the sample's own migration command (app/manage.py), per release.
+SETTINGS_TABLE = {"id": 1, "up": "CREATE TABLE app_settings (name text PRIMARY KEY, value text)",
+                  "down": "DROP TABLE app_settings"}
+SETTINGS_THEME = {"id": 2, "up": "ALTER TABLE app_settings ADD COLUMN theme text",
+                  "down": "ALTER TABLE app_settings DROP COLUMN theme"}
+FRAMEWORK_MIGRATIONS = {"4.0.0": [SETTINGS_TABLE], "4.1.0": [SETTINGS_TABLE, SETTINGS_THEME]}
 
 
 def build(dest: Path) -> list[Path]:
@@ -33,6 +43,8 @@ def build(dest: Path) -> list[Path]:
         (tree / "VERSION").write_text(version + "\n")
         if health_fails:
             (tree / "HEALTH_FAILS").write_text("this release fails its health check on purpose\n")
+        if version in FRAMEWORK_MIGRATIONS:
+            (tree / "framework_migrations.json").write_text(json.dumps(FRAMEWORK_MIGRATIONS[version], indent=2) + "\n")
         made.append(tree)
     return made
 
