@@ -46,8 +46,8 @@ options:
     description:
       - An C(http://) URL of the slot on this host (such as C(http://127.0.0.1:8001/health/ready)) that
         must answer 200 before traffic moves; otherwise nothing changes and the module fails. Empty checks nothing.
-      - Asked with the standard library's HTTP client (no proxy, no redirects): the switch is on the
-        rollback's critical path, and the heavier URL helpers cost a tenth of a second to load.
+      - Asked with the standard library's HTTP client (no proxy, no redirects), because the switch is
+        on the rollback's critical path and the heavier URL helpers cost a tenth of a second to load.
     type: str
     default: ""
   health_timeout:
