@@ -360,6 +360,55 @@ def test_a_failed_scheduled_backup_leaves_a_marker_and_a_good_one_clears_it(host
     assert not host.file(marker).exists
 
 
+def manifest_count(host, kind: str) -> int:
+    return int(host.check_output(f"find /var/backups/opspack/{kind} -maxdepth 1 -name '*.manifest.json' | wc -l"))
+
+
+def test_the_hosts_timer_takes_every_backup_and_a_failed_job_leaves_a_marker(host):
+    timer = host.service("opspack-backup.timer")
+    assert timer.is_enabled and timer.is_running
+    jobs = json.loads(host.file("/etc/opspack/backup/jobs.json").content_string)
+    assert [job["name"] for job in jobs["jobs"]] == ["blog-postgresql", "blog-files-shared_uploads", "redis"]
+    credential = host.file("/etc/opspack/backup/credentials/redis-password")
+    assert credential.user == "root" and credential.mode == 0o600 and host.file("/etc/opspack/backup/credentials").mode == 0o700
+    for path in ("/etc/opspack/backup/jobs.json", "/etc/systemd/system/opspack-backup.service"):
+        assert not [canary for canary in CANARIES if canary in host.file(path).content_string], path
+    kinds = ("blog/postgresql", "blog/files/shared_uploads", "redis")
+    before = {kind: manifest_count(host, kind) for kind in kinds}
+
+    started = host.run("systemctl start opspack-backup.service")
+    assert started.rc == 0, started.stderr
+    assert {kind: manifest_count(host, kind) for kind in kinds} == {kind: count + 1 for kind, count in before.items()}
+    taken = latest(host)
+    assert taken["checksums"]["public.posts"] and taken["tables"]["public.posts"] >= 500, "the site's checks apply"
+    assert taken["query"]["sql"], taken
+
+    marker = "/var/lib/opspack/backup-failed/backup-blog-postgresql"
+    host.check_output(f"chmod 500 {SITE_DIR}")
+    try:
+        assert host.run("systemctl start opspack-backup.service").rc != 0
+    finally:
+        host.check_output(f"chmod 700 {SITE_DIR}")
+    when, reason = host.file(marker).content_string.splitlines()
+    assert when.startswith(datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")) and SITE_DIR in reason, reason
+    assert manifest_count(host, "redis") == before["redis"] + 2, "the other jobs ran all the same"
+    journal = host.check_output("journalctl -u opspack-backup.service --no-pager -o cat")
+    assert "blog-postgresql: FAILED" in journal and "redis: took redis-redis-" in journal
+    assert not [canary for canary in CANARIES if canary in journal]
+
+    assert host.run("systemctl start opspack-backup.service").rc == 0
+    assert not host.file(marker).exists
+
+    # The next run of the backup playbook copies what the timer took off the host, verified.
+    scheduled = latest(host)
+    copied = playbook("backup.yml")
+    assert copied.returncode == 0, copied.stdout[-3000:]
+    copy = OFFHOST / scheduled["file"]
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == scheduled["sha256"]
+    assert json.loads((OFFHOST / f"{scheduled['backup_id']}.manifest.json").read_text()) == scheduled
+    assert playbook("backup.yml").stdout.count(f"{scheduled['backup_id']} data") == 0, "copied once only"
+
+
 def restore(*extra: str) -> subprocess.CompletedProcess:
     return playbook("restore.yml", "-e", "restore_site=blog", *extra)
 

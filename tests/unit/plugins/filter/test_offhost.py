@@ -1,0 +1,36 @@
+"""offhost_missing: which kept backups still need their off-host copy."""
+
+from __future__ import annotations
+
+from ansible_collections.opspack.platform.plugins.filter.offhost import offhost_missing
+
+ROOT = "/var/backups/opspack"
+OFFHOST = "/ops/backups/vps1"
+
+
+def result(backup_id, kept, suffix=".pgdump", where="blog/postgresql", **extra):
+    return dict({"backup_id": backup_id, "path": f"{ROOT}/{where}/{backup_id}{suffix}", "kept": kept}, **extra)
+
+
+def found(*paths):
+    return {"files": [{"path": path} for path in paths]}
+
+
+def test_a_scheduled_backup_without_a_copy_is_listed_with_its_manifest():
+    new, scheduled = "blog-postgresql-20261202T010000Z", "blog-postgresql-20261202T030000Z"
+    have = found(f"{OFFHOST}/blog/postgresql/{new}.pgdump", f"{OFFHOST}/blog/postgresql/{new}.manifest.json")
+    missing = offhost_missing([result(new, [scheduled, new])], have, ROOT, OFFHOST)
+    assert missing == [{"backup_id": scheduled, "src": f"{ROOT}/blog/postgresql/{scheduled}.pgdump",
+                        "manifest_src": f"{ROOT}/blog/postgresql/{scheduled}.manifest.json",
+                        "dest_dir": f"{OFFHOST}/blog/postgresql",
+                        "copy": f"{OFFHOST}/blog/postgresql/{scheduled}.pgdump",
+                        "manifest_copy": f"{OFFHOST}/blog/postgresql/{scheduled}.manifest.json"}]
+
+
+def test_a_copy_without_its_manifest_is_copied_again_and_failed_or_skipped_results_are_ignored():
+    backup = "redis-redis-20261202T010000Z"
+    have = found(f"{OFFHOST}/redis/{backup}.rdb")
+    results = [result(backup, [backup], ".rdb", "redis"), {"failed": True, "msg": "x"}, {"skipped": True},
+               result("blog-files-20261202T010000Z", ["blog-files-20261202T010000Z"], ".tar.gz", "blog/files/up", failed=True)]
+    assert [item["copy"] for item in offhost_missing(results, have, ROOT, OFFHOST)] == [f"{OFFHOST}/redis/{backup}.rdb"]
+    assert offhost_missing([], {}, ROOT, OFFHOST) == []
