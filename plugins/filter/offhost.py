@@ -25,11 +25,11 @@ def offhost_missing(results, found, backup_dir, offhost_dir):
         for kept in result.get("kept") or []:
             item = {"backup_id": kept, "src": os.path.join(directory, kept + suffix),
                     "manifest_src": os.path.join(directory, kept + ".manifest.json"), "dest_dir": dest_dir,
-                    "copy": os.path.join(dest_dir, kept + suffix),
-                    "manifest_copy": os.path.join(dest_dir, kept + ".manifest.json")}
-            if item["copy"] not in have or item["manifest_copy"] not in have:
+                    "offhost_path": os.path.join(dest_dir, kept + suffix),
+                    "offhost_manifest": os.path.join(dest_dir, kept + ".manifest.json")}
+            if item["offhost_path"] not in have or item["offhost_manifest"] not in have:
                 missing.append(item)
-    return sorted(missing, key=lambda item: item["copy"])
+    return sorted(missing, key=lambda item: item["offhost_path"])
 
 
 class FilterModule:

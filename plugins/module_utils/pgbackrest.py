@@ -224,6 +224,7 @@ def scratch_argument_spec(default_dir: str, default_port: int) -> dict:
         "scratch_dir": {"type": "path", "default": default_dir},
         "scratch_port": {"type": "int", "default": default_port},
         "pg_bin_dir": {"type": "path", "default": "/usr/lib/postgresql/15/bin"},
+        "production_data_dir": {"type": "path", "default": "/var/lib/postgresql/15/main"},
         "timeout": {"type": "int", "default": 600},
     }
 
@@ -239,6 +240,44 @@ def plan(module, result: dict) -> tuple[datetime.datetime, dict]:
     return target, chosen
 
 
+def tablespace_links(data_dir: str) -> dict[str, str]:
+    """The cluster's tablespaces as pg_tblspc shows them: oid -> location."""
+    links = os.path.join(data_dir, "pg_tblspc")
+    try:
+        names = sorted(os.listdir(links))
+    except FileNotFoundError as exc:
+        raise BackupError(f"{links} does not exist: production_data_dir is not the cluster's data directory") from exc
+    return {name: os.readlink(os.path.join(links, name)) for name in names if os.path.islink(os.path.join(links, name))}
+
+
+def set_tablespaces(info_json: str, stanza: str, label: str) -> dict[str, str]:
+    """The tablespaces a backup set holds (`pgbackrest info --set --output=json`): oid -> name."""
+    try:
+        stanzas = json.loads(info_json)
+    except ValueError as exc:
+        raise BackupError(f"cannot read pgbackrest info: {exc}") from exc
+    for entry in stanzas:
+        if entry.get("name") == stanza:
+            for item in entry.get("backup", []):
+                if item.get("label") == label:
+                    return {str(space["oid"]): space.get("name", "") for space in item.get("tablespace") or []}
+    raise BackupError(f"backup set {label} is not in stanza {stanza}")
+
+
+def tablespace_guard(production: dict[str, str], in_set: dict[str, str], label: str) -> None:
+    """Refuse a recovery beside production that would replay the creation of a tablespace.
+
+    A tablespace created after the set is created again by WAL replay, at its original location:
+    PostgreSQL's redo first removes what is there, i.e. production's tablespace data. Only
+    tablespaces inside the set can be moved away (--tablespace-map-all)."""
+    later = {oid: location for oid, location in production.items() if oid not in in_set}
+    if later:
+        spaces = ", ".join(f"oid {oid} at {location}" for oid, location in sorted(later.items()))
+        raise BackupError(f"tablespace(s) {spaces} are not in backup set {label}: recovering it beside production "
+                          "would replay their creation into production's own directories. Take a new backup "
+                          "(pgbackrest --type=full backup) and choose a target after it")
+
+
 def prepare(module, cluster: ScratchCluster, chosen: dict) -> None:
     """Archive the current WAL segment (so recent commits are in the repository), clear a
     leftover scratch cluster (refusing anything else at its path), check the room and create it.
@@ -246,6 +285,9 @@ def prepare(module, cluster: ScratchCluster, chosen: dict) -> None:
     Call it before the try whose finally removes the cluster: a path that is not a scratch
     cluster's must never be removed."""
     run(module, "check")
+    chosen["tablespaces"] = set_tablespaces(run(module, f"--set={chosen['label']}", "--output=json", "info"),
+                                            module.params["stanza"], chosen["label"])
+    tablespace_guard(tablespace_links(module.params["production_data_dir"]), chosen["tablespaces"], chosen["label"])
     cluster.clear()
     # The scratch cluster lands beside production: refuse one that could fill its disk.
     parent = os.path.dirname(cluster.root.rstrip("/")) or "/"
@@ -256,13 +298,22 @@ def prepare(module, cluster: ScratchCluster, chosen: dict) -> None:
     cluster.create()
 
 
+def restore_arguments(cluster: ScratchCluster, target: datetime.datetime, chosen: dict) -> list[str]:
+    """pgbackrest restore into the scratch cluster; its tablespaces go below the scratch root,
+    never back to their original (production's) locations."""
+    arguments = [f"--pg1-path={cluster.directory}", f"--set={chosen['label']}", "--type=time",
+                 f"--target={target.strftime('%Y-%m-%d %H:%M:%S.%f')}+00", "--target-action=promote",
+                 "--archive-mode=off", "--log-level-console=warn"]
+    if chosen.get("tablespaces"):
+        arguments.append(f"--tablespace-map-all={os.path.join(cluster.root, 'tablespaces')}")
+    return arguments + ["restore"]
+
+
 def recover(module, cluster: ScratchCluster, target: datetime.datetime, chosen: dict, clock: float) -> datetime.datetime:
     """Restore the chosen set into the prepared scratch cluster, recover to target and promote.
 
     Returns where recovery stopped, proven from the log."""
-    run(module, f"--pg1-path={cluster.directory}", f"--set={chosen['label']}", "--type=time",
-        f"--target={target.strftime('%Y-%m-%d %H:%M:%S.%f')}+00", "--target-action=promote",
-        "--archive-mode=off", "--log-level-console=warn", "restore")
+    run(module, *restore_arguments(cluster, target, chosen))
     cluster.configure()
     cluster.start()
     cluster.wait_promoted(clock + module.params["timeout"])

@@ -84,6 +84,14 @@ options:
     description: Directory of the PostgreSQL server programs of the cluster's version.
     type: path
     default: /usr/lib/postgresql/15/bin
+  production_data_dir:
+    description:
+      - The production cluster's data directory. Its C(pg_tblspc) is read, never written, to refuse
+        a recovery that would replay the creation of a tablespace the backup set does not hold
+        (PostgreSQL's redo would empty production's tablespace directory). Tablespaces the set
+        holds are restored below O(scratch_dir) (C(--tablespace-map-all)).
+    type: path
+    default: /var/lib/postgresql/15/main
   timeout:
     description: Seconds to wait for recovery to finish.
     type: int

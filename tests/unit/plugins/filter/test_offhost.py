@@ -23,8 +23,8 @@ def test_a_scheduled_backup_without_a_copy_is_listed_with_its_manifest():
     assert missing == [{"backup_id": scheduled, "src": f"{ROOT}/blog/postgresql/{scheduled}.pgdump",
                         "manifest_src": f"{ROOT}/blog/postgresql/{scheduled}.manifest.json",
                         "dest_dir": f"{OFFHOST}/blog/postgresql",
-                        "copy": f"{OFFHOST}/blog/postgresql/{scheduled}.pgdump",
-                        "manifest_copy": f"{OFFHOST}/blog/postgresql/{scheduled}.manifest.json"}]
+                        "offhost_path": f"{OFFHOST}/blog/postgresql/{scheduled}.pgdump",
+                        "offhost_manifest": f"{OFFHOST}/blog/postgresql/{scheduled}.manifest.json"}]
 
 
 def test_a_copy_without_its_manifest_is_copied_again_and_failed_or_skipped_results_are_ignored():
@@ -32,5 +32,5 @@ def test_a_copy_without_its_manifest_is_copied_again_and_failed_or_skipped_resul
     have = found(f"{OFFHOST}/redis/{backup}.rdb")
     results = [result(backup, [backup], ".rdb", "redis"), {"failed": True, "msg": "x"}, {"skipped": True},
                result("blog-files-20261202T010000Z", ["blog-files-20261202T010000Z"], ".tar.gz", "blog/files/up", failed=True)]
-    assert [item["copy"] for item in offhost_missing(results, have, ROOT, OFFHOST)] == [f"{OFFHOST}/redis/{backup}.rdb"]
+    assert [item["offhost_path"] for item in offhost_missing(results, have, ROOT, OFFHOST)] == [f"{OFFHOST}/redis/{backup}.rdb"]
     assert offhost_missing([], {}, ROOT, OFFHOST) == []

@@ -71,3 +71,36 @@ def test_recovery_that_did_not_reach_the_target_fails():
 def test_a_stop_at_or_before_the_target_is_not_accepted():
     with pytest.raises(BackupError, match="did not stop at the target"):
         pgbackrest.recovery_stop(LOG, datetime.datetime(2026, 11, 23, 17, 10, 8, tzinfo=UTC))
+
+
+def set_info(label: str, tablespaces) -> str:
+    return json.dumps([{"name": "main", "backup": [{"label": label, "tablespace": tablespaces}]}])
+
+
+def test_a_tablespace_created_after_the_set_refuses_the_recovery_beside_production(tmp_path):
+    (tmp_path / "pg_tblspc").mkdir()
+    (tmp_path / "pg_tblspc" / "16400").symlink_to("/srv/pg/fast")
+    (tmp_path / "pg_tblspc" / "16500").symlink_to("/srv/pg/later")
+    production = pgbackrest.tablespace_links(str(tmp_path))
+    assert production == {"16400": "/srv/pg/fast", "16500": "/srv/pg/later"}
+    in_set = pgbackrest.set_tablespaces(set_info("s1", [{"name": "fast", "oid": 16400, "destination": "/srv/pg/fast"}]),
+                                        "main", "s1")
+    assert in_set == {"16400": "fast"}
+    with pytest.raises(BackupError, match="oid 16500 at /srv/pg/later are not in backup set s1"):
+        pgbackrest.tablespace_guard(production, in_set, "s1")
+    pgbackrest.tablespace_guard({"16400": "/srv/pg/fast"}, in_set, "s1")
+    assert pgbackrest.set_tablespaces(set_info("s2", None), "main", "s2") == {}
+    with pytest.raises(BackupError, match="backup set s3 is not in stanza main"):
+        pgbackrest.set_tablespaces(set_info("s2", None), "main", "s3")
+
+
+def test_tablespaces_of_the_set_are_restored_below_the_scratch_root_never_in_place():
+    class Cluster:
+        root = "/var/lib/postgresql/opspack-pitr-drill"
+        directory = root + "/data"
+    target = datetime.datetime(2026, 12, 2, 1, 0, 0, tzinfo=UTC)
+    plain = pgbackrest.restore_arguments(Cluster, target, {"label": "s1", "tablespaces": {}})
+    assert plain[-1] == "restore" and not [arg for arg in plain if arg.startswith("--tablespace-map")]
+    mapped = pgbackrest.restore_arguments(Cluster, target, {"label": "s1", "tablespaces": {"16400": "fast"}})
+    assert "--tablespace-map-all=/var/lib/postgresql/opspack-pitr-drill/tablespaces" in mapped
+    assert "--pg1-path=/var/lib/postgresql/opspack-pitr-drill/data" in mapped and "--set=s1" in mapped
