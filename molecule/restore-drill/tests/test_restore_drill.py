@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -356,29 +357,38 @@ def test_a_tablespace_is_recovered_below_the_scratch_root_and_one_newer_than_the
     sql(host, f"CREATE TABLESPACE lab_space LOCATION '{TABLESPACE}'", db="postgres")
     sql(host, "CREATE TABLE ts_probe (label text NOT NULL) TABLESPACE lab_space")
     sql(host, "INSERT INTO ts_probe VALUES ('in-space')")
-    query = ["-e", '{"restore_drill_pitr_query": "SELECT string_agg(label, \',\' ORDER BY label) FROM ts_probe"}',
-             "-e", "restore_drill_pitr_database=blog"]
-    refused = playbook("restore_drill.yml", "-e", f"restore_drill_target_time={utc_stamp(host)}", *query)
-    assert refused.returncode != 0 and "are not in backup set" in refused.stdout, refused.stdout[-3000:]
-    assert f"at {TABLESPACE}" in refused.stdout and sql(host, "SELECT label FROM ts_probe") == "in-space"
+    try:
+        query = ["-e", '{"restore_drill_pitr_query": "SELECT string_agg(label, \',\' ORDER BY label) FROM ts_probe"}',
+                 "-e", "restore_drill_pitr_database=blog"]
+        refused = playbook("restore_drill.yml", "-e", f"restore_drill_target_time={utc_stamp(host)}", *query)
+        assert refused.returncode != 0 and "are not in backup set" in refused.stdout, refused.stdout[-3000:]
+        assert f"at {TABLESPACE}" in refused.stdout and sql(host, "SELECT label FROM ts_probe") == "in-space"
 
-    # A set that holds the tablespace: recovered below the scratch root, production's left alone.
-    host.check_output("runuser -u postgres -- pgbackrest --stanza=main --type=diff backup")
-    sql(host, "INSERT INTO ts_probe VALUES ('after')")
-    target = utc_stamp(host)
-    sql(host, "INSERT INTO ts_probe VALUES ('too-late')")
-    sql(host, "CHECKPOINT", db="postgres")
-    files = f"find {TABLESPACE} -type f -printf '%P %s\\n' | sort"
-    before = host.check_output(files)
-    drilled = playbook("restore_drill.yml", "-e", f"restore_drill_target_time={target}", *query)
-    assert drilled.returncode == 0, drilled.stdout[-3000:]
-    assert "-> [['after,in-space']]" in drilled.stdout
-    assert host.check_output(files) == before
-    assert sql(host, "SELECT string_agg(label, ',' ORDER BY label) FROM ts_probe") == "after,in-space,too-late"
-    assert not host.file("/var/lib/postgresql/opspack-pitr-drill").exists
-    # Later tests recover past this point; the directory stays, as a dropped tablespace's does.
-    sql(host, "DROP TABLE ts_probe")
-    sql(host, "DROP TABLESPACE lab_space", db="postgres")
+        # A set that holds the tablespace: recovered below the scratch root, production's left alone.
+        host.check_output("runuser -u postgres -- pgbackrest --stanza=main --type=diff backup")
+        info = "runuser -u postgres -- pgbackrest --stanza=main --output=json info"
+        newest = json.loads(host.check_output(info))[0]["backup"][-1]["label"]
+        held = json.loads(host.check_output(f"{info} --set={newest}"))[0]["backup"][-1]["tablespace"]
+        assert [space["name"] for space in held] == ["lab_space"], held
+        # pgBackRest's stop times are whole seconds: a set counts for targets a second after it.
+        time.sleep(2)
+        sql(host, "INSERT INTO ts_probe VALUES ('after')")
+        target = utc_stamp(host)
+        sql(host, "INSERT INTO ts_probe VALUES ('too-late')")
+        sql(host, "CHECKPOINT", db="postgres")
+        files = f"find {TABLESPACE} -type f -printf '%P %s\\n' | sort"
+        before = host.check_output(files)
+        drilled = playbook("restore_drill.yml", "-e", f"restore_drill_target_time={target}", *query)
+        assert drilled.returncode == 0, drilled.stdout[-3000:]
+        assert "-> [['after,in-space']]" in drilled.stdout
+        assert last_drill(None)["backup_set"] == newest
+        assert host.check_output(files) == before
+        assert sql(host, "SELECT string_agg(label, ',' ORDER BY label) FROM ts_probe") == "after,in-space,too-late"
+        assert not host.file("/var/lib/postgresql/opspack-pitr-drill").exists
+    finally:
+        # Later tests recover past this point; the directory stays, as a dropped tablespace's does.
+        sql(host, "DROP TABLE IF EXISTS ts_probe")
+        sql(host, "DROP TABLESPACE IF EXISTS lab_space", db="postgres")
 
 
 def test_a_failed_scheduled_backup_leaves_a_marker_and_a_good_one_clears_it(host):
