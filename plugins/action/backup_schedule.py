@@ -95,6 +95,8 @@ class ActionModule(ActionBase):
             result.update(second)
             if not second.get("failed"):
                 result["changed"] = True
+                # The first call wrote the units; the second found them current.
+                result["units_changed"] = bool(first.get("units_changed") or second.get("units_changed"))
                 result["changed_files"] = first.get("changed_files", []) + [
                     path for path in second.get("changed_files", []) if path not in first.get("changed_files", [])]
                 if "diff" in first:

@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import pwd
+import signal
 import subprocess  # nosec B404: runs our own modules, argument lists only
 import sys
 
@@ -105,21 +106,38 @@ def run_job(job: dict, args: dict, check_mode: bool, timeout: int) -> dict:
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": user.pw_dir, "LANG": "C.UTF-8",
            "USER": user.pw_name, "LOGNAME": user.pw_name}
     switch = {} if os.geteuid() == user.pw_uid else {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+    # A session of its own: on a timeout the whole job (pg_dump included) is stopped, not just the module.
+    process = subprocess.Popen(  # nosec B603: our own program, an argument list
+        [sys.executable, os.path.abspath(sys.argv[0]), "job", job["module"]], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd="/", start_new_session=True, **switch)
     try:
-        process = subprocess.run(  # nosec B603: our own program, an argument list
-            [sys.executable, sys.argv[0], "job", job["module"]],
-            input=json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode(), capture_output=True,
-            env=env, cwd="/", timeout=timeout, check=False, **switch)
+        stdout, stderr = process.communicate(json.dumps({"ANSIBLE_MODULE_ARGS": payload}).encode(), timeout=timeout)
     except subprocess.TimeoutExpired:
+        stop(process)
         return {"failed": True, "msg": f"did not finish within {timeout} s and was stopped"}
     try:
-        result = json.loads(process.stdout.decode("utf-8", "replace"))
+        result = json.loads(stdout.decode("utf-8", "replace"))
     except ValueError:
-        tail = process.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
-        return {"failed": True, "msg": f"the module did not answer: {tail[0]}"}
+        # The traceback goes to the journal only; the marker (world-readable) gets no module output.
+        sys.stderr.write(stderr.decode("utf-8", "replace"))
+        return {"failed": True, "msg": f"the module crashed (exit status {process.returncode}); see journalctl -u opspack-backup"}
     if process.returncode != 0:
         result["failed"] = True
     return result
+
+
+def stop(process: subprocess.Popen, grace: int = 30) -> None:
+    """SIGTERM the job's session (the module removes its partial file), then SIGKILL what is left."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.communicate(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def summary(job: dict, result: dict) -> str:
@@ -189,12 +207,18 @@ def run(jobs_path: str, check_mode: bool, only: list[str], out=None) -> int:
     return 1 if failed else 0
 
 
+def _unwind(_signum, _frame) -> None:
+    raise SystemExit(143)
+
+
 def run_module(name: str) -> None:
     """Inside the job's process: run one backup module on the arguments given on stdin."""
     if name not in MODULES:
         raise SystemExit(f"opspack-backup: unknown module {name}")
     # pylint: disable-next=import-outside-toplevel
     from ansible.module_utils import basic
+    # Stopped on a timeout: unwind, so the backup flow removes its partial file.
+    signal.signal(signal.SIGTERM, _unwind)
     basic._ANSIBLE_ARGS = sys.stdin.buffer.read()  # pylint: disable=protected-access
     basic._ANSIBLE_PROFILE = "legacy"  # pylint: disable=protected-access
     module = __import__(f"ansible_collections.opspack.platform.plugins.modules.{name}", fromlist=["main"])

@@ -248,7 +248,12 @@ class Installer:
         self.diff = {"before": "", "after": ""}
 
     def directory(self, path: str, mode: int, owner: str = "root") -> None:
-        entry = pwd.getpwnam(owner)
+        try:
+            entry = pwd.getpwnam(owner)
+        except KeyError:
+            # Only in check mode (install() refuses an unknown user otherwise): it would be created.
+            self.changed_files.append(path + "/")
+            return
         if os.path.isdir(path):
             status = os.stat(path)
             if (status.st_mode & 0o7777) == mode and status.st_uid == entry.pw_uid:
@@ -286,7 +291,10 @@ def install(module: AnsibleModule) -> dict:
         try:
             pwd.getpwnam(job.get("user", "root"))
         except KeyError as exc:
-            raise JobsError(f"job {job['name']}: user {job.get('user', 'root')} does not exist") from exc
+            # In --check on a fresh host the user (postgres) comes with a package this run would install.
+            if not module.check_mode:
+                raise JobsError(f"job {job['name']}: user {job.get('user', 'root')} does not exist") from exc
+            module.warn(f"job {job['name']}: user {job.get('user', 'root')} does not exist yet")
     names = [job["name"] for job in params["jobs"]]
     if len(set(names)) != len(names):
         raise JobsError("two jobs have the same name")
@@ -317,7 +325,7 @@ def install(module: AnsibleModule) -> dict:
 
     installer.file(params["jobs_path"], jobs_document(params), 0o644)
     for name in sorted(wanted):
-        installer.file(os.path.join(params["credentials_dir"], name), params["credentials"][name].encode(), 0o600, secret=True)
+        installer.file(os.path.join(params["credentials_dir"], name), str(params["credentials"][name]).encode(), 0o600, secret=True)
     if os.path.isdir(params["credentials_dir"]):
         for name in sorted(set(os.listdir(params["credentials_dir"])) - wanted):
             installer.remove(os.path.join(params["credentials_dir"], name))

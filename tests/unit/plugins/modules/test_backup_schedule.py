@@ -97,3 +97,18 @@ def test_bad_jobs_are_refused_before_anything_is_written(schedule, jobs, credent
     failed = schedule(jobs=jobs, credentials=credentials)
     assert failed["failed"] and message in failed["msg"], failed
     assert not (schedule.root / "etc").exists() and not any((schedule.root / "units").iterdir())
+
+
+def test_check_mode_on_a_fresh_host_reports_a_job_whose_user_does_not_exist_yet(schedule):
+    jobs = [{"name": "blog-postgresql", "module": "pg_backup", "user": "no-such-user-yet",
+             "args": {"site": "blog", "database": "blog", "backup_dir": str(schedule.root / "b/blog/postgresql")}}]
+    dry = schedule(check_mode=True, jobs=jobs, credentials={})
+    assert dry["changed"] and not dry.get("failed"), dry
+    assert "no-such-user-yet does not exist yet" in json.dumps(dry.get("warnings")), dry
+    assert not (schedule.root / "b").exists()
+    assert schedule(jobs=jobs, credentials={})["failed"], "outside check mode an unknown user is refused"
+
+
+def test_a_numeric_secret_is_written_as_text(schedule):
+    assert not schedule(credentials={"redis-password": 12345}).get("failed")
+    assert (schedule.root / "etc/credentials/redis-password").read_text() == "12345"
