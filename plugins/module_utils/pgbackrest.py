@@ -38,20 +38,25 @@ def parse_pg_time(text: str) -> datetime.datetime:
         raise BackupError(f"cannot read time {text!r} from the PostgreSQL log") from exc
 
 
-def backup_sets(info_json: str, stanza: str) -> list[dict]:
-    """The stanza's backups from `pgbackrest info --output=json`, oldest first."""
+def stanza_backups(info_json: str, stanza: str) -> list[dict]:
+    """The stanza's entries under "backup" in `pgbackrest info --output=json` (with or without --set)."""
     try:
         stanzas = json.loads(info_json)
     except ValueError as exc:
         raise BackupError(f"cannot read pgbackrest info: {exc}") from exc
     for entry in stanzas:
         if entry.get("name") == stanza:
-            sets = [{"label": item["label"], "type": item["type"], "size": item.get("info", {}).get("size", 0),
-                     "start": datetime.datetime.fromtimestamp(item["timestamp"]["start"], datetime.timezone.utc),
-                     "stop": datetime.datetime.fromtimestamp(item["timestamp"]["stop"], datetime.timezone.utc)}
-                    for item in entry.get("backup", [])]
-            return sorted(sets, key=lambda item: item["stop"])
+            return entry.get("backup", [])
     raise BackupError(f"stanza {stanza} is not in the pgBackRest repository (is provisioning done?)")
+
+
+def backup_sets(info_json: str, stanza: str) -> list[dict]:
+    """The stanza's backups from `pgbackrest info --output=json`, oldest first."""
+    sets = [{"label": item["label"], "type": item["type"], "size": item.get("info", {}).get("size", 0),
+             "start": datetime.datetime.fromtimestamp(item["timestamp"]["start"], datetime.timezone.utc),
+             "stop": datetime.datetime.fromtimestamp(item["timestamp"]["stop"], datetime.timezone.utc)}
+            for item in stanza_backups(info_json, stanza)]
+    return sorted(sets, key=lambda item: item["stop"])
 
 
 def choose_set(sets: list[dict], target: datetime.datetime) -> dict:
@@ -252,15 +257,9 @@ def tablespace_links(data_dir: str) -> dict[str, str]:
 
 def set_tablespaces(info_json: str, stanza: str, label: str) -> dict[str, str]:
     """The tablespaces a backup set holds (`pgbackrest info --set --output=json`): oid -> name."""
-    try:
-        stanzas = json.loads(info_json)
-    except ValueError as exc:
-        raise BackupError(f"cannot read pgbackrest info: {exc}") from exc
-    for entry in stanzas:
-        if entry.get("name") == stanza:
-            for item in entry.get("backup", []):
-                if item.get("label") == label:
-                    return {str(space["oid"]): space.get("name", "") for space in item.get("tablespace") or []}
+    for item in stanza_backups(info_json, stanza):
+        if item.get("label") == label:
+            return {str(space["oid"]): space.get("name", "") for space in item.get("tablespace") or []}
     raise BackupError(f"backup set {label} is not in stanza {stanza}")
 
 

@@ -150,7 +150,6 @@ timer:
 import json
 import os
 import pwd
-import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -317,10 +316,7 @@ def install(module: AnsibleModule) -> dict:
             raise JobsError("the transferred program's sha256 differs from the one built; run again")
         installer.changed_files.append(params["program_path"])
         if not module.check_mode:
-            temporary = params["program_path"] + ".new"
-            shutil.copyfile(params["program_src"], temporary)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, params["program_path"])
+            write_bytes_atomic(params["program_path"], read_bytes(params["program_src"]), mode=0o644)
         program_needed = False
 
     installer.file(params["jobs_path"], jobs_document(params), 0o644)
