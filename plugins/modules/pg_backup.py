@@ -28,6 +28,7 @@ description:
 extends_documentation_fragment:
   - opspack.platform.postgresql_connection
   - opspack.platform.backup_retention
+  - opspack.platform.pg_dump
 options:
   database:
     description: Database to back up.
@@ -57,9 +58,6 @@ options:
     description: The table the release lifecycle records applied migrations in.
     type: str
     default: public.opspack_schema_history
-  compress:
-    description: Compression level for C(pg_dump) (0-9); by default pg_dump's own.
-    type: int
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.
@@ -165,7 +163,7 @@ def argument_spec() -> dict:
         release={"type": "str"},
         migration_version={"type": "str"},
         migrations_table={"type": "str", "default": "public.opspack_schema_history"},
-        compress={"type": "int"},
+        compress=engine.compress_argument(),
     )
     return spec
 

@@ -24,6 +24,8 @@ description:
   - The manifest also records C(recovered_to) (the target) and C(recovered_from_set).
   - Production is only read by C(pgbackrest check) (which archives the current WAL segment);
     nothing in it changes. Retention is never applied here.
+extends_documentation_fragment:
+  - opspack.platform.pg_dump
 options:
   site:
     description: Site the backup belongs to; its backup ids start with it.
@@ -59,9 +61,6 @@ options:
     description: The table the release lifecycle records applied migrations in.
     type: str
     default: public.opspack_schema_history
-  compress:
-    description: Compression level for C(pg_dump) (0-9); by default pg_dump's own.
-    type: int
   target_time:
     description: The point in time to recover to, in UTC, as C(2026-11-23T17:10:03Z) (fractions of a second allowed).
     type: str
@@ -220,7 +219,7 @@ def argument_spec() -> dict:
         release={"type": "str"},
         migration_version={"type": "str"},
         migrations_table={"type": "str", "default": "public.opspack_schema_history"},
-        compress={"type": "int"},
+        compress=engine.compress_argument(),
     )
     return spec
 

@@ -103,6 +103,10 @@ def test_backup_then_drill_passes_and_is_recorded(host):
     assert manifest["server_version"].startswith("15.")
     data = host.file(f"{SITE_DIR}/{manifest['file']}")
     assert data.user == "postgres" and data.mode == 0o600
+    # pg_backup's own zlib level (1, not pg_dump's 6), recorded and really used: the archive says so.
+    assert manifest["compress_level"] == 1
+    header = host.check_output(f"runuser -u postgres -- pg_restore --list {SITE_DIR}/{manifest['file']}")
+    assert ";     Compression: 1" in header.splitlines(), header[:400]
     # The off-host copy on the control node is the same file, proven by its sha256.
     copy = OFFHOST / manifest["file"]
     assert hashlib.sha256(copy.read_bytes()).hexdigest() == manifest["sha256"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 
 from ansible_collections.opspack.platform.plugins.module_utils import backup
+from ansible_collections.opspack.platform.plugins.module_utils import postgresql_backup as engine
 from ansible_collections.opspack.platform.plugins.modules import pg_backup
 
 
@@ -54,3 +55,15 @@ def test_argument_spec_shares_the_connection_options():
     spec = pg_backup.argument_spec()
     assert {"login_unix_socket", "login_port", "login_user"} <= set(spec)
     assert spec["keep_daily_days"]["default"] == 30
+
+
+def test_pg_dump_runs_at_zlib_level_1_unless_told_and_a_bad_level_is_refused(run_module, tmp_path):
+    spec = pg_backup.argument_spec()
+    assert spec["compress"]["default"] == 1
+    command = engine.dump_command({"login_unix_socket": "/run/postgresql", "login_port": 5432}, "blog", "snap", "/b/x", 1)
+    assert "--compress=1" in command and command[-2:] == ["--dbname", "blog"]
+    assert not any(arg.startswith("--compress") for arg in engine.dump_command(
+        {"login_unix_socket": "/run/postgresql", "login_port": 5432}, "blog", "snap", "/b/x", None))
+    result = run_module("pg_backup", check_mode=True, site="blog", database="blog", backup_dir=str(tmp_path), compress=10)
+    assert result["failed"] and "compress" in result["msg"]
+    assert not list(tmp_path.iterdir())
