@@ -39,7 +39,7 @@ LAB = "bench-backup"
 BASE_PORT = int(os.environ.get("OPSPACK_BENCH_BACKUP_BASE_PORT", "26100"))
 SCALE = int(os.environ.get("OPSPACK_BENCH_SCALE", "50"))
 # Alternating rounds of plain pg_dump and pg_backup; the throughput ratio is of their medians.
-ROUNDS = int(os.environ.get("OPSPACK_BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("OPSPACK_BENCH_ROUNDS", "5"))
 BACKUP_DIR = "/var/backups/opspack/blog/postgresql"
 THROUGHPUT_GOAL = 0.9
 DRILL_GOAL = 1.25

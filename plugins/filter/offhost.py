@@ -1,10 +1,26 @@
 # Copyright: opspack developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""offhost_missing: the backups kept on a host whose off-host copy the control node lacks."""
+"""Off-host copies of backups: which the control node lacks, and where they live there."""
 
 from __future__ import annotations
 
 import os
+
+
+def _taken(results):
+    """The backup module results of a run that succeeded, each with its data file's path."""
+    for result in results or []:
+        if not isinstance(result, dict) or result.get("failed") or result.get("skipped"):
+            continue
+        backup_id, path = result.get("backup_id"), result.get("path")
+        if backup_id and path and os.path.basename(path).startswith(backup_id):
+            yield result
+
+
+def _dest_dir(path, backup_dir, offhost_dir):
+    """The off-host directory mirroring the host directory of path below backup_dir. The
+    control node's ~ is expanded: find reports expanded paths, and they are compared."""
+    return os.path.normpath(os.path.join(os.path.expanduser(offhost_dir), os.path.relpath(os.path.dirname(path), backup_dir)))
 
 
 def offhost_missing(results, found, backup_dir, offhost_dir):
@@ -13,15 +29,11 @@ def offhost_missing(results, found, backup_dir, offhost_dir):
     file or manifest has no copy there, with where each comes from and goes to."""
     have = {os.path.normpath(item["path"]) for item in (found or {}).get("files", []) if "path" in item}
     missing = []
-    for result in results or []:
-        if not isinstance(result, dict) or result.get("failed") or result.get("skipped"):
-            continue
-        backup_id, path = result.get("backup_id"), result.get("path")
-        if not backup_id or not path or not os.path.basename(path).startswith(backup_id):
-            continue
+    for result in _taken(results):
+        backup_id, path = result["backup_id"], result["path"]
         directory = os.path.dirname(path)
         suffix = os.path.basename(path)[len(backup_id):]
-        dest_dir = os.path.normpath(os.path.join(offhost_dir, os.path.relpath(directory, backup_dir)))
+        dest_dir = _dest_dir(path, backup_dir, offhost_dir)
         for kept in result.get("kept") or []:
             item = {"backup_id": kept, "src": os.path.join(directory, kept + suffix),
                     "manifest_src": os.path.join(directory, kept + ".manifest.json"), "dest_dir": dest_dir,
@@ -32,8 +44,14 @@ def offhost_missing(results, found, backup_dir, offhost_dir):
     return sorted(missing, key=lambda item: item["offhost_path"])
 
 
+def offhost_dirs(results, backup_dir, offhost_dir):
+    """The off-host directories of this run's successful backups, sorted, each once: where the
+    retention policy is applied to the copies (a failed backup deletes nothing, as on the host)."""
+    return sorted({_dest_dir(result["path"], backup_dir, offhost_dir) for result in _taken(results)})
+
+
 class FilterModule:
     """Off-host copies of backups."""
 
     def filters(self):
-        return {"offhost_missing": offhost_missing}
+        return {"offhost_missing": offhost_missing, "offhost_dirs": offhost_dirs}

@@ -77,8 +77,13 @@ def validate_job(job) -> None:
             raise JobsError(f"job {name}: credentials map module options to credential names")
 
 
+def marker_name(job_name: str) -> str:
+    """backup-<job>: the pgbackrest role's markers (pgbackrest-<kind>) share the directory."""
+    return "backup-" + job_name
+
+
 def marker_path(marker_dir: str, job_name: str) -> str:
-    return os.path.join(marker_dir, "backup-" + job_name)
+    return os.path.join(marker_dir, marker_name(job_name))
 
 
 def job_arguments(job: dict, credentials_dir: str | None) -> dict:

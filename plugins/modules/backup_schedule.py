@@ -23,7 +23,9 @@ description:
     C(LoadCredential=) from O(credentials_dir) (root only).
   - A job that fails leaves C(<failure_marker_dir>/backup-<job>) (first line the UTC time of the
     failure, second line the reason), and the next success removes it, for health checks. Every
-    job runs even when another fails; the service then ends failed.
+    job runs even when another fails; the service then ends failed. The marker of a job that is
+    no longer scheduled (a site removed) is removed here, so a health check never reports a
+    backup that nobody takes any more; other markers in that directory (pgBackRest's) are left.
   - Each job's backup directory is created, owned by the job's user, mode C(0700).
   - Files are replaced atomically and only when their content or mode differs, so a second run
     reports no change. The caller reloads systemd when RV(units_changed) and enables the timer.
@@ -154,7 +156,7 @@ import pwd
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils.backup import sha256_file, write_bytes_atomic
-from ansible_collections.opspack.platform.plugins.module_utils.scheduled_backup import JOBS_FORMAT, JobsError, validate_job
+from ansible_collections.opspack.platform.plugins.module_utils.scheduled_backup import JOBS_FORMAT, JobsError, marker_name, validate_job
 
 
 def argument_spec() -> dict:
@@ -325,6 +327,12 @@ def install(module: AnsibleModule) -> dict:
     if os.path.isdir(params["credentials_dir"]):
         for name in sorted(set(os.listdir(params["credentials_dir"])) - wanted):
             installer.remove(os.path.join(params["credentials_dir"], name))
+    # Markers of jobs no longer scheduled would report a failure nobody can fix by a backup.
+    if os.path.isdir(params["failure_marker_dir"]):
+        current = {marker_name(name) for name in names}
+        for name in sorted(os.listdir(params["failure_marker_dir"])):
+            if name.startswith(marker_name("")) and name not in current:
+                installer.remove(os.path.join(params["failure_marker_dir"], name))
     units_changed = installer.file(os.path.join(params["units_dir"], params["unit_name"] + ".service"), service_unit(params), 0o644)
     units_changed = installer.file(os.path.join(params["units_dir"], params["unit_name"] + ".timer"), timer_unit(params), 0o644) or units_changed
 

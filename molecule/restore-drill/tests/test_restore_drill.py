@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -283,6 +284,9 @@ for day in range(1, days + 1):
 
 def test_retention_over_40_days_keeps_exactly_what_the_policy_keeps(host):
     host.check_output(f"runuser -u postgres -- python3 -c {shlex.quote(FABRICATE)} {SITE_DIR} 40")
+    # The control node holds copies of the same 40 days and of 5 more that the host deleted long
+    # ago (as the host's timer deletes backups between two runs of the playbook).
+    subprocess.run([sys.executable, "-c", FABRICATE, str(OFFHOST), "45"], check=True)
     taken = playbook("backup.yml", "-e", "backup_keep_last=3", "-e", "backup_keep_daily_days=30")
     assert taken.returncode == 0, taken.stdout[-3000:]
     remaining = manifests(host)
@@ -302,6 +306,11 @@ def test_retention_over_40_days_keeps_exactly_what_the_policy_keeps(host):
     # Every data file that stays has its manifest and vice versa.
     files = listing(host)
     assert sorted(name[: -len(".pgdump")] for name in files if name.endswith(".pgdump")) == ids
+    # The policy is applied to the control node's copies by their own manifests: the same ones
+    # remain there, the copies of what the host had deleted are gone, each with its data file.
+    copies = sorted(path.name[: -len(".manifest.json")] for path in OFFHOST.glob("*.manifest.json"))
+    assert copies == ids, sorted(set(copies) ^ set(ids))
+    assert sorted(path.name[: -len(".pgdump")] for path in OFFHOST.glob("*.pgdump")) == ids
 
 
 def test_the_canary_secret_is_in_no_backup_record_or_copy(host):

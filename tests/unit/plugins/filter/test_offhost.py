@@ -1,8 +1,8 @@
-"""offhost_missing: which kept backups still need their off-host copy."""
+"""The off-host filters: which kept backups still need their copy, where the copies live."""
 
 from __future__ import annotations
 
-from ansible_collections.opspack.platform.plugins.filter.offhost import offhost_missing
+from ansible_collections.opspack.platform.plugins.filter.offhost import offhost_dirs, offhost_missing
 
 ROOT = "/var/backups/opspack"
 OFFHOST = "/ops/backups/vps1"
@@ -34,3 +34,18 @@ def test_a_copy_without_its_manifest_is_copied_again_and_failed_or_skipped_resul
                result("blog-files-20261202T010000Z", ["blog-files-20261202T010000Z"], ".tar.gz", "blog/files/up", failed=True)]
     assert [item["offhost_path"] for item in offhost_missing(results, have, ROOT, OFFHOST)] == [f"{OFFHOST}/redis/{backup}.rdb"]
     assert offhost_missing([], {}, ROOT, OFFHOST) == []
+
+
+def test_the_controllers_home_is_expanded_so_a_copy_there_is_found(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/ops")
+    backup = "redis-redis-20261202T010000Z"
+    have = found(f"/home/ops/backups/vps1/redis/{backup}.rdb", f"/home/ops/backups/vps1/redis/{backup}.manifest.json")
+    assert offhost_missing([result(backup, [backup], ".rdb", "redis")], have, ROOT, "~/backups/vps1") == []
+
+
+def test_retention_runs_in_each_directory_of_a_successful_backup_once():
+    results = [result("blog-postgresql-20261202T010000Z", []), result("blog-postgresql-20261202T010001Z", []),
+               result("redis-redis-20261202T010000Z", [], ".rdb", "redis"),
+               result("shop-postgresql-20261202T010000Z", [], where="shop/postgresql", failed=True), {"skipped": True}]
+    assert offhost_dirs(results, ROOT, OFFHOST) == [f"{OFFHOST}/blog/postgresql", f"{OFFHOST}/redis"]
+    assert offhost_dirs(None, ROOT, OFFHOST) == []

@@ -112,3 +112,18 @@ def test_check_mode_on_a_fresh_host_reports_a_job_whose_user_does_not_exist_yet(
 def test_a_numeric_secret_is_written_as_text(schedule):
     assert not schedule(credentials={"redis-password": 12345}).get("failed")
     assert (schedule.root / "etc/credentials/redis-password").read_text() == "12345"
+
+
+def test_the_marker_of_a_job_no_longer_scheduled_goes_and_other_markers_stay(schedule):
+    markers = schedule.root / "markers"
+    markers.mkdir()
+    for name in ("backup-redis", "backup-shop-postgresql", "pgbackrest-full"):
+        (markers / name).write_text("2026-12-01T03:00:00Z\nfailed\n")
+    checked = schedule(check_mode=True)
+    assert str(markers / "backup-shop-postgresql") in checked["changed_files"]
+    assert (markers / "backup-shop-postgresql").exists(), "check mode removes nothing"
+    first = schedule()
+    assert str(markers / "backup-shop-postgresql") in first["changed_files"]
+    # redis is still scheduled: its marker is the program's to remove, after its next success.
+    assert sorted(path.name for path in markers.iterdir()) == ["backup-redis", "pgbackrest-full"]
+    assert not schedule()["changed"]
