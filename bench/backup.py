@@ -45,6 +45,14 @@ THROUGHPUT_GOAL = 0.9
 DRILL_GOAL = 1.25
 
 
+def stolen_and_total() -> tuple[int, int]:
+    """The machine's CPU time stolen by its hypervisor, and all CPU time, in jiffies (/proc/stat).
+
+    The lab host is a container on this machine, so this says how noisy its measurements were."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def run(args: list[str], env: dict) -> str:
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -115,6 +123,7 @@ def main() -> int:
             usual = {"site": "blog", "database": "blog", "backup_dir": BACKUP_DIR,
                      "critical_tables": ["pgbench_branches", "pgbench_tellers"], "drill_query": query}
             plain_dumps, usual_dumps, level6_dumps = [], [], []
+            stolen_before, total_before = stolen_and_total()
             for _round in range(ROUNDS):
                 plain_dumps.append(host.timed_on_host(f"pg_dump --format=custom --file={BACKUP_DIR}/plain.pgdump blog"))
                 _wall, taken_usual = host.module("pg_backup", usual)
@@ -123,6 +132,8 @@ def main() -> int:
                 _wall, taken_level6 = host.module("pg_backup", dict(usual, compress=6))
                 level6_dumps.append(taken_level6["duration_seconds"])
                 time.sleep(1.1)
+            stolen_after, total_after = stolen_and_total()
+            stolen = (stolen_after - stolen_before) / max(1, total_after - total_before)
             plain_dump, usual_dump = statistics.median(plain_dumps), statistics.median(usual_dumps)
             level6_dump = statistics.median(level6_dumps)
             plain_bytes = int(host.shell_as_postgres(f"stat --format=%s {BACKUP_DIR}/plain.pgdump"))
@@ -147,6 +158,9 @@ def main() -> int:
     print(f"database: pgbench scale {SCALE}, {int(size) / 1048576:.0f} MiB; plain pg_dump's file {plain_bytes / 1048576:.1f} MiB, "
           f"pg_backup's {taken_usual['size_bytes'] / 1048576:.1f} MiB at level {taken_usual['manifest']['compress_level']} "
           f"({taken_usual['size_bytes'] / plain_bytes:.3f} x), {taken_level6['size_bytes'] / 1048576:.1f} MiB at level 6")
+    print(f"machine: {stolen:.1%} of its CPU time was stolen by the hypervisor during the rounds"
+          f"{' (noisy: compare the rounds, and run again)' if stolen > 0.03 else ''}")
+    print(f"per round, plain pg_dump / pg_backup: {', '.join(f'{p / o:.2f}' for p, o in zip(plain_dumps, usual_dumps))}")
     print(f"plain pg_dump -Fc (on the host, median of {ROUNDS}):  {plain_dump:6.1f} s  "
           f"({', '.join(f'{value:.1f}' for value in plain_dumps)})")
     print(f"opspack pg_backup (its default zlib level 1), row counts of every table, small tables checksummed, drill query (on the host, median of {ROUNDS}):\n"
