@@ -45,9 +45,15 @@ def offhost_missing(results, found, backup_dir, offhost_dir):
 
 
 def offhost_dirs(results, backup_dir, offhost_dir):
-    """The off-host directories of this run's successful backups, sorted, each once: where the
-    retention policy is applied to the copies (a failed backup deletes nothing, as on the host)."""
-    return sorted({_dest_dir(result["path"], backup_dir, offhost_dir) for result in _taken(results)})
+    """The off-host directories of this run's successful backups, sorted, each once, with the
+    backup ids the host kept there (its new one among them): where the retention policy is
+    applied to the copies, which never deletes what the host kept. A failed backup's directory
+    is left alone, as on the host."""
+    keep = {}
+    for result in _taken(results):
+        ids = keep.setdefault(_dest_dir(result["path"], backup_dir, offhost_dir), set())
+        ids.update([result["backup_id"], *(result.get("kept") or [])])
+    return [{"path": path, "keep": sorted(ids)} for path, ids in sorted(keep.items())]
 
 
 class FilterModule:

@@ -111,6 +111,18 @@ def read_manifest(path: str) -> dict:
     return manifest
 
 
+def own_name(manifest: dict, name: str, directory: str) -> None:
+    """A manifest must be named after its own well-formed id, whose site and engine it holds:
+    retention deletes by that id, so a copied or forged manifest (an off-host copy comes from
+    the host) can never point a deletion outside its directory or at another backup."""
+    match = BACKUP_ID.match(str(manifest["backup_id"]))
+    if (not match or name != manifest["backup_id"] + MANIFEST_SUFFIX
+            or match.group("site") != manifest["site"] or match.group("engine") != manifest["engine"]):
+        raise BackupError(f"manifest {os.path.join(directory, name)} names backup {manifest['backup_id']!r} "
+                          f"(site {manifest['site']!r}, engine {manifest['engine']!r}), not its own file name; "
+                          "move it out of the backup directory")
+
+
 def list_backups(directory: str, site: str | None = None, engine: str | None = None) -> list[dict]:
     """Complete backups in directory (those with a readable manifest), oldest first.
 
@@ -122,6 +134,7 @@ def list_backups(directory: str, site: str | None = None, engine: str | None = N
         if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
             continue
         manifest = read_manifest(os.path.join(directory, name))
+        own_name(manifest, name, directory)
         if (site is None or manifest["site"] == site) and (engine is None or manifest["engine"] == engine):
             found.append(manifest)
     return sorted(found, key=lambda item: (from_iso(item["ended_at"]), item["backup_id"]))

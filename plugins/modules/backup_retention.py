@@ -16,8 +16,13 @@ description:
     sets in O(backup_dir), each site and engine on its own, without taking a backup.
   - Made for the off-host copies on the control node (the backup role runs it there after
     copying), where a copy whose backup the host's scheduled run already deleted would otherwise
-    stay forever. The policy is applied to the copies' own manifests, never to a list the host
-    reports, so a host cannot make the control node delete its copies.
+    stay forever. The policy is applied to the copies' own manifests, not to the files the host
+    says it deleted; what the host reports (O(keep)) can only keep a copy, never delete one.
+  - A manifest must be named after its own id (C(<site>-<engine>-<UTC stamp>)), with that site
+    and engine in it, or the module fails before deleting anything, so a forged or misplaced
+    manifest cannot point a deletion anywhere else. A host that forges newer manifests can still
+    make older copies fall out of O(keep_last), as it could on the host itself; the daily
+    copies within O(keep_daily_days) stay by date only if their manifests are genuine.
   - Backups are ordered by the times in their manifests, never by file modification times. The
     newest backup of each site and engine is always kept. A manifest is deleted before its data
     file, and a data file only when no kept manifest names it.
@@ -33,6 +38,14 @@ options:
   engine:
     description: Only this engine's backups (C(postgresql), C(files), C(redis)); by default every engine's.
     type: str
+  keep:
+    description:
+      - Backup ids kept whatever the policy says, e.g. those the host's retention kept in this
+        run. The backup role passes them so that a copy just taken is never deleted by the
+        control node's clock or a manifest dated in the future. They can only keep, never delete.
+    type: list
+    elements: str
+    default: []
   keep_last:
     description: Retention keeps this many newest backups of each site and engine.
     type: int
@@ -59,6 +72,7 @@ EXAMPLES = r"""
 - name: Keep the control node's copies of vps1's blog database backups to the policy
   opspack.platform.backup_retention:
     backup_dir: "{{ inventory_dir }}/backups/vps1/blog/postgresql"
+    keep: "{{ blog_backup.kept }}"
     keep_last: 7
     keep_daily_days: 30
   delegate_to: localhost
@@ -90,7 +104,7 @@ from ansible_collections.opspack.platform.plugins.module_utils import backup
 def argument_spec() -> dict:
     spec = {name: option for name, option in backup.retention_argument_spec().items()
             if name in ("backup_dir", "keep_last", "keep_daily_days")}
-    spec.update(site={"type": "str"}, engine={"type": "str"})
+    spec.update(site={"type": "str"}, engine={"type": "str"}, keep={"type": "list", "elements": "str", "default": []})
     return spec
 
 
@@ -104,7 +118,8 @@ def main() -> None:
             groups.setdefault((manifest["site"], manifest["engine"]), []).append(manifest)
         now = backup.utc_now()
         for key in sorted(groups):
-            kept, deleted = backup.retention_plan(groups[key], params["keep_last"], params["keep_daily_days"], now)
+            kept, deleted = backup.retention_plan(groups[key], params["keep_last"], params["keep_daily_days"], now,
+                                                  always_keep=tuple(params["keep"]))
             result["kept"] += kept
             result["deleted"] += deleted
             if deleted and not module.check_mode:

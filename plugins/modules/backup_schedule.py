@@ -282,7 +282,10 @@ class Installer:
     def remove(self, path: str) -> None:
         self.changed_files.append(path)
         if not self.module.check_mode:
-            os.unlink(path)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass  # gone already (a job's success removed its marker meanwhile)
 
 
 def install(module: AnsibleModule) -> dict:
@@ -331,8 +334,11 @@ def install(module: AnsibleModule) -> dict:
     if os.path.isdir(params["failure_marker_dir"]):
         current = {marker_name(name) for name in names}
         for name in sorted(os.listdir(params["failure_marker_dir"])):
-            if name.startswith(marker_name("")) and name not in current:
-                installer.remove(os.path.join(params["failure_marker_dir"], name))
+            path = os.path.join(params["failure_marker_dir"], name)
+            # A running job writes its marker as <marker>.tmp and renames it: that one is not ours.
+            if (name.startswith(marker_name("")) and not name.endswith(".tmp") and name not in current
+                    and os.path.isfile(path) and not os.path.islink(path)):
+                installer.remove(path)
     units_changed = installer.file(os.path.join(params["units_dir"], params["unit_name"] + ".service"), service_unit(params), 0o644)
     units_changed = installer.file(os.path.join(params["units_dir"], params["unit_name"] + ".timer"), timer_unit(params), 0o644) or units_changed
 

@@ -44,8 +44,12 @@ def test_the_controllers_home_is_expanded_so_a_copy_there_is_found(monkeypatch):
 
 
 def test_retention_runs_in_each_directory_of_a_successful_backup_once():
-    results = [result("blog-postgresql-20261202T010000Z", []), result("blog-postgresql-20261202T010001Z", []),
+    results = [result("blog-postgresql-20261202T010000Z", ["blog-postgresql-20261201T010000Z"]),
+               result("blog-postgresql-20261202T010001Z", []),
                result("redis-redis-20261202T010000Z", [], ".rdb", "redis"),
                result("shop-postgresql-20261202T010000Z", [], where="shop/postgresql", failed=True), {"skipped": True}]
-    assert offhost_dirs(results, ROOT, OFFHOST) == [f"{OFFHOST}/blog/postgresql", f"{OFFHOST}/redis"]
+    assert offhost_dirs(results, ROOT, OFFHOST) == [
+        {"path": f"{OFFHOST}/blog/postgresql", "keep": ["blog-postgresql-20261201T010000Z", "blog-postgresql-20261202T010000Z",
+                                                        "blog-postgresql-20261202T010001Z"]},
+        {"path": f"{OFFHOST}/redis", "keep": ["redis-redis-20261202T010000Z"]}]
     assert offhost_dirs(None, ROOT, OFFHOST) == []

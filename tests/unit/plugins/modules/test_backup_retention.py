@@ -91,3 +91,22 @@ def test_argument_spec_shares_the_retention_defaults():
     spec = backup_retention.argument_spec()
     assert spec["keep_last"]["default"] == 7 and spec["keep_daily_days"]["default"] == 30
     assert "prune" not in spec and "min_free_mb" not in spec
+
+
+def test_ids_the_host_kept_stay_whatever_the_policy_says(run_module, tmp_path):
+    ids = seed(tmp_path, 5)
+    result = run_module("backup_retention", backup_dir=str(tmp_path), keep_last=1, keep_daily_days=0,
+                        keep=[ids[0], "blog-postgresql-20990101T000000Z"])
+    assert result["kept"] == [ids[0], ids[-1]] and result["deleted"] == ids[1:-1]
+
+
+def test_a_manifest_not_named_after_its_own_id_fails_before_anything_is_deleted(run_module, tmp_path):
+    ids = seed(tmp_path, 5)
+    forged = backup.read_manifest(backup.manifest_path(str(tmp_path), ids[-1]))
+    # Copied under another name, pointing its deletion at a path outside the directory.
+    forged["backup_id"] = "../../elsewhere/blog-postgresql-20261201T000000Z"
+    backup.write_json_atomic(str(tmp_path / "blog-postgresql-20991231T000000Z.manifest.json"), forged)
+    before = names(tmp_path)
+    result = run_module("backup_retention", backup_dir=str(tmp_path), keep_last=1, keep_daily_days=0)
+    assert result["failed"] and "not its own file name" in result["msg"], result
+    assert names(tmp_path) == before

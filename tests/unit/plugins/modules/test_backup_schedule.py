@@ -117,7 +117,7 @@ def test_a_numeric_secret_is_written_as_text(schedule):
 def test_the_marker_of_a_job_no_longer_scheduled_goes_and_other_markers_stay(schedule):
     markers = schedule.root / "markers"
     markers.mkdir()
-    for name in ("backup-redis", "backup-shop-postgresql", "pgbackrest-full"):
+    for name in ("backup-redis", "backup-shop-postgresql", "pgbackrest-full", "backup-redis.tmp"):
         (markers / name).write_text("2026-12-01T03:00:00Z\nfailed\n")
     checked = schedule(check_mode=True)
     assert str(markers / "backup-shop-postgresql") in checked["changed_files"]
@@ -125,5 +125,5 @@ def test_the_marker_of_a_job_no_longer_scheduled_goes_and_other_markers_stay(sch
     first = schedule()
     assert str(markers / "backup-shop-postgresql") in first["changed_files"]
     # redis is still scheduled: its marker is the program's to remove, after its next success.
-    assert sorted(path.name for path in markers.iterdir()) == ["backup-redis", "pgbackrest-full"]
+    assert sorted(path.name for path in markers.iterdir()) == ["backup-redis", "backup-redis.tmp", "pgbackrest-full"]
     assert not schedule()["changed"]

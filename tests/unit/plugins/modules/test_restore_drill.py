@@ -4,6 +4,8 @@ Restoring and proving the data needs a server: the restore-drill Molecule scenar
 
 from __future__ import annotations
 
+import os
+
 from ansible_collections.opspack.platform.plugins.module_utils import backup
 
 from .test_pg_backup import seed
@@ -37,7 +39,10 @@ def test_a_backup_of_another_engine_is_not_drilled_as_postgresql(run_module, tmp
     ids = seed(tmp_path, 1)
     path = backup.manifest_path(str(tmp_path), ids[0])
     manifest = backup.read_manifest(path)
+    # The same files named as a Neo4j backup would be (a manifest is named after its own id).
     manifest["engine"] = "neo4j"
-    backup.write_json_atomic(path, manifest)
+    manifest["backup_id"] = ids[0].replace("-postgresql-", "-neo4j-")
+    os.unlink(path)
+    backup.write_json_atomic(backup.manifest_path(str(tmp_path), manifest["backup_id"]), manifest)
     result = run_module("restore_drill", site="blog", backup_dir=str(tmp_path))
     assert result["failed"] and "is a neo4j backup" in result["reason"]
