@@ -123,28 +123,24 @@ def main() -> int:
             query = "SELECT count(*), sum(abalance) FROM pgbench_accounts"
             usual = {"site": "blog", "database": "blog", "backup_dir": BACKUP_DIR,
                      "critical_tables": ["pgbench_branches", "pgbench_tellers"], "drill_query": query}
-            plain_dumps, usual_dumps, level6_dumps = [], [], []
+            # Level 1 is pg_backup as it ships (no compress given); level 6 is pg_dump's own.
+            plain_dumps, dumps, last = [], {1: [], 6: []}, {}
             stolen_before, total_before = stolen_and_total()
             for _round in range(ROUNDS):
                 plain_dumps.append(host.timed_on_host(f"pg_dump --format=custom --file={BACKUP_DIR}/plain.pgdump blog"))
                 for level in ((1, 6) if _round % 2 == 0 else (6, 1)):
-                    _wall, taken = host.module("pg_backup", dict(usual, compress=level) if level == 6 else usual)
-                    if level == 6:
-                        taken_level6 = taken
-                        level6_dumps.append(taken["duration_seconds"])
-                    else:
-                        taken_usual = taken
-                        usual_dumps.append(taken["duration_seconds"])
+                    _wall, last[level] = host.module("pg_backup", usual if level == 1 else dict(usual, compress=level))
+                    dumps[level].append(last[level]["duration_seconds"])
                     time.sleep(1.1)  # one backup id per second
             stolen_after, total_after = stolen_and_total()
             stolen = (stolen_after - stolen_before) / max(1, total_after - total_before)
+            usual_dumps, level6_dumps, taken_usual, taken_level6 = dumps[1], dumps[6], last[1], last[6]
             plain_dump, usual_dump = statistics.median(plain_dumps), statistics.median(usual_dumps)
             level6_dump = statistics.median(level6_dumps)
             plain_bytes = int(host.shell_as_postgres(f"stat --format=%s {BACKUP_DIR}/plain.pgdump"))
             time.sleep(1.1)  # one backup id per second
-            ours_dump, taken = host.module("pg_backup", {
-                "site": "blog", "database": "blog", "backup_dir": BACKUP_DIR,
-                "critical_tables": ["pgbench_accounts", "pgbench_branches", "pgbench_tellers"], "drill_query": query})
+            ours_dump, taken = host.module("pg_backup", dict(
+                usual, critical_tables=["pgbench_accounts", "pgbench_branches", "pgbench_tellers"]))
             # The same dump the drill restores next (the latest backup), restored and nothing more.
             plain_restore = host.timed_on_host(
                 f"createdb plain_restore && pg_restore --jobs=2 --exit-on-error --no-owner --no-privileges "

@@ -214,6 +214,17 @@ def delete_backup(directory: str, manifest: dict, kept_manifests: list[dict]) ->
     return deleted
 
 
+def prune(directory: str, manifests: list[dict], kept_ids: list[str], deleted_ids: list[str]) -> list[str]:
+    """Delete the backups a retention plan deleted, each by delete_backup against the kept ones;
+    the names of the files removed."""
+    by_id = {item["backup_id"]: item for item in manifests}
+    kept = [by_id[backup_id] for backup_id in kept_ids]
+    removed = []
+    for backup_id in deleted_ids:
+        removed += delete_backup(directory, by_id[backup_id], kept)
+    return removed
+
+
 def reserve(path: str) -> None:
     """Create path exclusively: two runs that picked the same backup id cannot both write it."""
     try:
@@ -287,11 +298,8 @@ def run_backup(module, engine: str, suffix: str, dump, describe=str, errors: tup
             planned = list_backups(directory, params["site"], engine)
         result["kept"], result["deleted"] = retention_plan(
             planned, params["keep_last"], params["keep_daily_days"], started, always_keep=(backup_id,))
-        if params["prune"] and result["deleted"] and not module.check_mode:
-            by_id = {item["backup_id"]: item for item in planned}
-            kept = [by_id[kept_id] for kept_id in result["kept"]]
-            for backup_id_to_delete in result["deleted"]:
-                result["deleted_files"] += delete_backup(directory, by_id[backup_id_to_delete], kept)
+        if params["prune"] and not module.check_mode:
+            result["deleted_files"] = prune(directory, planned, result["kept"], result["deleted"])
         if not params["prune"]:
             result["deleted"] = []
     except (BackupError, OSError, *errors) as exc:

@@ -122,11 +122,8 @@ def main() -> None:
                                                   always_keep=tuple(params["keep"]))
             result["kept"] += kept
             result["deleted"] += deleted
-            if deleted and not module.check_mode:
-                by_id = {item["backup_id"]: item for item in groups[key]}
-                kept_manifests = [by_id[backup_id] for backup_id in kept]
-                for backup_id in deleted:
-                    result["deleted_files"] += backup.delete_backup(params["backup_dir"], by_id[backup_id], kept_manifests)
+            if not module.check_mode:
+                result["deleted_files"] += backup.prune(params["backup_dir"], groups[key], kept, deleted)
         result["changed"] = bool(result["deleted"])
     except (backup.BackupError, OSError) as exc:
         module.fail_json(msg=str(exc), **result)
