@@ -115,8 +115,9 @@ def own_name(manifest: dict, name: str, directory: str) -> None:
     """A manifest must be named after its own well-formed id, whose site and engine it holds:
     retention deletes by that id, so a copied or forged manifest (an off-host copy comes from
     the host) can never point a deletion outside its directory or at another backup."""
-    match = BACKUP_ID.match(str(manifest["backup_id"]))
-    if (not match or name != manifest["backup_id"] + MANIFEST_SUFFIX
+    backup_id = str(manifest["backup_id"])
+    match = BACKUP_ID.match(backup_id)
+    if (not match or name != backup_id + MANIFEST_SUFFIX
             or match.group("site") != manifest["site"] or match.group("engine") != manifest["engine"]):
         raise BackupError(f"manifest {os.path.join(directory, name)} names backup {manifest['backup_id']!r} "
                           f"(site {manifest['site']!r}, engine {manifest['engine']!r}), not its own file name; "

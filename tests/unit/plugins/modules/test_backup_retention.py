@@ -110,3 +110,14 @@ def test_a_manifest_not_named_after_its_own_id_fails_before_anything_is_deleted(
     result = run_module("backup_retention", backup_dir=str(tmp_path), keep_last=1, keep_daily_days=0)
     assert result["failed"] and "not its own file name" in result["msg"], result
     assert names(tmp_path) == before
+
+
+def test_a_manifest_whose_id_is_not_text_is_a_clear_error(run_module, tmp_path):
+    seed(tmp_path, 2)
+    backup.write_json_atomic(str(tmp_path / "blog-postgresql-20991231T000000Z.manifest.json"), {
+        "format": 1, "backup_id": 20991231, "site": "blog", "engine": "postgresql", "file": "x.dat",
+        "sha256": "0", "size_bytes": 1, "started_at": "2099-12-31T00:00:00Z", "ended_at": "2099-12-31T00:00:00Z"})
+    before = names(tmp_path)
+    result = run_module("backup_retention", backup_dir=str(tmp_path), keep_last=1, keep_daily_days=0)
+    assert result["failed"] and "not its own file name" in result["msg"], result
+    assert names(tmp_path) == before
