@@ -58,13 +58,64 @@ def tree_members(root: str) -> list[str]:
     return sorted(found)
 
 
+# More links than this on one path is a loop (Linux's own limit is 40).
+MAX_LINKS_ON_A_PATH = 40
+
+
+def resolve_in_tree(links: dict[str, str], path: str) -> str:
+    """Where path (relative to a tree's root) lands, following the tree's own links the way the
+    kernel would, without touching the disk: links maps each link's relative path to its text.
+
+    Raises ReleaseError when the path or any link on the way is absolute, climbs above the root
+    (at any step, not only at the end: `l/../..` where l points at the root climbs out), or loops.
+    A link's text is not enough to judge it: `a/l -> ../..` may look harmless and still lead out
+    once another link goes through it."""
+    pending = [part for part in path.split("/") if part not in ("", ".")]
+    if path.startswith("/"):
+        raise ReleaseError(f"{path} is an absolute path")
+    resolved: list[str] = []
+    followed = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            if not resolved:
+                raise ReleaseError(f"{path} climbs above the root" + (f" after {followed} link(s)" if followed else ""))
+            resolved.pop()
+            continue
+        candidate = "/".join(resolved + [part])
+        if candidate not in links:
+            resolved.append(part)
+            continue
+        followed += 1
+        if followed > MAX_LINKS_ON_A_PATH:
+            raise ReleaseError(f"{path} follows more than {MAX_LINKS_ON_A_PATH} links (a loop)")
+        text = links[candidate]
+        if text.startswith("/"):
+            raise ReleaseError(f"{candidate} links to the absolute path {text}")
+        # A link's text is relative to the directory holding the link.
+        pending = [piece for piece in text.split("/") if piece not in ("", ".")] + pending
+    return "/".join(resolved)
+
+
+def check_links(links: dict[str, str]) -> None:
+    """Refuse a tree any of whose links, resolved through the others, lands outside it."""
+    for name in sorted(links):
+        try:
+            resolve_in_tree(links, name)
+        except ReleaseError as exc:
+            raise ReleaseError(f"{name} links to {links[name]}, outside the release tree ({exc})") from None
+
+
 def build_tarball(root: str) -> bytes:
     """A gzipped tar of the tree that depends on its content only: sorted entries, owner root,
     times zero, modes reduced to 0755/0644 (and 0755 for executables), links kept as links
-    (only relative ones that stay inside the tree), no devices."""
+    (only relative ones that resolve inside the tree, see check_links), no devices."""
+    members = tree_members(root)
+    check_links({relative: os.readlink(os.path.join(root, relative))
+                 for relative in members if os.path.islink(os.path.join(root, relative))})
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for relative in tree_members(root):
+        for relative in members:
             full = os.path.join(root, relative)
             info = tar.gettarinfo(full, arcname=relative)
             info.uid = info.gid = 0
@@ -72,9 +123,6 @@ def build_tarball(root: str) -> bytes:
             info.mtime = 0
             info.pax_headers = {}
             if info.issym():
-                target = os.path.normpath(os.path.join(os.path.dirname(relative), info.linkname))
-                if os.path.isabs(info.linkname) or target.startswith(".."):
-                    raise ReleaseError(f"{relative} links to {info.linkname}, outside the release tree")
                 tar.addfile(info)
             elif info.isdir():
                 info.mode = 0o755

@@ -222,7 +222,8 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils.backup import sha256_file, write_json_atomic
-from ansible_collections.opspack.platform.plugins.module_utils.release import ReleaseError, check_release_id
+from ansible_collections.opspack.platform.plugins.module_utils.release import (
+    ReleaseError, check_links, check_release_id, resolve_in_tree)
 
 RECORD = "release-state.json"
 
@@ -251,18 +252,29 @@ def write_record(site_dir: str, record: dict) -> None:
     write_json_atomic(os.path.join(site_dir, RECORD), record, 0o644)
 
 
-def safe_members(tar: tarfile.TarFile, root: str) -> list[tarfile.TarInfo]:
-    members = []
+def safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """The artifact's members, once every one is known to stay inside the release: plain relative
+    names, each once, only files, directories and links, no member written through a link, and
+    every link resolved (through the others, as the kernel would) to a place inside the tree."""
+    members, seen, links = [], set(), {}
     for member in tar.getmembers():
-        target = os.path.realpath(os.path.join(root, member.name))
-        if not (target == root or target.startswith(root + os.sep)) or not (member.isfile() or member.isdir() or member.issym()):
-            raise ReleaseError(f"the artifact holds {member.name!r}, which would land outside the release "
-                               "or is not a file, directory or link: refused")
+        name = os.path.normpath(member.name)
+        if (member.name.startswith("/") or name == ".." or name.startswith("../") or name in seen
+                or not (member.isfile() or member.isdir() or member.issym())):
+            raise ReleaseError(f"the artifact holds {member.name!r}, which would land outside the release, "
+                               "comes twice, or is not a file, directory or link: refused, nothing was unpacked")
+        seen.add(name)
         if member.issym():
-            link_target = os.path.normpath(os.path.join(os.path.dirname(member.name), member.linkname))
-            if os.path.isabs(member.linkname) or link_target.startswith(".."):
-                raise ReleaseError(f"the artifact's link {member.name!r} points outside the release: refused")
+            links[name] = member.linkname
         members.append(member)
+    try:
+        check_links(links)
+        for member in members:
+            parent = os.path.dirname(os.path.normpath(member.name))
+            if parent and resolve_in_tree(links, parent) != parent:
+                raise ReleaseError(f"{member.name} would be written through a link")
+    except ReleaseError as exc:
+        raise ReleaseError(f"the artifact is refused, nothing was unpacked: {exc}") from None
     return members
 
 
@@ -302,9 +314,27 @@ def unpack(module: AnsibleModule, site_dir: str, result: dict) -> None:
         return
     partial = final + ".partial"
     shutil.rmtree(partial, ignore_errors=True)  # a killed run's leftovers
-    os.mkdir(partial, 0o750)
+    try:
+        build_release(module, site_dir, partial)
+        if params["export_migrations"]:
+            migration_files(module, partial, release_id)  # refused here, before the release exists
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    os.rename(partial, final)
+    record["releases"][release_id] = {"sha256": found, "unpacked_at": utc_now(), "status": "unpacked"}
+    write_record(site_dir, record)
+    export(module, final, release_id, result)
+
+
+def build_release(module: AnsibleModule, site_dir: str, partial: str) -> None:
+    """Unpack the artifact into partial, link the shared paths, build the venv, set owners."""
+    params = module.params
     with tarfile.open(params["artifact"]) as tar:
-        tar.extractall(partial, members=safe_members(tar, os.path.realpath(partial)))
+        # Checked before anything is written.
+        members = safe_members(tar)
+        os.mkdir(partial, 0o750)
+        tar.extractall(partial, members=members)  # nosec B202 - every member checked by safe_members
     for relative in params["shared_links"]:
         link = os.path.join(partial, relative)
         if os.path.isdir(link) and not os.path.islink(link):
@@ -326,21 +356,22 @@ def unpack(module: AnsibleModule, site_dir: str, result: dict) -> None:
             if not os.path.islink(name):
                 os.chown(name, 0, gid)
     os.chmod(partial, 0o750)
-    os.rename(partial, final)
-    record["releases"][release_id] = {"sha256": found, "unpacked_at": utc_now(), "status": "unpacked"}
-    write_record(site_dir, record)
-    export(module, final, release_id, result)
 
 
 def export(module: AnsibleModule, final: str, release_id: str, result: dict) -> None:
-    """Copy the release's migrations where the database's user can read them (complete or absent)."""
+    """Copy the release's migrations where the database's user can read them (complete or absent).
+
+    Runs as root, so it follows no link it has not resolved: the migrations directory and each
+    file in it must resolve to a regular file inside the release tree (never into shared/, which
+    the site's user can write, nor anywhere else on the host). Anything else is refused before
+    anything is copied."""
     params = module.params
     if not params["export_migrations"]:
         return
-    source = os.path.join(final, params["migrations_dir"])
-    target = os.path.join(params["export_migrations"], release_id)
-    if not os.path.isdir(source):
+    files = migration_files(module, final, release_id)
+    if files is None:
         return
+    target = os.path.join(params["export_migrations"], release_id)
     result["migrations_path"] = target
     if os.path.isdir(target):
         return
@@ -350,12 +381,36 @@ def export(module: AnsibleModule, final: str, release_id: str, result: dict) -> 
     os.makedirs(params["export_migrations"], mode=0o755, exist_ok=True)
     partial = target + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(source, partial, symlinks=False)
-    for directory, _subdirectories, names in os.walk(partial):
-        os.chmod(directory, 0o755)
-        for name in names:
-            os.chmod(os.path.join(directory, name), 0o644)
+    os.mkdir(partial, 0o755)
+    for name, real in files.items():
+        shutil.copyfile(real, os.path.join(partial, name))
+        os.chmod(os.path.join(partial, name), 0o644)
+    os.chmod(partial, 0o755)
     os.rename(partial, target)
+
+
+def migration_files(module: AnsibleModule, final: str, release_id: str) -> dict | None:
+    """Each migration file's name and the real file it resolves to (None: the release has none)."""
+    params = module.params
+    tree = os.path.realpath(final)
+    source = os.path.join(final, params["migrations_dir"])
+    if not os.path.lexists(source):
+        return None
+    if not inside(os.path.realpath(source), tree) or not os.path.isdir(source):
+        raise ReleaseError(f"{params['migrations_dir']} of release {release_id} is not a directory inside the release "
+                           "(it leads elsewhere through a link): refused, nothing was exported")
+    files = {}
+    for name in sorted(os.listdir(source)):
+        real = os.path.realpath(os.path.join(source, name))
+        if not inside(real, tree) or not os.path.isfile(real):
+            raise ReleaseError(f"{params['migrations_dir']}/{name} of release {release_id} is not a file inside the "
+                               "release (a directory, or a link leading out of it): refused, nothing was exported")
+        files[name] = real
+    return files
+
+
+def inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
 
 
 def config_hash(paths: list[str]) -> str:

@@ -97,6 +97,17 @@ def test_a_link_out_of_the_tree_is_refused(run_module, tmp_path):
     assert result["failed"] and "links to /etc/passwd, outside the release tree" in result["msg"]
 
 
+def test_a_chain_of_links_that_only_leads_out_when_followed_is_refused(run_module, tmp_path):
+    tree = site_tree(tmp_path / "src")
+    (tree / "a" / "b" / "c" / "d").mkdir(parents=True)
+    os.symlink("../../../..", tree / "a" / "b" / "c" / "d" / "l")
+    (tree / "migrations").mkdir(exist_ok=True)
+    os.symlink("../a/b/c/d/l/../../../../root/secret", tree / "migrations" / "x")
+    result = build(run_module, tmp_path, source=str(tree))
+    assert result["failed"] and "migrations/x links to" in result["msg"] and "climbs above the root" in result["msg"]
+    assert not (tmp_path / "artifacts").exists()
+
+
 def test_check_mode_names_the_release_and_writes_nothing(run_module, tmp_path):
     result = build(run_module, tmp_path, check_mode=True, source=str(site_tree(tmp_path / "src")))
     assert result["changed"] and result["release_id"].startswith("1.4.2+")

@@ -84,6 +84,67 @@ def test_a_member_escaping_the_release_is_refused(site, tmp_path):
     assert not (site.dir.parent / "evil").exists()
 
 
+def hostile_artifact(tmp_path, members: list[tuple[str, str]]) -> tuple[str, str, str]:
+    """A tarball written by hand (build_tarball refuses such trees): (name, link text or '' for a file)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, link in members:
+            info = tarfile.TarInfo(name)
+            if link:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                tar.addfile(info)
+            else:
+                info.size = 3
+                tar.addfile(info, io.BytesIO(b"sql"))
+    path = tmp_path / "hostile.tar.gz"
+    path.write_bytes(buffer.getvalue())
+    sha = hashlib.sha256(buffer.getvalue()).hexdigest()
+    return f"1.0.0+{sha[:12]}", str(path), sha
+
+
+@pytest.mark.parametrize("members, reason", [
+    # the issue's chain: each text looks inside, followed together they reach /root/secret
+    ([("a/b/c/d/l", "../../../.."), ("migrations/x", "../a/b/c/d/l/../../../../root/secret")], "climbs above the root"),
+    ([("migrations", "/etc")], "absolute path /etc"),
+    # a file written through a link to outside the tree
+    ([("out", "."), ("out/../../escaped", "")], "outside the release"),
+    # a file written through a link that stays inside is refused too: extraction would follow it
+    ([("lib", "vendor"), ("vendor/x", ""), ("lib/y", "")], "written through a link"),
+    ([("twice", ""), ("twice", "elsewhere")], "comes twice"),
+])
+def test_a_hostile_artifact_is_refused_before_anything_is_written(site, tmp_path, members, reason):
+    release_id, path, sha = hostile_artifact(tmp_path, members)
+    export = tmp_path / "export"
+    result = site(release_id=release_id, artifact=path, sha256=sha, export_migrations=str(export))
+    assert result["failed"] and reason in result["msg"] and "nothing was unpacked" in result["msg"], result
+    assert os.listdir(site.dir / "releases") == [], "no release and no .partial may be left"
+    assert not export.exists()
+
+
+def test_migrations_leading_into_shared_or_out_of_the_tree_are_never_exported(site, tmp_path):
+    """shared/ is the site user's to write: a root export following a link there could be pointed
+    at any file on the host. Refused before the release exists, and nothing is copied."""
+    secret = tmp_path / "secret"
+    secret.write_text("root only")
+    os.chmod(secret, 0o600)
+    (site.dir / "shared" / "migrations").mkdir()
+    os.symlink(secret, site.dir / "shared" / "migrations" / "001_x.sql")
+    release_id, path, sha = artifact(tmp_path, "1.0.0")
+    export = tmp_path / "export"
+    result = site(release_id=release_id, artifact=path, sha256=sha, shared_links=["uploads", "migrations"],
+                  export_migrations=str(export))
+    assert result["failed"] and "refused, nothing was exported" in result["msg"], result
+    assert os.listdir(site.dir / "releases") == [] and not export.exists()
+
+
+def test_migrations_are_exported_as_plain_files_readable_by_the_database_user(site, tmp_path):
+    release_id, path, sha = artifact(tmp_path, "1.0.0")
+    export = tmp_path / "export"
+    result = site(release_id=release_id, artifact=path, sha256=sha, export_migrations=str(export))
+    assert not result.get("failed"), result
+    assert result["migrations_path"] == str(export / release_id) and os.listdir(export) == [release_id]
+
+
 def test_live_records_current_previous_and_last_known_good(site, tmp_path):
     first, _ = unpack(site, tmp_path, "1.0.0")
     second, _ = unpack(site, tmp_path, "2.0.0")
