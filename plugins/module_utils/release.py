@@ -139,3 +139,40 @@ def build_tarball(root: str) -> bytes:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def deploy_order(entry: dict) -> tuple:
+    """Where a release stands in its site's history: the order deploys put it live in (a rollback
+    changes nothing here), then, for records written before that was kept, when it was unpacked."""
+    return (entry.get("deploy_order", 0), entry.get("unpacked_at", ""))
+
+
+def previous_good(record: dict, serving: str, present: set[str]) -> str:
+    """The release a plain rollback goes back to: of the releases still on the host that went
+    live and were neither failed nor rolled back, the one deployed last before the newest of
+    the release that serves and the one the record names current. Never a release deployed
+    after it (that is a deploy, which applies its migrations), so rolling back twice goes
+    further back instead of forward to the release just left.
+
+    The two differ only after an interrupted run: a deploy killed after its switch leaves a
+    release serving that never went live in the record (the rollback goes back to the recorded
+    one); a rollback killed after its switch leaves its target serving while the record still
+    names the release it left (the rollback finishes, to the release that serves).
+    Empty when there is none."""
+    releases = record.get("releases", {})
+
+    def place(release_id: str) -> tuple:
+        entry = releases.get(release_id)
+        if entry is None:
+            return (-1,)
+        # A release serving without having gone live in the record is the newest of all.
+        return (1,) if entry.get("status") != "live" and release_id == serving else (0,) + deploy_order(entry)
+
+    newest = max((release_id for release_id in (serving, record.get("current", {}).get("release_id", "")) if release_id),
+                 key=place, default="")
+    if not newest or place(newest) == (-1,):
+        return ""
+    earlier = [(place(release_id), release_id) for release_id, entry in releases.items()
+               if release_id != newest and release_id in present and entry.get("status") == "live"
+               and place(release_id) < place(newest)]
+    return max(earlier)[1] if earlier else ""

@@ -28,7 +28,8 @@ description:
     previous one, the last known good one, one in a slot, or one in O(protect). Releases are
     ordered by the time recorded when they were unpacked, never by file times.
   - O(state=status) only reads the record, what each slot links to, and the slot nginx's
-    upstream sends traffic to (after a run that was killed, these tell the truth, not the record).
+    upstream sends traffic to (after a run that was killed, these tell the truth, not the record),
+    and names the release a plain rollback would go back to.
 options:
   site:
     description: The site.
@@ -91,6 +92,14 @@ options:
     description: With O(state=live), record the release as the last known good one (its smoke tests passed).
     type: bool
     default: false
+  went_live_by:
+    description:
+      - With O(state=live), what put the release live. V(deploy) gives it the next place in the site's
+        deploy order (plain rollbacks go back along that order); V(rollback) keeps its place and
+        records the release it left as C(rolled_back), which no plain rollback goes to again.
+    type: str
+    choices: [deploy, rollback]
+    default: deploy
   config_files:
     description:
       - With O(state=live), the site's configuration files whose contents make up RV(config_hash)
@@ -203,6 +212,13 @@ serving:
   returned: when O(state=status)
   type: dict
   sample: {"slot": "green", "release_id": "1.4.2+0a1b2c3d4e5f"}
+rollback_target:
+  description:
+    - The release a plain rollback goes back to (O(state=status)): of the releases still on the host
+      that went live and were neither failed nor rolled back, the one deployed last before the one
+      that serves. Empty when there is none.
+  returned: when O(state=status)
+  type: str
 duration_s:
   description: Seconds the module took.
   returned: always
@@ -223,7 +239,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils.backup import sha256_file, write_json_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.release import (
-    ReleaseError, check_links, check_release_id, resolve_in_tree)
+    ReleaseError, check_links, check_release_id, previous_good, resolve_in_tree)
 
 RECORD = "release-state.json"
 
@@ -445,6 +461,15 @@ def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
             if record["current"]:
                 record["previous"] = dict(record["current"])
             record["current"] = dict(current, since=utc_now())
+        if params["went_live_by"] == "deploy" and (record["current"].get("release_id") != release_id
+                                                    or "deploy_order" not in entry):
+            entry["deploy_order"] = 1 + max((item.get("deploy_order", 0) for item in record["releases"].values()), default=0)
+        left = record["previous"].get("release_id", "") if record["current"].get("release_id") == release_id else \
+            record["current"].get("release_id", "")
+        if params["went_live_by"] == "rollback" and left and left != release_id and left in record["releases"]:
+            # The release a rollback left is no rollback target any more, and not a good one.
+            record["releases"][left] = dict(record["releases"][left], status="rolled_back",
+                                            reason=f"rolled back to {release_id}")
         entry.update(status="live")
         entry.pop("reason", None)
         if params["last_known_good"] and record["last_known_good"].get("release_id") != release_id:
@@ -510,6 +535,11 @@ def serving(module: AnsibleModule, site_dir: str, result: dict) -> None:
         pass
     result["slots"] = slots
     result["serving"] = {"slot": slot, "release_id": slots.get(slot, "")}
+    releases_dir = os.path.join(site_dir, "releases")
+    present = {name for name in os.listdir(releases_dir) if os.path.isdir(os.path.join(releases_dir, name))}
+    record = read_record(site_dir)
+    result["record"] = record
+    result["rollback_target"] = previous_good(record, result["serving"]["release_id"], present)
 
 
 def main() -> None:
@@ -530,6 +560,7 @@ def main() -> None:
             export_migrations=dict(type="path"),
             slot=dict(type="str"),
             last_known_good=dict(type="bool", default=False),
+            went_live_by=dict(type="str", choices=["deploy", "rollback"], default="deploy"),
             config_files=dict(type="list", elements="path", default=[]),
             reason=dict(type="str", default=""),
             keep=dict(type="int", default=5),

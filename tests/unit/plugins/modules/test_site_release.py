@@ -156,6 +156,75 @@ def test_live_records_current_previous_and_last_known_good(site, tmp_path):
     assert not site(state="live", release_id=second, slot="green")["changed"]
 
 
+def serve(site, tmp_path, release_id: str, slot: str) -> None:
+    """Point slot at the release and nginx's upstream (a file the status read parses) at slot."""
+    link = site.dir / "slots" / slot
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(site.dir / "releases" / release_id, link)
+    conf = tmp_path / "conf.d"
+    conf.mkdir(exist_ok=True)
+    (conf / "opspack-upstream-blog.conf").write_text(f"# slot: {slot}\nupstream opspack_blog {{\n}}\n")
+
+
+def rollback_target(site, tmp_path) -> str:
+    return site(state="status", upstream_conf_dir=str(tmp_path / "conf.d"))["rollback_target"]
+
+
+def test_plain_rollbacks_go_back_along_the_deploy_order_never_forward(site, tmp_path):
+    one, two, three = (unpack(site, tmp_path, version)[0] for version in ("1.0.0", "2.0.0", "3.0.0"))
+    for release_id, slot in ((one, "blue"), (two, "green"), (three, "blue")):
+        site(state="live", release_id=release_id, slot=slot, last_known_good=True)
+        serve(site, tmp_path, release_id, slot)
+    assert rollback_target(site, tmp_path) == two
+    # rollback to 2.0.0: 3.0.0 is left and rolled back; the next plain rollback goes to 1.0.0
+    site(state="live", release_id=two, slot="green", last_known_good=True, went_live_by="rollback")
+    serve(site, tmp_path, two, "green")
+    record = site(state="status", upstream_conf_dir=str(tmp_path / "conf.d"))["record"]
+    assert record["releases"][three]["status"] == "rolled_back"
+    assert rollback_target(site, tmp_path) == one
+    site(state="live", release_id=one, slot="blue", last_known_good=True, went_live_by="rollback")
+    serve(site, tmp_path, one, "blue")
+    assert rollback_target(site, tmp_path) == "", "nothing was deployed before 1.0.0: never forward to 2.0.0"
+    # a deploy of 3.0.0 again puts it last in the order; its plain rollback is 1.0.0, not the rolled-back 2.0.0
+    site(state="live", release_id=three, slot="green", last_known_good=True)
+    serve(site, tmp_path, three, "green")
+    assert rollback_target(site, tmp_path) == one
+
+
+def test_the_rollback_target_follows_what_serves_and_what_is_on_the_host(site, tmp_path):
+    one, two = (unpack(site, tmp_path, version)[0] for version in ("1.0.0", "2.0.0"))
+    site(state="live", release_id=one, slot="blue", last_known_good=True)
+    site(state="failed", release_id=two, reason="health gate")
+    serve(site, tmp_path, one, "blue")
+    assert rollback_target(site, tmp_path) == "", "a failed release is never a rollback target"
+    site(state="live", release_id=two, slot="green", last_known_good=True)
+    serve(site, tmp_path, two, "green")
+    assert rollback_target(site, tmp_path) == one
+    os.rename(site.dir / "releases" / one, tmp_path / "gone")
+    assert rollback_target(site, tmp_path) == "", "a release no longer on the host cannot be gone back to"
+
+
+def test_after_an_interrupted_run_a_plain_rollback_goes_to_the_recorded_release_or_finishes_the_rollback(site, tmp_path):
+    one, two, three = (unpack(site, tmp_path, version)[0] for version in ("1.0.0", "2.0.0", "3.0.0"))
+    for release_id, slot in ((one, "blue"), (two, "green")):
+        site(state="live", release_id=release_id, slot=slot, last_known_good=True)
+        serve(site, tmp_path, release_id, slot)
+    # a deploy of 3.0.0 killed after its switch: 3.0.0 serves, the record still says 2.0.0
+    serve(site, tmp_path, three, "blue")
+    assert rollback_target(site, tmp_path) == two
+    # a rollback from 2.0.0 killed after its switch: 1.0.0 serves, the record still says 2.0.0
+    serve(site, tmp_path, one, "blue")
+    assert rollback_target(site, tmp_path) == one, "the rollback is finished, never taken further back"
+
+
+def test_a_settled_live_record_is_not_rewritten(site, tmp_path):
+    one, _ = unpack(site, tmp_path, "1.0.0")
+    assert site(state="live", release_id=one, slot="blue", last_known_good=True)["changed"]
+    again = site(state="live", release_id=one, slot="blue", last_known_good=True)
+    assert not again["changed"] and again["record"]["releases"][one]["deploy_order"] == 1
+
+
 def test_prune_keeps_newest_good_and_protected_never_counts_failed(site, tmp_path):
     ids = [unpack(site, tmp_path, f"1.0.{n}")[0] for n in range(5)]
     site(state="failed", release_id=ids[4], reason="health gate")
