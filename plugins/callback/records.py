@@ -19,6 +19,8 @@ description:
     C(loop-sites-matrix.md) (one row per site and environment, rendered from the history),
     C(what-broke-last-time.md) (one entry per failed or rolled-back operation, append-only) and
     C(last-known-good/<site>.json) (after a deploy or rollback whose smoke tests passed).
+  - A run refused before anything changed (a deploy refused before its lock, a restore whose
+    backup its verification refused) is not an operation and is not recorded.
   - Only an allowlist of fields is read from module results, never task arguments or whole
     results, and nothing from C(no_log) tasks. Failure messages are cut to their first line.
   - Writes are atomic (temporary file, then rename) under a lock file, so two runs that finish
@@ -46,7 +48,8 @@ options:
       - section: opspack_records
         key: environment
   operator:
-    description: Who runs the operations; by default the control node's user and host name.
+    description: Who runs the operations; by default C(<USER>@<control node>) (C(operator) when USER is unset),
+      the name the release role writes as C(by=) in each host's audit log.
     type: str
     env:
       - name: OPSPACK_OPERATOR
@@ -57,10 +60,8 @@ options:
 
 import datetime
 import fcntl
-import getpass
 import json
 import os
-import socket
 import time
 
 from ansible import context
@@ -68,6 +69,7 @@ from ansible.plugins.callback import CallbackBase
 from ansible.utils.display import Display
 
 from ansible_collections.opspack.platform.plugins.filter import paths
+from ansible_collections.opspack.platform.plugins.lookup import controller_run
 from ansible_collections.opspack.platform.plugins.module_utils.backup import write_bytes_atomic
 
 display = Display()
@@ -316,7 +318,7 @@ class CallbackModule(CallbackBase):
         return os.path.basename(directory) or "default"
 
     def _operator(self) -> str:
-        return self._option("operator") or f"{getpass.getuser()}@{socket.gethostname()}"
+        return self._option("operator") or controller_run.operator()
 
     # --- what the modules returned ----------------------------------------------------------
 
@@ -391,9 +393,10 @@ class CallbackModule(CallbackBase):
         elif module in ("site_maintenance", "pg_backup_restore") and result.task.check_mode is not True:
             if failed or found.get("changed"):
                 self._done.append(self._outside_lock(host, module, found, result, failed))
-        elif module == "pg_backup_restore" and failed:
-            # The restore's own verification (a check-mode run) refused the backup: nothing changed.
-            self._done.append(self._outside_lock(host, module, found, result, failed))
+        elif module == "pg_backup_restore":
+            # The restore's own verification (a check-mode run) refused the backup before anything
+            # changed: a refusal, like a deploy refused before its lock, is not an operation.
+            return
         elif operation is None:
             if module in DRILL_MODULES:
                 self._drill(host, module, found, failed)

@@ -14,12 +14,14 @@ description:
     C(<control node>:<pid>:<start time>). It is the same for every host and every task of one
     run (also across C(serial) batches), and never reused by a later run, so deploy locks and
     records can name the run.
+  - With the term C(operator), returns who runs it, C(<USER>@<control node>) (C(operator) when
+    USER is unset): the one name the audit logs on the hosts and the records use.
   - With the term C(gone) and a run id, returns V(true) only when that run was started on this
     control node and its process no longer exists (or the pid now belongs to another process).
     A run of another control node is never called gone.
 options:
   _terms:
-    description: Nothing, or C(gone) followed by a run id.
+    description: Nothing, C(operator), or C(gone) followed by a run id.
     type: list
     elements: str
 """
@@ -65,6 +67,10 @@ def run_id() -> str:
     return f"{socket.gethostname()}:{pid}:{start_time(pid) or '0'}"
 
 
+def operator() -> str:
+    return f"{os.environ.get('USER') or 'operator'}@{socket.gethostname()}"
+
+
 def gone(other: str) -> bool:
     try:
         host, pid, started = other.rsplit(":", 2)
@@ -80,6 +86,8 @@ class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         if not terms:
             return [run_id()]
+        if terms == ["operator"]:
+            return [operator()]
         if terms[0] == "gone" and len(terms) == 2:
             return [gone(str(terms[1]))]
-        raise AnsibleLookupError("controller_run takes no terms, or 'gone' and a run id")
+        raise AnsibleLookupError("controller_run takes no terms, 'operator', or 'gone' and a run id")

@@ -282,12 +282,65 @@ def test_a_restore_behind_maintenance_is_one_restore_operation(callback):
     assert not (callback.dir / "what-broke-last-time.md").exists()
 
 
-def test_a_restore_refused_by_its_verification_is_an_incident(callback):
+@pytest.mark.parametrize("reason", [
+    "restore failed: unknown backup id 'blog-postgresql-19990101T000000Z' in /var/backups/opspack/blog/postgresql",
+    "restore failed: backup blog-postgresql-x: checksum error: sha256 of /x is 00, the manifest says 11",
+], ids=["unknown backup id", "checksum mismatch"])
+def test_a_restore_refused_by_its_verification_is_not_recorded(callback, reason):
+    # As a deploy refused before its lock: the role stops before the maintenance page, nothing changed.
     failed(callback, "Restore | Verify the backup before anything changes", "pg_backup_restore", check_mode=True,
-           site="blog", msg=f"restore failed: checksum mismatch for blog-postgresql-x\n{CANARY}")
+           site="blog", changed=False, msg=f"{reason}\n{CANARY}")
+    callback.v2_playbook_on_stats(None)
+    assert not callback.dir.exists()
+
+
+def test_a_restore_that_fails_after_the_maintenance_page_is_an_incident(callback):
+    ok(callback, "Restore | Verify the backup before anything changes", "pg_backup_restore",
+       check_mode=True, site="blog", backup_id="blog-postgresql-20261201T010000Z", changed=False)
+    ok(callback, "Restore | Switch the maintenance page on", "site_maintenance", site="blog", maintenance="on", was_on=False)
+    failed(callback, "Restore | Replace the database with the backup", "pg_backup_restore", site="blog", changed=False,
+           backup_id="blog-postgresql-20261201T010000Z", msg=f"restore failed: disk full\n{CANARY}")
+    ok(callback, "Restore | Switch the maintenance page off", "site_maintenance", site="blog", maintenance="off", was_on=True)
     callback.v2_playbook_on_stats(None)
     [entry] = history_of(callback)
-    assert (entry["operation"], entry["result"]) == ("restore", "failed") and "checksum mismatch" in entry["reason"]
+    assert (entry["operation"], entry["result"]) == ("restore", "failed") and "disk full" in entry["reason"]
     incidents = (callback.dir / "what-broke-last-time.md").read_text()
     assert "restore blog" in incidents and "the site's database was not replaced" in incidents
     assert CANARY not in incidents
+
+
+def audit_log_by() -> str:
+    """What the release role writes as by= (__release_holder, roles/release/tasks/site.yml): the
+    lookup's operator term, asked the way the role asks it."""
+    from ansible_collections.opspack.platform.plugins.lookup.controller_run import LookupModule
+    return LookupModule().run(["operator"])[0]
+
+
+@pytest.mark.parametrize("user", ["deployer", None])
+def test_the_default_operator_is_the_audit_logs_by_name(callback, monkeypatch, user):
+    monkeypatch.delenv("OPSPACK_OPERATOR")
+    # getpass.getuser() reads LOGNAME first, then the password database: neither is the role's rule.
+    monkeypatch.setenv("LOGNAME", "someone-else")
+    if user:
+        monkeypatch.setenv("USER", user)
+    else:
+        monkeypatch.delenv("USER", raising=False)
+    monkeypatch.setattr("socket.gethostname", lambda: "control-1")
+    expected = f"{user or 'operator'}@control-1"
+    assert audit_log_by() == expected
+    plugin = records_plugin.CallbackModule()
+    plugin.set_options()
+    deploy(plugin, fail_at="Release | Health gate")
+    ok(plugin, "Release | Switch maintenance on", "site_maintenance", site="shop", maintenance="on", was_on=False)
+    plugin.v2_playbook_on_stats(None)
+    assert [entry["operator"] for entry in history_of(callback)] == [expected, expected]
+    assert f"- **Operator:** {expected}\n" in (callback.dir / "what-broke-last-time.md").read_text()
+    row = [line for line in (callback.dir / "loop-sites-matrix.md").read_text().splitlines() if line.startswith("| blog")]
+    assert f"| {expected} |" in row[0], row
+
+
+def test_a_configured_operator_still_wins(callback, monkeypatch):
+    monkeypatch.setenv("USER", "deployer")
+    deploy(callback)
+    callback.v2_playbook_on_stats(None)
+    assert history_of(callback)[0]["operator"] == "ann@laptop"
