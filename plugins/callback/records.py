@@ -382,7 +382,16 @@ class CallbackModule(CallbackBase):
                     "operation": operation_of(holder), "started": time.monotonic(),
                     "release": holder.get("version"), "result": "ok", "actions": []}
                 if found.get("broken"):
-                    self._open[host]["actions"].append(f"took over the lock of {found['broken'].get('holder', '?')}")
+                    broken = found["broken"]
+                    self._open[host]["actions"].append(f"took over the lock of {broken.get('holder', '?')}")
+                    # The run that held it never ended: an incident of its own, with what it was doing.
+                    self._done.append({
+                        "time": utc_now(), "site": site, "environment": self._environment(), "host": host,
+                        "operation": operation_of(broken), "result": "interrupted", "release": broken.get("version"),
+                        "operator": broken.get("holder"), "step": "interrupted before it finished",
+                        "reason": f"its run ({broken.get('run_id', '?')}) ended while it held the deploy lock",
+                        "impact": "whatever it left is put right by the run that took over its lock (see its actions)",
+                        "actions": f"lock taken over by {self._operator()}"})
         elif module == "deploy_lock" and not failed and operation is not None and not found.get("held"):
             self._close(host)
         elif module == "pg_backup" and not failed and found.get("manifest", {}).get("ended_at"):
@@ -408,6 +417,14 @@ class CallbackModule(CallbackBase):
                 operation["migration_version"] = found.get("version_after")
                 if found.get("reverted") and operation.get("step"):
                     operation["actions"].append("reverted migrations " + ", ".join(found["reverted"]))
+                elif (found.get("reverted") or found.get("applied")) and operation["operation"] == "deploy" \
+                        and not operation.get("unpacked"):
+                    # Migrations before the release is unpacked bring the schema back to the serving
+                    # release's (roles/release/tasks/reconcile.yml): what an interrupted run left.
+                    operation["actions"].append("schema brought back to the serving release's ("
+                                                + ", ".join([f"reverted {name}" for name in found.get("reverted") or []]
+                                                            + [f"applied {name}" for name in found.get("applied") or []])
+                                                + ")")
                 elif found.get("reverted"):
                     operation["reverted"] = found["reverted"]
         elif module == "site_upstream" and not failed and found.get("changed"):
@@ -429,6 +446,8 @@ class CallbackModule(CallbackBase):
                     operation["last_known_good"] = lkg
             elif state == "failed":
                 operation["release_failed"] = found.get("release_id")
+            elif state == "present":
+                operation["unpacked"] = True
 
     def _outside_lock(self, host: str, module: str, found: dict, result, failed: bool) -> dict:
         """A maintenance switch or a restore: operations without a deploy lock of their own."""

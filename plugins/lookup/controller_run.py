@@ -15,7 +15,7 @@ description:
     run (also across C(serial) batches), and never reused by a later run, so deploy locks and
     records can name the run.
   - With the term C(operator), returns who runs it, C(<USER>@<control node>) (C(operator) when
-    USER is unset): the one name the audit logs on the hosts and the records use.
+    USER is unset). It is the one name the audit logs on the hosts and the records use.
   - With the term C(gone) and a run id, returns V(true) only when that run was started on this
     control node and its process no longer exists (or the pid now belongs to another process).
     A run of another control node is never called gone.

@@ -66,19 +66,22 @@ def plan(release: list[dict], applied: dict, target: str, require_rollback: bool
     """What to revert (newest first) and apply (oldest first) to bring the database to target.
 
     applied maps version -> {name, checksum, rollback_sql} from the history table. target is
-    'head' (the release's newest migration) or a version number. Refuses, before anything runs:
+    'head' (the release's newest migration), 'current' (the newest applied: nothing to do, a way
+    to read the history) or a version number. Refuses, before anything runs:
     an applied migration whose file changed, one the release lacks but would keep, a pending
     migration older than an applied one, a migration to apply without a rollback script (when
     required) and one to revert whose rollback SQL is known nowhere."""
     in_release = {item["version"]: item for item in release}
-    if target == "head":
+    if target == "current":
+        goal = max(applied, default=0)
+    elif target == "head":
         goal = max(in_release, default=0)
     elif re.fullmatch(r"\d{1,18}", str(target)):
         goal = int(target)
         if goal and goal not in in_release and goal not in applied:
             raise MigrationError(f"target version {goal} is neither in this release nor applied")
     else:
-        raise MigrationError(f"target {target!r} is not 'head' or a migration version number")
+        raise MigrationError(f"target {target!r} is not 'head', 'current' or a migration version number")
     for version, row in sorted(applied.items()):
         mine = in_release.get(version)
         if mine and mine["checksum"] != row["checksum"]:

@@ -43,7 +43,10 @@ options:
         to O(target) with the rollback SQL recorded in the history alone.
     type: path
   target:
-    description: C(head) (the newest migration in O(path)) or a migration version number to go to.
+    description:
+      - C(head) (the newest migration in O(path)) or a migration version number to go to.
+      - C(current) stays where the database is (nothing runs): with O(path) omitted, a way to read
+        RV(history), for example to check a release's migrations against it before deploying.
     type: str
     default: head
   history_table:
@@ -121,6 +124,11 @@ applied:
   elements: str
 reverted:
   description: Migrations reverted by this run (in check mode, that would be), newest first.
+  returned: always
+  type: list
+  elements: str
+history:
+  description: The migrations applied before the run, oldest first, as C(NNN_name).
   returned: always
   type: list
   elements: str
@@ -251,6 +259,7 @@ def migrate(module: AnsibleModule, result: dict) -> None:
         else:
             applied = migrator.applied()
         result["version_before"] = max(applied, default=0)
+        result["history"] = [row["name"] for _version, row in sorted(applied.items())]
         steps = migrations.plan(release, applied, params["target"], params["require_rollback"])
         result["applied"] = [item["name"] for item in steps["apply"]]
         result["reverted"] = [item["name"] for item in steps["revert"]]
@@ -322,7 +331,7 @@ def main() -> None:
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            required_if=[("target", "head", ("path",))])
     clock = time.monotonic()
-    result = {"changed": False, "version_before": 0, "version_after": 0, "applied": [], "reverted": []}
+    result = {"changed": False, "version_before": 0, "version_after": 0, "applied": [], "reverted": [], "history": []}
     try:
         migrate(module, result)
     except (migrations.MigrationError, OSError, *engine.DATABASE_ERRORS) as exc:

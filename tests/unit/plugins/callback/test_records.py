@@ -56,6 +56,8 @@ def deploy(plugin, version="2.0.0", previous="1.0.0+aaaaaaaaaaaa", host="vps1", 
     ok(plugin, "Release | Take the deploy lock", "deploy_lock", host=host, site="blog", held=True, acquired=True,
        holder={"holder": "ann@laptop", "run_id": "laptop:1:2", "version": release, "operation": operation,
                "reason": reason}, broken={})
+    ok(plugin, "Release | Unpack the release", "site_release", host=host, site="blog", operation="present",
+       release_id=release, record={})
     ok(plugin, "Release | Run the migrations", "pg_migrations", host=host, version_after=2, applied=["002_tags"], reverted=[])
     if fail_at:
         failed(plugin, fail_at, "site_upstream", host=host,
@@ -344,3 +346,32 @@ def test_a_configured_operator_still_wins(callback, monkeypatch):
     deploy(callback)
     callback.v2_playbook_on_stats(None)
     assert history_of(callback)[0]["operator"] == "ann@laptop"
+
+
+def test_a_run_that_takes_over_an_interrupted_runs_lock_records_it_and_what_it_put_right(callback):
+    gone = {"holder": "bob@laptop", "run_id": "laptop:99:1", "version": "2.0.0+cccccccccccc", "operation": "deploy"}
+    ok(callback, "Release | Take over the lock", "deploy_lock", site="blog", held=True, acquired=True,
+       holder={"holder": "ann@laptop", "run_id": "laptop:1:2", "version": "1.0.0+aaaaaaaaaaaa", "operation": "deploy"},
+       broken=gone)
+    ok(callback, "Release | Bring the schema back", "pg_migrations", version_after=1, applied=[], reverted=["002_tags"])
+    ok(callback, "Release | Record live", "site_release", site="blog", operation="live", release_id="1.0.0+aaaaaaaaaaaa",
+       record={"current": {"release_id": "1.0.0+aaaaaaaaaaaa", "slot": "blue"}, "previous": {},
+               "last_known_good": {"release_id": "1.0.0+aaaaaaaaaaaa", "slot": "blue"}})
+    ok(callback, "Release | Release the deploy lock", "deploy_lock", site="blog", held=False, holder={})
+    callback.v2_playbook_on_stats(None)
+    history = [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
+    assert [(entry["operation"], entry["result"]) for entry in history] == [("deploy", "interrupted"), ("deploy", "ok")]
+    assert history[0]["release"] == "2.0.0+cccccccccccc" and history[0]["operator"] == "bob@laptop"
+    assert "took over the lock of bob@laptop" in history[1]["actions"]
+    assert "schema brought back to the serving release's (reverted 002_tags)" in history[1]["actions"]
+    incidents = (callback.dir / "what-broke-last-time.md").read_text()
+    assert "deploy blog" in incidents and "interrupted before it finished" in incidents
+    matrix = (callback.dir / "loop-sites-matrix.md").read_text()
+    assert "| 1.0.0 |" in matrix and "| ok |" in matrix, "the matrix shows the run that finished"
+
+
+def test_a_deploys_own_migrations_are_not_taken_for_a_repair(callback):
+    deploy(callback)
+    callback.v2_playbook_on_stats(None)
+    history = [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
+    assert "schema brought back" not in history[0].get("actions", "")

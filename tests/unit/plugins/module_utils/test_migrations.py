@@ -97,3 +97,9 @@ def test_an_unknown_target_is_refused(tmp_path, target):
     release = migrations.read_release(release_dir(tmp_path, V2))
     with pytest.raises(migrations.MigrationError, match="target"):
         migrations.plan(release, {}, target)
+
+
+def test_current_plans_nothing_whatever_the_release_holds(tmp_path):
+    applied = applied_from(migrations.read_release(release_dir(tmp_path, V2)))
+    steps = migrations.plan([], applied, "current")
+    assert steps == {"goal": 2, "apply": [], "revert": []}
