@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: venv lint sanity unit test-fast lab-tests molecule test-lab test demo lab-down bench bench-provision bench-backup bench-release clean
+.PHONY: venv lint sanity unit test-fast lab-tests molecule test-lab test demo lab-down bench bench-provision bench-backup bench-release soak clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -72,6 +72,15 @@ bench-backup: venv
 
 bench-release: venv
 	python bench/release.py
+
+# The release lifecycle's state sequence, long: hundreds of seeded random deploys, rollbacks,
+# maintenance switches and killed runs on a lab host, the invariants checked after each step.
+# It prints the seed, the steps run and the invariant checks passed (SOAK_SEED=<seed> replays one).
+SOAK_STEPS ?= 300
+SOAK_SEED ?=
+soak: venv
+	OPSPACK_SOAK=1 OPSPACK_SEQUENCE_STEPS=$(SOAK_STEPS) OPSPACK_SEQUENCE_SEED=$(SOAK_SEED) PYTEST_ADDOPTS=-s \
+		molecule test -s deploy
 
 lab-down: venv
 	opspack lab down

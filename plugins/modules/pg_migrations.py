@@ -45,7 +45,7 @@ options:
   target:
     description:
       - C(head) (the newest migration in O(path)) or a migration version number to go to.
-      - C(current) stays where the database is (nothing runs): with O(path) omitted, a way to read
+      - C(current) stays where the database is (nothing runs). With O(path) omitted it is a way to read
         RV(history), for example to check a release's migrations against it before deploying.
     type: str
     default: head

@@ -214,9 +214,9 @@ serving:
   sample: {"slot": "green", "release_id": "1.4.2+0a1b2c3d4e5f"}
 rollback_target:
   description:
-    - The release a plain rollback goes back to (O(state=status)): of the releases still on the host
-      that went live and were neither failed nor rolled back, the one deployed last before the one
-      that serves. Empty when there is none.
+    - The release a plain rollback goes back to (O(state=status)). Of the releases still on the host
+      that went live and were neither failed nor rolled back, it is the one deployed last before the
+      one that serves. Empty when there is none.
   returned: when O(state=status)
   type: str
 duration_s:
@@ -457,15 +457,15 @@ def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
         if not params["slot"]:
             raise ReleaseError("state=live needs the slot that serves the release")
         current = {"release_id": release_id, "slot": params["slot"]}
-        if record["current"].get("release_id") != release_id or record["current"].get("slot") != params["slot"]:
+        arrives = record["current"].get("release_id") != release_id
+        if arrives or record["current"].get("slot") != params["slot"]:
             if record["current"]:
                 record["previous"] = dict(record["current"])
             record["current"] = dict(current, since=utc_now())
-        if params["went_live_by"] == "deploy" and (record["current"].get("release_id") != release_id
-                                                    or "deploy_order" not in entry):
+        if params["went_live_by"] == "deploy" and (arrives or "deploy_order" not in entry):
             entry["deploy_order"] = 1 + max((item.get("deploy_order", 0) for item in record["releases"].values()), default=0)
-        left = record["previous"].get("release_id", "") if record["current"].get("release_id") == release_id else \
-            record["current"].get("release_id", "")
+        # The release this one took over from (on a re-run of the same step, the record's previous).
+        left = record["previous"].get("release_id", "")
         if params["went_live_by"] == "rollback" and left and left != release_id and left in record["releases"]:
             # The release a rollback left is no rollback target any more, and not a good one.
             record["releases"][left] = dict(record["releases"][left], status="rolled_back",

@@ -77,8 +77,8 @@ class RequestLoop:
     """Requests to the site, one after another, while an operation runs: bounded in count and
     time, stopped by the test or by itself."""
 
-    def __init__(self, host, limit: int = 20000, seconds: float = 240.0):
-        self.port, self.limit, self.seconds = https_port(host), limit, seconds
+    def __init__(self, host, limit: int = 20000, seconds: float = 240.0, path: str = "/"):
+        self.port, self.limit, self.seconds, self.path = https_port(host), limit, seconds, path
         self.statuses: dict[str, int] = {}
         self.versions: set[str] = set()
         self._stop = threading.Event()
@@ -92,7 +92,7 @@ class RequestLoop:
                 return
             connection = LabHTTPSConnection(SERVER_NAME, self.port, timeout=10, context=context)
             try:
-                connection.request("GET", "/")
+                connection.request("GET", self.path)
                 response = connection.getresponse()
                 response.read()
                 key = str(response.status)

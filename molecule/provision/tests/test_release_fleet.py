@@ -59,3 +59,29 @@ def test_a_fleet_deploy_goes_host_by_host_with_one_release_id_and_stops_at_the_f
     assert any(key.startswith("2.1.0+") and entry["status"] == "failed" for key, entry in first["releases"].items())
     assert not any(key.startswith("2.1.0+") for key in second["releases"]), "vps2 was never touched"
     assert first["current"]["release_id"] == second["current"]["release_id"] == current["vps1"]
+
+
+def test_a_host_lost_at_login_stops_the_fleet_before_any_change(tmp_path):
+    """vps2 answers no login (its SSH port made a closed one in a later inventory source): the
+    deploy must stop on every host, naming vps2, instead of going on with vps1 alone."""
+    lost = tmp_path / "lost.yml"
+    lost.write_text("all:\n  hosts:\n    vps2:\n      ansible_port: 1\n")
+    before = record("vps1")
+    ran = deploy("2.0.0", "-i", str(lost))
+    out = ran.stdout + ran.stderr
+    assert ran.returncode != 0 and "Cannot log in to vps2" in out and "before anything changed on any host" in out, out[-3000:]
+    assert "PLAY [Deploy | Ship the release]" not in out
+    assert record("vps1") == before, "vps1 was not touched"
+
+
+def test_preflight_finds_its_way_into_a_provisioned_host(tmp_path):
+    """An operator's inventory that still logs in as root (as on the fresh VPS): provisioning
+    switched root login off, so preflight must come in as the operator, as every playbook does."""
+    as_root = tmp_path / "as-root.yml"
+    as_root.write_text("all:\n  hosts:\n" + "".join(f"    {name}:\n      ansible_user: root\n      ansible_become: false\n"
+                                                   for name in HOSTS))
+    ran = subprocess.run(["ansible-playbook", "-i", str(INVENTORY), "-i", str(as_root), "playbooks/preflight.yml"],
+                         capture_output=True, text=True, check=False, cwd=PROJECT,
+                         env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"))
+    assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
+    assert "unreachable=0" in ran.stdout.split("PLAY RECAP")[-1] and "failed=0" in ran.stdout.split("PLAY RECAP")[-1]

@@ -190,6 +190,12 @@ def test_plain_rollbacks_go_back_along_the_deploy_order_never_forward(site, tmp_
     site(state="live", release_id=three, slot="green", last_known_good=True)
     serve(site, tmp_path, three, "green")
     assert rollback_target(site, tmp_path) == one
+    # 2.0.0 deployed again goes last too: its plain rollback is 3.0.0, deployed before it
+    site(state="live", release_id=two, slot="blue", last_known_good=True)
+    serve(site, tmp_path, two, "blue")
+    record = site(state="status", upstream_conf_dir=str(tmp_path / "conf.d"))["record"]
+    assert record["releases"][two]["deploy_order"] > record["releases"][three]["deploy_order"]
+    assert rollback_target(site, tmp_path) == three
 
 
 def test_the_rollback_target_follows_what_serves_and_what_is_on_the_host(site, tmp_path):
