@@ -38,6 +38,7 @@ GOOD = tuple(SCHEMA)
 HEALTH_FAILS = "2.1.0"
 MIGRATION_FAILS = "3.0.0"
 UNKNOWN = "7.7.7+000000000000"
+AFTER_KILL_S = 8
 
 
 @dataclass
@@ -73,6 +74,9 @@ def run(step: Step) -> tuple[int | None, str]:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
+        # The module the run had started on the host may still finish there (the SSH master
+        # connection outlives the control process): give it the time one task takes.
+        time.sleep(AFTER_KILL_S)
         return None, ""
 
 
