@@ -137,3 +137,8 @@ def schema(host, site: str = "blog") -> str:
 
 def access_log_lines(host) -> int:
     return int(host.check_output("wc -l < /var/log/nginx/access.log"))
+
+
+def history() -> list[dict]:
+    """The control node's history.jsonl (the records callback writes it beside the inventory)."""
+    return [json.loads(line) for line in (EPHEMERAL / "records" / "history.jsonl").read_text().splitlines()]

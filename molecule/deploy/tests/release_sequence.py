@@ -30,7 +30,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from release_lab import EPHEMERAL, PROJECT, SITE_DIR, command, deploy_args, get, record, sql
+from release_lab import EPHEMERAL, PROJECT, command, deploy_args, get, history, record
 
 # version -> the migrations its tree defines (tests/sample_site/build_releases.py)
 SCHEMA = {"1.0.0": [1], "2.0.0": [1, 2], "4.0.0": [1, 2]}
@@ -115,30 +115,39 @@ def choose(rng: random.Random, host, maintenance: bool, killed: Step | None, ser
 
 # --- what the host and the records say ------------------------------------------------------
 
+# Everything the invariants read on the host, in one SSH round trip (each testinfra command is one).
+STATE_SCRIPT = r"""
+slot=$(sed -n 's/^# slot: //p' /etc/nginx/conf.d/opspack-upstream-blog.conf)
+target=$(basename "$(readlink /srv/blog/slots/$slot)")
+complete=no
+[ -f "/srv/blog/releases/$target/VERSION" ] && [ -d "/srv/blog/releases/$target/venv" ] && complete=yes
+applied=$(runuser -u postgres -- psql -XAtq -d blog -c \
+  "SELECT coalesce(string_agg(version::text, ',' ORDER BY version), '') FROM opspack_schema_history")
+done_line=$(grep -E ' (deploy|rollback) done ' /var/log/opspack/blog-audit.log | tail -n 1)
+partial=$(ls -d /srv/blog/releases/*.partial /var/lib/opspack/migrations/blog/*.partial 2>/dev/null | tr '\n' ' ')
+lock=no; [ -e /srv/blog/deploy.lock ] && lock=yes
+printf '%s\n' "$slot" "$target" "$complete" "$applied" "$done_line" "$partial" "$lock"
+cat /srv/blog/release-state.json
+"""
+
+
+def host_state(host) -> dict:
+    lines = host.check_output(STATE_SCRIPT).split("\n", 7)
+    slot, release_id, complete, applied, done_line, partial, lock = (line.strip() for line in lines[:7])
+    done = next((word.split("=", 1)[1] for word in done_line.split() if word.startswith(("release=", "to="))), "")
+    return {"slot": slot, "release_id": release_id, "complete": complete == "yes",
+            "applied": [int(number) for number in applied.split(",") if number], "last_done": done,
+            "partial": partial, "lock": lock == "yes", "record": json.loads(lines[7])}
+
+
 def serving(host) -> tuple[str, str]:
     """(slot, release id) nginx sends the site's traffic to."""
-    slot = host.check_output(f"sed -n 's/^# slot: //p' /etc/nginx/conf.d/opspack-upstream-blog.conf").strip()
-    target = host.check_output(f"readlink {SITE_DIR}/slots/{slot}").strip()
-    return slot, os.path.basename(target)
-
-
-def applied(host) -> list[int]:
-    found = sql(host, "SELECT coalesce(string_agg(version::text, ',' ORDER BY version), '') FROM opspack_schema_history")
-    return [int(number) for number in found.split(",") if number]
-
-
-def last_done(host) -> str:
-    lines = host.check_output("grep -E ' (deploy|rollback) done ' /var/log/opspack/blog-audit.log | tail -n 1 || true")
-    for word in lines.split():
-        if word.startswith(("release=", "to=")):
-            return word.split("=", 1)[1]
-    return ""
+    state = host_state(host)
+    return state["slot"], state["release_id"]
 
 
 def last_recorded() -> dict:
-    path = EPHEMERAL / "records" / "history.jsonl"
-    entries = [json.loads(line) for line in path.read_text().splitlines()]
-    serving_ops = [entry for entry in entries if entry.get("site") == "blog" and entry.get("result") == "ok"
+    serving_ops = [entry for entry in history() if entry.get("site") == "blog" and entry.get("result") == "ok"
                    and entry.get("operation") in ("deploy", "upgrade", "rollback")]
     return serving_ops[-1] if serving_ops else {}
 
@@ -160,30 +169,29 @@ def check(host, outcome: Outcome, *, full: bool, maintenance: bool, before: str,
         if not condition:
             problems.append(what)
 
-    slot, release_id = serving(host)
+    state = host_state(host)
+    slot, release_id = state["slot"], state["release_id"]
     version = release_id.split("+")[0]
-    complete = host.run(f"test -f {SITE_DIR}/releases/{release_id}/VERSION && test -d {SITE_DIR}/releases/{release_id}/venv")
-    expect(bool(release_id) and not release_id.endswith(".partial") and complete.rc == 0,
+    expect(bool(release_id) and not release_id.endswith(".partial") and state["complete"],
            f"slot {slot} links {release_id!r}, not a complete release")
     status, answered, _body = get(host, "/health/ready")
     expect((status, answered) == (200, version), f"health through nginx answered {status} from {answered!r}, not 200 from {version}")
     status, _answered, _body = get(host, "/")
     expect(status == (503 if maintenance else 200), f"/ answered {status} with maintenance {'on' if maintenance else 'off'}")
     if full:
-        expect(applied(host) == SCHEMA.get(version, applied(host)),
-               f"schema {applied(host)} is not what {version} defines ({SCHEMA.get(version)})")
-        state = record(host)
-        expect(state["current"].get("release_id") == release_id, f"record's current is {state['current'].get('release_id')}")
-        expect(state["last_known_good"].get("release_id") == release_id,
-               f"record's last known good is {state['last_known_good'].get('release_id')}")
-        expect(last_done(host) == release_id, f"audit log's last done line names {last_done(host)}")
+        expect(state["applied"] == SCHEMA.get(version, state["applied"]),
+               f"schema {state['applied']} is not what {version} defines ({SCHEMA.get(version)})")
+        record_ = state["record"]
+        expect(record_["current"].get("release_id") == release_id, f"record's current is {record_['current'].get('release_id')}")
+        expect(record_["last_known_good"].get("release_id") == release_id,
+               f"record's last known good is {record_['last_known_good'].get('release_id')}")
+        expect(state["last_done"] == release_id, f"audit log's last done line names {state['last_done']}")
         expect(last_recorded().get("release") == release_id, f"history.jsonl's last serving entry is {last_recorded().get('release')}")
         expect(matrix_version() == version, f"matrix shows {matrix_version()}")
         lkg = json.loads((EPHEMERAL / "records" / "last-known-good" / "blog.json").read_text())
         expect(lkg.get("release") == release_id, f"last-known-good/blog.json names {lkg.get('release')}")
-        leftovers = host.run(f"ls -d {SITE_DIR}/releases/*.partial /var/lib/opspack/migrations/blog/*.partial")
-        expect(leftovers.rc != 0, f".partial left: {leftovers.stdout.strip()}")
-        expect(not host.file(f"{SITE_DIR}/deploy.lock").exists, "the deploy lock is still held")
+        expect(not state["partial"], f".partial left: {state['partial']}")
+        expect(not state["lock"], "the deploy lock is still held")
         if rc == 0 and step.kind in ("deploy", "rollback"):
             asked = next((arg.split("=", 1)[1] for arg in step.args if arg.startswith("release_version=")), "")
             rolled_to = next((arg.split("=", 1)[1] for arg in step.args if arg.startswith("release_rollback_to=")), "")
@@ -222,11 +230,12 @@ def play(host, steps: int, seed: int, loop) -> Outcome:
         line = (f"step {number} (seed {seed}): {step.label}"
                 + (f" killed after {step.kill_after:.1f} s" if was_killed else f" -> rc {rc}")
                 + f" in {time.monotonic() - started:.0f} s")
-        outcome.log.append(line)
-        print(line, flush=True)
         assert rc is not None or step.kill_after is not None
         current = check(host, outcome, full=not was_killed, maintenance=maintenance, before=current, step=step, rc=rc)
         assert loop.failed == failed_before, f"{line}: requests failed during the step: {loop.statuses}"
+        line += f"; invariants hold ({outcome.checks} checks so far, {loop.total} requests, 0 failed)"
+        outcome.log.append(line)
+        print(line, flush=True)
         killed = step if was_killed else None
         outcome.steps += 1
     if killed is not None or maintenance:

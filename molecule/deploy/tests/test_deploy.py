@@ -19,6 +19,7 @@ import time
 import pytest
 
 from release_lab import (  # the scenario's shared helpers
+    history,
     PROJECT,
     EPHEMERAL,
     INVENTORY,
@@ -254,10 +255,6 @@ def test_the_records_hold_what_happened_and_no_secret(host):
 
 
 # --- Two sites on the host: two runs at once, and multi-service cutovers -------------------------
-
-def history() -> list[dict]:
-    return [json.loads(line) for line in (EPHEMERAL / "records" / "history.jsonl").read_text().splitlines()]
-
 
 def test_two_runs_finishing_together_on_two_sites_both_land_in_the_records(host):
     """A first deploy of shop and a rollback of blog, started together from two 'terminals'.

@@ -20,6 +20,7 @@ import subprocess
 import tarfile
 
 from release_lab import (  # the scenario's shared helpers
+    history,
     EPHEMERAL,
     INVENTORY,
     PROJECT,
@@ -40,10 +41,6 @@ from release_lab import (  # the scenario's shared helpers
 SECRET = "/root/opspack-test-root-only"
 SECRET_TEXT = "root-only-canary-5e1f0c"
 TAGS = "notes.tags"  # the column 2.0.0's migration 002_add_note_tags adds
-
-
-def history() -> list[dict]:
-    return [json.loads(line) for line in (EPHEMERAL / "records" / "history.jsonl").read_text().splitlines()]
 
 
 def incidents() -> str:
