@@ -147,32 +147,33 @@ def deploy_order(entry: dict) -> tuple:
     return (entry.get("deploy_order", 0), entry.get("unpacked_at", ""))
 
 
-def previous_good(record: dict, serving: str, present: set[str]) -> str:
+def previous_good(record: dict, serving: str, present: set[str], interrupted: dict | None = None) -> str:
     """The release a plain rollback goes back to: of the releases still on the host that went
-    live and were neither failed nor rolled back, the one deployed last before the newest of
-    the release that serves and the one the record names current. Never a release deployed
-    after it (that is a deploy, which applies its migrations), so rolling back twice goes
-    further back instead of forward to the release just left.
+    live and were neither failed nor rolled back, the one deployed last before the one that
+    serves. Never a release deployed after it (that is a deploy, which applies its migrations),
+    so rolling back twice goes further back instead of forward to the release just left.
 
-    The two differ only after an interrupted run: a deploy killed after its switch leaves a
-    release serving that never went live in the record (the rollback goes back to the recorded
-    one); a rollback killed after its switch leaves its target serving while the record still
-    names the release it left (the rollback finishes, to the release that serves).
+    When what serves is not what the record names current, a run was interrupted after its
+    switch. interrupted (the lock that run left: its operation and release) says which: after a
+    deploy, the rollback goes back to the recorded release; after a rollback (or, without the
+    lock, when what serves went live before), it finishes on the release that serves.
     Empty when there is none."""
     releases = record.get("releases", {})
+    current = record.get("current", {}).get("release_id", "")
 
-    def place(release_id: str) -> tuple:
-        entry = releases.get(release_id)
-        if entry is None:
-            return (-1,)
-        # A release serving without having gone live in the record is the newest of all.
-        return (1,) if entry.get("status") != "live" and release_id == serving else (0,) + deploy_order(entry)
+    def good(release_id: str) -> bool:
+        return release_id in present and releases.get(release_id, {}).get("status") == "live"
 
-    newest = max((release_id for release_id in (serving, record.get("current", {}).get("release_id", "")) if release_id),
-                 key=place, default="")
-    if not newest or place(newest) == (-1,):
+    if serving and current and serving != current and serving in releases:
+        lock = interrupted or {}
+        killed_deploy = lock.get("operation") == "deploy" and lock.get("version") == serving
+        if not killed_deploy and (lock.get("operation") == "rollback" or releases[serving].get("status") == "live"):
+            return serving
+        return current if good(current) else ""
+    base = serving or current
+    if base not in releases:
         return ""
-    earlier = [(place(release_id), release_id) for release_id, entry in releases.items()
-               if release_id != newest and release_id in present and entry.get("status") == "live"
-               and place(release_id) < place(newest)]
+    here = deploy_order(releases[base])
+    earlier = [(deploy_order(entry), release_id) for release_id, entry in releases.items()
+               if release_id != base and good(release_id) and deploy_order(entry) < here]
     return max(earlier)[1] if earlier else ""

@@ -92,6 +92,14 @@ options:
     description: With O(state=live), record the release as the last known good one (its smoke tests passed).
     type: bool
     default: false
+  replaces:
+    description:
+      - With O(state=live), the release that served before this run switched (what nginx served when
+        it began). It becomes the previous release, and with O(went_live_by=rollback) the one
+        recorded C(rolled_back). Empty means the record's current release (they differ only after
+        an interrupted run).
+    type: str
+    default: ""
   went_live_by:
     description:
       - With O(state=live), what put the release live. V(deploy) gives it the next place in the site's
@@ -268,14 +276,17 @@ def write_record(site_dir: str, record: dict) -> None:
     write_json_atomic(os.path.join(site_dir, RECORD), record, 0o644)
 
 
-def safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
-    """The artifact's members, once every one is known to stay inside the release: plain relative
-    names, each once, only files, directories and links, no member written through a link, and
-    every link resolved (through the others, as the kernel would) to a place inside the tree."""
+def safe_members(tar: tarfile.TarFile, shared: list[str]) -> list[tarfile.TarInfo]:
+    """The artifact's members, once every one is known to stay inside the release: relative names
+    without `..` (the kernel would follow a link before climbing, a textual normpath would not),
+    each once, only files, directories and links, no member written through a link, and every
+    link resolved (through the others, as the kernel would) to a place inside the tree. The
+    shared paths become links to shared/, which the site's user writes: no link may lead there."""
     members, seen, links = [], set(), {}
     for member in tar.getmembers():
-        name = os.path.normpath(member.name)
-        if (member.name.startswith("/") or name == ".." or name.startswith("../") or name in seen
+        parts = [part for part in member.name.split("/") if part not in ("", ".")]
+        name = "/".join(parts)
+        if (member.name.startswith("/") or ".." in parts or not name or name in seen
                 or not (member.isfile() or member.isdir() or member.issym())):
             raise ReleaseError(f"the artifact holds {member.name!r}, which would land outside the release, "
                                "comes twice, or is not a file, directory or link: refused, nothing was unpacked")
@@ -285,8 +296,16 @@ def safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
         members.append(member)
     try:
         check_links(links)
+        # The shared paths become links to shared/ (outside the release): resolved with them, no
+        # link of the artifact may lead there.
+        with_shared = dict(links, **{path.strip("/"): "/srv/<site>/shared" for path in shared})
+        for name in sorted(links):
+            try:
+                resolve_in_tree(with_shared, name)
+            except ReleaseError:
+                raise ReleaseError(f"{name} links to {links[name]}, into the site's shared files") from None
         for member in members:
-            parent = os.path.dirname(os.path.normpath(member.name))
+            parent = os.path.dirname("/".join(part for part in member.name.split("/") if part not in ("", ".")))
             if parent and resolve_in_tree(links, parent) != parent:
                 raise ReleaseError(f"{member.name} would be written through a link")
     except ReleaseError as exc:
@@ -348,7 +367,7 @@ def build_release(module: AnsibleModule, site_dir: str, partial: str) -> None:
     params = module.params
     with tarfile.open(params["artifact"]) as tar:
         # Checked before anything is written.
-        members = safe_members(tar)
+        members = safe_members(tar, params["shared_links"])
         os.mkdir(partial, 0o750)
         tar.extractall(partial, members=members)  # nosec B202 - every member checked by safe_members
     for relative in params["shared_links"]:
@@ -457,19 +476,22 @@ def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
         if not params["slot"]:
             raise ReleaseError("state=live needs the slot that serves the release")
         current = {"release_id": release_id, "slot": params["slot"]}
-        arrives = record["current"].get("release_id") != release_id
-        if arrives or record["current"].get("slot") != params["slot"]:
-            if record["current"]:
-                record["previous"] = dict(record["current"])
+        was_current = dict(record["current"])
+        replaced = params["replaces"] or was_current.get("release_id", "")
+        arrives = was_current.get("release_id") != release_id
+        if arrives or was_current.get("slot") != params["slot"]:
             record["current"] = dict(current, since=utc_now())
+        if replaced and replaced != release_id and record["previous"].get("release_id") != replaced:
+            record["previous"] = was_current if was_current.get("release_id") == replaced else \
+                {"release_id": replaced, "slot": slot_of(site_dir, replaced), "since": utc_now()}
+        elif arrives and was_current and not (replaced and replaced != release_id):
+            record["previous"] = was_current
         if params["went_live_by"] == "deploy" and (arrives or "deploy_order" not in entry):
             entry["deploy_order"] = 1 + max((item.get("deploy_order", 0) for item in record["releases"].values()), default=0)
-        # The release this one took over from (on a re-run of the same step, the record's previous).
-        left = record["previous"].get("release_id", "")
-        if params["went_live_by"] == "rollback" and left and left != release_id and left in record["releases"]:
+        if params["went_live_by"] == "rollback" and replaced and replaced != release_id and replaced in record["releases"]:
             # The release a rollback left is no rollback target any more, and not a good one.
-            record["releases"][left] = dict(record["releases"][left], status="rolled_back",
-                                            reason=f"rolled back to {release_id}")
+            record["releases"][replaced] = dict(record["releases"][replaced], status="rolled_back",
+                                                reason=f"rolled back to {release_id}")
         entry.update(status="live")
         entry.pop("reason", None)
         if params["last_known_good"] and record["last_known_good"].get("release_id") != release_id:
@@ -482,6 +504,16 @@ def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
         if not module.check_mode:
             write_record(site_dir, record)
     result["record"] = record
+
+
+def slot_of(site_dir: str, release_id: str) -> str:
+    """The slot that links to release_id, or ''."""
+    slots_dir = os.path.join(site_dir, "slots")
+    for name in sorted(os.listdir(slots_dir)) if os.path.isdir(slots_dir) else []:
+        path = os.path.join(slots_dir, name)
+        if os.path.islink(path) and os.path.basename(os.readlink(path).rstrip("/")) == release_id:
+            return name
+    return ""
 
 
 def prune(module: AnsibleModule, site_dir: str, result: dict) -> None:
@@ -539,7 +571,15 @@ def serving(module: AnsibleModule, site_dir: str, result: dict) -> None:
     present = {name for name in os.listdir(releases_dir) if os.path.isdir(os.path.join(releases_dir, name))}
     record = read_record(site_dir)
     result["record"] = record
-    result["rollback_target"] = previous_good(record, result["serving"]["release_id"], present)
+    try:
+        # A lock left behind names the run that was interrupted: what it was doing decides where a
+        # plain rollback goes (deploy_lock writes it).
+        with open(os.path.join(site_dir, "deploy.lock", "holder.json"), encoding="utf-8") as handle:
+            interrupted = json.load(handle)
+    except (OSError, ValueError):
+        interrupted = {}
+    result["rollback_target"] = previous_good(record, result["serving"]["release_id"], present,
+                                              interrupted if isinstance(interrupted, dict) else {})
 
 
 def main() -> None:
@@ -561,6 +601,7 @@ def main() -> None:
             slot=dict(type="str"),
             last_known_good=dict(type="bool", default=False),
             went_live_by=dict(type="str", choices=["deploy", "rollback"], default="deploy"),
+            replaces=dict(type="str", default=""),
             config_files=dict(type="list", elements="path", default=[]),
             reason=dict(type="str", default=""),
             keep=dict(type="int", default=5),

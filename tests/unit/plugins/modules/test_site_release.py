@@ -106,8 +106,9 @@ def hostile_artifact(tmp_path, members: list[tuple[str, str]]) -> tuple[str, str
     # the issue's chain: each text looks inside, followed together they reach /root/secret
     ([("a/b/c/d/l", "../../../.."), ("migrations/x", "../a/b/c/d/l/../../../../root/secret")], "climbs above the root"),
     ([("migrations", "/etc")], "absolute path /etc"),
-    # a file written through a link to outside the tree
-    ([("out", "."), ("out/../../escaped", "")], "outside the release"),
+    # a file whose name climbs (a textual normpath would drop `l/..`; the kernel follows l first)
+    ([("a/b/c/l", "../../.."), ("a/b/c/l/../../../pwned", "")], "outside the release"),
+    ([("l", "."), ("l/../x", "")], "outside the release"),
     # a file written through a link that stays inside is refused too: extraction would follow it
     ([("lib", "vendor"), ("vendor/x", ""), ("lib/y", "")], "written through a link"),
     ([("twice", ""), ("twice", "elsewhere")], "comes twice"),
@@ -119,6 +120,15 @@ def test_a_hostile_artifact_is_refused_before_anything_is_written(site, tmp_path
     assert result["failed"] and reason in result["msg"] and "nothing was unpacked" in result["msg"], result
     assert os.listdir(site.dir / "releases") == [], "no release and no .partial may be left"
     assert not export.exists()
+
+
+@pytest.mark.parametrize("link, target", [("requirements.txt", "uploads/r.txt"), ("venv", "uploads")])
+def test_a_link_into_the_shared_files_is_refused(site, tmp_path, link, target):
+    """shared/ is the site user's: root's pip or venv build must never follow a link into it."""
+    release_id, path, sha = hostile_artifact(tmp_path, [("uploads/keep.txt", ""), (link, target)])
+    result = site(release_id=release_id, artifact=path, sha256=sha, shared_links=["uploads"])
+    assert result["failed"] and "into the site's shared files" in result["msg"], result
+    assert os.listdir(site.dir / "releases") == []
 
 
 def test_migrations_leading_into_shared_or_out_of_the_tree_are_never_exported(site, tmp_path):
@@ -222,6 +232,32 @@ def test_after_an_interrupted_run_a_plain_rollback_goes_to_the_recorded_release_
     # a rollback from 2.0.0 killed after its switch: 1.0.0 serves, the record still says 2.0.0
     serve(site, tmp_path, one, "blue")
     assert rollback_target(site, tmp_path) == one, "the rollback is finished, never taken further back"
+
+
+def test_a_rollback_after_a_killed_deploy_marks_the_release_that_served_and_no_other(site, tmp_path):
+    p_, o_, n_ = (unpack(site, tmp_path, version)[0] for version in ("1.0.0", "2.0.0", "3.0.0"))
+    for release_id, slot in ((p_, "blue"), (o_, "green")):
+        site(state="live", release_id=release_id, slot=slot, last_known_good=True)
+        serve(site, tmp_path, release_id, slot)
+    serve(site, tmp_path, n_, "blue")  # a deploy of 3.0.0 killed after its switch
+    assert rollback_target(site, tmp_path) == o_
+    record = site(state="live", release_id=o_, slot="green", last_known_good=True, went_live_by="rollback",
+                  replaces=n_)["record"]
+    assert record["releases"][n_]["status"] == "rolled_back" and record["releases"][p_]["status"] == "live"
+    assert record["previous"]["release_id"] == n_ and record["current"]["release_id"] == o_
+
+
+def test_a_killed_named_rollback_is_finished_never_taken_forward(site, tmp_path):
+    a, b, c = (unpack(site, tmp_path, version)[0] for version in ("1.0.0", "2.0.0", "3.0.0"))
+    for release_id, slot in ((a, "blue"), (b, "green"), (c, "blue")):
+        site(state="live", release_id=release_id, slot=slot, last_known_good=True)
+        serve(site, tmp_path, release_id, slot)
+    serve(site, tmp_path, a, "green")  # release_rollback_to=1.0.0 killed after its switch
+    assert rollback_target(site, tmp_path) == a
+    # a killed redeploy of a release that went live before looks the same; its lock tells them apart
+    (site.dir / "deploy.lock").mkdir()
+    (site.dir / "deploy.lock" / "holder.json").write_text(json.dumps({"operation": "deploy", "version": a}))
+    assert rollback_target(site, tmp_path) == c
 
 
 def test_a_settled_live_record_is_not_rewritten(site, tmp_path):
