@@ -143,7 +143,6 @@ path:
 """
 
 import datetime
-import json
 import os
 import shutil
 import time
@@ -151,31 +150,10 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils.backup import write_json_atomic
-
-HOLDER_FILE = "holder.json"
-# What a lock may say about its holder; nothing else is read back or returned.
-HOLDER_FIELDS = ("holder", "run_id", "version", "operation", "reason", "since")
-
+from ansible_collections.opspack.platform.plugins.module_utils.deploy_lock import HOLDER_FILE, lock_dir, read_holder
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def read_holder(path: str) -> tuple[dict, int]:
-    """The holder recorded in a lock directory and the lock's age; a lock whose holder file
-    was never written (its run died between mkdir and write) is held by an unknown run."""
-    try:
-        age = int(time.time() - os.stat(path).st_mtime)
-    except FileNotFoundError:
-        return {}, 0
-    try:
-        with open(os.path.join(path, HOLDER_FILE), encoding="utf-8") as handle:
-            found = json.load(handle)
-        holder = {key: str(found.get(key, "")) for key in HOLDER_FIELDS}
-    except (OSError, ValueError):
-        holder = {key: "" for key in HOLDER_FIELDS}
-        holder["holder"] = "unknown (the lock has no readable holder file)"
-    return holder, max(age, 0)
 
 
 def describe(holder: dict, age: int) -> str:
@@ -272,7 +250,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     site_dir = os.path.join(module.params["base_dir"], module.params["site"])
-    path = os.path.join(site_dir, "deploy.lock")
+    path = lock_dir(site_dir)
     result = dict(changed=False, site=module.params["site"], acquired=False, held=False, holder={}, broken={}, stale=False, age_s=0, path=path)
     if not os.path.isdir(site_dir):
         module.fail_json(msg=f"Site {module.params['site']} has no directory {site_dir} on this host: "

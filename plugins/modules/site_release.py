@@ -246,6 +246,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils.backup import sha256_file, write_json_atomic
+from ansible_collections.opspack.platform.plugins.module_utils.deploy_lock import lock_dir, read_holder
 from ansible_collections.opspack.platform.plugins.module_utils.release import (
     ReleaseError, check_links, check_release_id, previous_good, resolve_in_tree)
 
@@ -282,15 +283,15 @@ def safe_members(tar: tarfile.TarFile, shared: list[str]) -> list[tarfile.TarInf
     each once, only files, directories and links, no member written through a link, and every
     link resolved (through the others, as the kernel would) to a place inside the tree. The
     shared paths become links to shared/, which the site's user writes: no link may lead there."""
-    members, seen, links = [], set(), {}
+    members, names, links = [], {}, {}
     for member in tar.getmembers():
         parts = [part for part in member.name.split("/") if part not in ("", ".")]
         name = "/".join(parts)
-        if (member.name.startswith("/") or ".." in parts or not name or name in seen
+        if (member.name.startswith("/") or ".." in parts or not name or name in names
                 or not (member.isfile() or member.isdir() or member.issym())):
             raise ReleaseError(f"the artifact holds {member.name!r}, which would land outside the release, "
                                "comes twice, or is not a file, directory or link: refused, nothing was unpacked")
-        seen.add(name)
+        names[name] = member.name
         if member.issym():
             links[name] = member.linkname
         members.append(member)
@@ -304,10 +305,10 @@ def safe_members(tar: tarfile.TarFile, shared: list[str]) -> list[tarfile.TarInf
                 resolve_in_tree(with_shared, name)
             except ReleaseError:
                 raise ReleaseError(f"{name} links to {links[name]}, into the site's shared files") from None
-        for member in members:
-            parent = os.path.dirname("/".join(part for part in member.name.split("/") if part not in ("", ".")))
+        for name, original in names.items():
+            parent = os.path.dirname(name)
             if parent and resolve_in_tree(links, parent) != parent:
-                raise ReleaseError(f"{member.name} would be written through a link")
+                raise ReleaseError(f"{original} would be written through a link")
     except ReleaseError as exc:
         raise ReleaseError(f"the artifact is refused, nothing was unpacked: {exc}") from None
     return members
@@ -506,14 +507,20 @@ def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
     result["record"] = record
 
 
-def slot_of(site_dir: str, release_id: str) -> str:
-    """The slot that links to release_id, or ''."""
+def slot_links(site_dir: str) -> dict[str, str]:
+    """Each slot that links to a release, and that release's id."""
     slots_dir = os.path.join(site_dir, "slots")
+    slots = {}
     for name in sorted(os.listdir(slots_dir)) if os.path.isdir(slots_dir) else []:
         path = os.path.join(slots_dir, name)
-        if os.path.islink(path) and os.path.basename(os.readlink(path).rstrip("/")) == release_id:
-            return name
-    return ""
+        if os.path.islink(path):
+            slots[name] = os.path.basename(os.readlink(path).rstrip("/"))
+    return slots
+
+
+def slot_of(site_dir: str, release_id: str) -> str:
+    """The slot that links to release_id, or ''."""
+    return next((slot for slot, linked in slot_links(site_dir).items() if linked == release_id), "")
 
 
 def prune(module: AnsibleModule, site_dir: str, result: dict) -> None:
@@ -524,11 +531,7 @@ def prune(module: AnsibleModule, site_dir: str, result: dict) -> None:
     for key in ("current", "previous", "last_known_good"):
         if record[key].get("release_id"):
             protected.add(record[key]["release_id"])
-    slots_dir = os.path.join(site_dir, "slots")
-    if os.path.isdir(slots_dir):
-        for slot in os.listdir(slots_dir):
-            target = os.path.realpath(os.path.join(slots_dir, slot))
-            protected.add(os.path.basename(target))
+    protected |= set(slot_links(site_dir).values())
     present = sorted(os.listdir(releases_dir)) if os.path.isdir(releases_dir) else []
     partials = [name for name in present if name.endswith(".partial")]
     good = [name for name in present if name in record["releases"] and record["releases"][name].get("status") != "failed"]
@@ -550,13 +553,7 @@ def prune(module: AnsibleModule, site_dir: str, result: dict) -> None:
 
 def serving(module: AnsibleModule, site_dir: str, result: dict) -> None:
     """What really serves: slot links and the slot the nginx upstream names."""
-    slots_dir = os.path.join(site_dir, "slots")
-    slots = {}
-    if os.path.isdir(slots_dir):
-        for name in sorted(os.listdir(slots_dir)):
-            path = os.path.join(slots_dir, name)
-            if os.path.islink(path):
-                slots[name] = os.path.basename(os.readlink(path).rstrip("/"))
+    slots = slot_links(site_dir)
     slot = ""
     try:
         with open(os.path.join(module.params["upstream_conf_dir"], f"opspack-upstream-{module.params['site']}.conf"),
@@ -571,15 +568,10 @@ def serving(module: AnsibleModule, site_dir: str, result: dict) -> None:
     present = {name for name in os.listdir(releases_dir) if os.path.isdir(os.path.join(releases_dir, name))}
     record = read_record(site_dir)
     result["record"] = record
-    try:
-        # A lock left behind names the run that was interrupted: what it was doing decides where a
-        # plain rollback goes (deploy_lock writes it).
-        with open(os.path.join(site_dir, "deploy.lock", "holder.json"), encoding="utf-8") as handle:
-            interrupted = json.load(handle)
-    except (OSError, ValueError):
-        interrupted = {}
-    result["rollback_target"] = previous_good(record, result["serving"]["release_id"], present,
-                                              interrupted if isinstance(interrupted, dict) else {})
+    # A lock left behind names the run that was interrupted: what it was doing decides where a
+    # plain rollback goes.
+    interrupted, _age = read_holder(lock_dir(site_dir))
+    result["rollback_target"] = previous_good(record, result["serving"]["release_id"], present, interrupted)
 
 
 def main() -> None:
