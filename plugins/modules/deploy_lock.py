@@ -152,6 +152,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.opspack.platform.plugins.module_utils.backup import write_json_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.deploy_lock import HOLDER_FILE, lock_dir, read_holder
 
+
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
