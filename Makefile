@@ -9,7 +9,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR := 0
 export PY_COLORS := 0
 
-.PHONY: venv lint sanity unit test-fast lab-tests molecule test-lab test demo lab-down bench bench-provision bench-backup bench-release soak clean
+.PHONY: venv lint sanity unit test-fast lab-tests molecule scenario snapshot test-lab test demo lab-down bench bench-provision bench-backup bench-release soak clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -27,22 +27,35 @@ sanity: venv
 unit: venv
 	pytest tests/unit
 
-# Lint, sanity and unit tests: no lab, a few minutes at most.
-test-fast: lint sanity unit
+# The tiers (tests/suite.py prints each tier's time and ends with one summary line of every test
+# it ran). test-fast: lint, sanity and unit tests, no lab (under 2 minutes once sanity's
+# environments exist). test: everything, as CI runs it; the lab jobs run OPSPACK_TEST_JOBS at a time.
+test-fast: venv
+	python tests/suite.py fast
 
-# End-to-end tests on lab hosts; they fail (never skip) when the lab cannot start.
+test: venv
+	python tests/suite.py fast lab
+
+# The lab tier alone: every Molecule scenario and tests/lab.
+test-lab: venv
+	python tests/suite.py lab
+
+# End-to-end tests of the lab CLI and of provisioning through ansible-runner; they fail (never skip)
+# when the lab cannot start.
 lab-tests: venv
 	pytest tests/lab
 
-molecule: venv
-	molecule test --all
+molecule: test-lab
 
-test-lab: molecule lab-tests
+# One scenario from zero to verified: make scenario S=release-lifecycle (docs/testing.md has the
+# loop for working against a lab that stays up).
+S ?= provision
+scenario: venv
+	molecule test -s $(S)
 
-# Molecule first, then one pytest run over unit and lab tests, so the run closes on pytest's
-# summary of everything it ran.
-test: lint sanity molecule
-	pytest tests
+# The provisioned-host snapshot the non-provisioning scenarios start from (built when missing).
+snapshot: venv
+	python -m opspack.testing.snapshot ensure
 
 # The main job end to end on the built-in lab: two fresh VPSes become production hosts, the
 # sample site is deployed (1.0.0), upgraded (2.0.0, a migration) and rolled back, and the
@@ -80,7 +93,7 @@ SOAK_STEPS ?= 300
 SOAK_SEED ?=
 soak: venv
 	OPSPACK_SOAK=1 OPSPACK_SEQUENCE_STEPS=$(SOAK_STEPS) OPSPACK_SEQUENCE_SEED=$(SOAK_SEED) PYTEST_ADDOPTS=-s \
-		molecule test -s deploy
+		molecule test -s release-safety
 
 lab-down: venv
 	opspack lab down

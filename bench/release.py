@@ -23,12 +23,10 @@ the median. Speed goals live here, never in tests.
 from __future__ import annotations
 
 import os
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -37,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests" / "sample_site"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from build_releases import build  # noqa: E402  (the sample site's release trees)
-from opspack.report import LabHTTPSConnection  # noqa: E402
+from opspack.testing.client import RequestLoop  # noqa: E402  (the tests' bounded request loop)
 
 LAB = "bench-release"
 BASE_PORT = int(os.environ.get("OPSPACK_BENCH_RELEASE_BASE_PORT", "26200"))
@@ -52,54 +50,6 @@ def run(args: list[str], env: dict) -> float:
     if result.returncode != 0:
         sys.exit(f"bench: {' '.join(args[:3])} failed:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}")
     return time.monotonic() - started
-
-
-class Poller:
-    """Asks the site for its version over HTTPS until stopped (bounded: 600 s, 100000 requests)
-    and notes when answers last came from another version than the one wanted."""
-
-    def __init__(self, port: int, ca: Path, wanted: str):
-        self.port, self.wanted = port, wanted
-        self.context = ssl.create_default_context(cafile=str(ca))
-        self.last_other = 0.0
-        self.failures = 0
-        self.requests = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        deadline = time.monotonic() + 600
-        while not self._stop.is_set() and time.monotonic() < deadline and self.requests < 100000:
-            asked = time.monotonic()
-            connection = LabHTTPSConnection("blog.lab.test", self.port, timeout=5, context=self.context)
-            try:
-                connection.request("GET", "/")
-                response = connection.getresponse()
-                response.read()
-                if response.status != 200:
-                    self.failures += 1
-                if response.getheader("X-Release") != self.wanted or response.status != 200:
-                    self.last_other = time.monotonic()
-            except OSError:
-                self.failures += 1
-                self.last_other = time.monotonic()
-            finally:
-                connection.close()
-                self.requests += 1
-            self._stop.wait(max(0.0, POLL_INTERVAL_S - (time.monotonic() - asked)))
-
-    def start(self):
-        self.started = time.monotonic()
-        self.last_other = self.started
-        self._thread.start()
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    @property
-    def switched_after(self) -> float:
-        return self.last_other - self.started
 
 
 def main() -> int:
@@ -131,14 +81,15 @@ def main() -> int:
                 for command, wanted, total, switch in (
                         (deploy("2.0.0"), "2.0.0", upgrades, upgrade_switch),
                         (["ansible-playbook", *inventory, "playbooks/rollback.yml", *site], "1.0.0", rollbacks, rollback_switch)):
-                    poller = Poller(https_port, ca, wanted)
-                    poller.start()
+                    # Bounded: 600 s, 100000 requests; paced (see above).
+                    poller = RequestLoop(https_port, ca, wanted=wanted, interval=POLL_INTERVAL_S,
+                                         seconds=600, limit=100000).start()
                     total.append(run(command, env))
                     time.sleep(1)
                     poller.stop()
                     switch.append(poller.switched_after)
-                    failures += poller.failures
-                    requests += poller.requests
+                    failures += poller.failed
+                    requests += poller.total
         finally:
             subprocess.run(["opspack", "lab", "down", "--name", LAB, "--dir", str(lab_dir)], check=False, cwd=ROOT)
     base = statistics.median(ping)

@@ -1,4 +1,4 @@
-"""The `opspack` command: `opspack lab up|status|down|report` and `opspack matrix|history|incidents`."""
+"""The `opspack` command: `opspack lab up|status|down|report|snapshot` and `opspack matrix|history|incidents`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--hosts", type=int, default=2, help=f"how many hosts, 1-{MAX_HOSTS} (default: 2)")
     up.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
                     help=f"first 127.0.0.1 port; host N gets SSH, HTTP, HTTPS at base+10*(N-1)+0,1,2 (default: {DEFAULT_BASE_PORT})")
+    up.add_argument("--snapshot", type=Path, metavar="DIR",
+                    help="start the hosts from a snapshot taken with 'opspack lab snapshot' (its images and key)")
+    snapshot = lab_commands.add_parser(
+        "snapshot", parents=[common],
+        help="commit the running hosts as images later labs start from (--snapshot); the hosts are stopped")
+    snapshot.add_argument("--to", type=Path, required=True, metavar="DIR", help="where the snapshot's manifest and key go")
+    snapshot.add_argument("--key", required=True, help="the snapshot's name, e.g. a hash of what shaped the hosts")
+    snapshot.add_argument("--control", action="append", default=[], metavar="NAME=PATH",
+                          help="a control-node file or directory the hosts' state goes with (e.g. the lab CA); repeatable")
     lab_commands.add_parser("status", parents=[common], help="show each host's container, systemd and SSH state")
     lab_commands.add_parser("down", parents=[common], help="remove the hosts (the cached image is kept)")
     lab_commands.add_parser("report", parents=[common],
@@ -63,11 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(args.name, args.dir, log)
     try:
         if args.lab_command == "up":
-            hosts = lab.up(args.hosts, args.base_port)
+            hosts = lab.up(args.hosts, args.base_port, args.snapshot)
             for host in hosts:
                 print(f"{host.name}: ssh -i {lab.key_file} -p {host.ports.ssh} root@127.0.0.1"
                       f"  (http 127.0.0.1:{host.ports.http}, https 127.0.0.1:{host.ports.https})")
             print(f"inventory: {lab.inventory}")
+            return 0
+        if args.lab_command == "snapshot":
+            control = {}
+            for item in args.control:
+                name, sep, path = item.partition("=")
+                if not sep or not name or "/" in name:
+                    raise LabError(f"--control {item!r}: give NAME=PATH (NAME without '/')", exit_code=2)
+                control[name] = Path(path)
+            manifest = lab.snapshot(args.to, args.key, control)
+            print(f"snapshot {manifest['key']}: {', '.join(manifest['images'].values())} ({args.to})")
             return 0
         if args.lab_command == "report":
             return report(lab.state_dir)

@@ -41,6 +41,18 @@ SSH_HOSTKEY_DROPIN = (
 )
 RECIPE_VERSION = 1
 IMAGE_REPOSITORY = "opspack/lab-vps"
+# Lab hosts committed after a converge (`opspack lab snapshot`): later labs start from them in
+# seconds. One image per host, since a host's name shapes what was provisioned on it.
+SNAPSHOT_REPOSITORY = "opspack/lab-snapshot"
+SNAPSHOT_MANIFEST = "snapshot.json"
+# Run in each host before it is committed: what must differ between two hosts started from one
+# snapshot is removed, and made again at their first boot, as on the base image (sshd's
+# `ssh-keygen -A` drop-in, systemd's machine-id). Apt's package cache is not state.
+SNAPSHOT_PREPARE = (
+    "set -e; rm -f /etc/ssh/ssh_host_*; : > /etc/machine-id; "
+    "if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then rm -f /var/lib/dbus/machine-id; fi; "
+    "rm -rf /var/log/journal/*; apt-get clean"
+)
 LAB_LABEL = "io.opspack.lab"
 HOST_LABEL = "io.opspack.lab.host"
 # Each host gets a block of ports on 127.0.0.1: SSH, HTTP and HTTPS.
@@ -329,9 +341,12 @@ class Lab:
         return dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
 
     # -- up --------------------------------------------------------------------------------
-    def up(self, hosts: int, base_port: int) -> list[LabHost]:
+    def up(self, hosts: int, base_port: int, snapshot: Path | None = None) -> list[LabHost]:
+        """Start the hosts from the base image, or from a snapshot's images (then with the
+        snapshot's key, which its hosts' operator accounts already trust)."""
         validate_request(self.name, hosts, base_port)
         ensure_engine(self.log, cache_root())
+        manifest = read_snapshot(snapshot, hosts) if snapshot else None
         planned = [LabHost(name, self.container_name(name), host_ports(base_port, index))
                    for index, name in enumerate(host_names(hosts), start=1)]
         existing = self.containers()
@@ -350,21 +365,29 @@ class Lab:
                 f"port(s) {', '.join(map(str, taken))} on 127.0.0.1 already in use: free them or choose other ports with --base-port",
                 exit_code=2,
             )
-        ref = image_ref()
-        if image_exists(ref):
-            self.log(f"using cached lab image {ref}")
-        else:
-            build_image(ref, self.log, cache_root())
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._ensure_key()
+        if manifest:
+            images = {host.name: manifest["images"][host.name] for host in planned}
+            self.log(f"starting from snapshot {manifest['key']} ({snapshot})")
+            for name in ("id_ed25519", "id_ed25519.pub"):
+                shutil.copyfile(snapshot / name, self.state_dir / name)
+            self.key_file.chmod(0o600)
+        else:
+            ref = image_ref()
+            if image_exists(ref):
+                self.log(f"using cached lab image {ref}")
+            else:
+                build_image(ref, self.log, cache_root())
+            images = {host.name: ref for host in planned}
+            self._ensure_key()
         started: list[str] = []
         try:
             for host in planned:
                 # Recorded before `docker run`: a run that fails can still leave a created container.
                 started.append(host.container)
-                self._start(host, ref)
+                self._start(host, images[host.name])
             host_keys = [self._wait_ready(host) for host in planned]
-            self._write_state(planned, host_keys, ref)
+            self._write_state(planned, host_keys, images, manifest["key"] if manifest else None)
         except BaseException:
             # Never leave a half-started lab behind: remove what this call started.
             for container in started:
@@ -429,13 +452,68 @@ class Lab:
             time.sleep(0.5)
         raise LabError(f"{host.name}: sshd did not answer on 127.0.0.1:{host.ports.ssh} within {BOOT_TIMEOUT:.0f} s")
 
-    def _write_state(self, planned: list[LabHost], host_keys: list[str], ref: str) -> None:
+    def _write_state(self, planned: list[LabHost], host_keys: list[str], images: dict[str, str],
+                     snapshot_key: str | None) -> None:
         known = "".join(f"[127.0.0.1]:{host.ports.ssh} {key}\n" for host, key in zip(planned, host_keys))
         write_atomically(self.known_hosts, known)
         write_atomically(self.inventory, render_inventory(self.name, planned, self.key_file, self.known_hosts))
         write_atomically(self.state_file, json.dumps(
-            {"name": self.name, "image": ref, "key_file": str(self.key_file), "known_hosts": str(self.known_hosts),
+            {"name": self.name, "image": images[planned[0].name], "snapshot": snapshot_key,
+             "key_file": str(self.key_file), "known_hosts": str(self.known_hosts),
              "inventory": str(self.inventory), "hosts": [host.as_dict() for host in planned]}, indent=2) + "\n")
+
+    # -- snapshot --------------------------------------------------------------------------
+    def snapshot(self, target: Path, key: str, control_files: dict[str, Path] | None = None) -> dict:
+        """Commit every host of this running lab as a snapshot and stop the lab.
+
+        `target` receives the manifest, the lab key and `control/` (control-node files the
+        hosts' state goes with, such as the lab CA that signed their certificates). Written
+        beside and renamed into place: a snapshot directory is either whole or absent.
+        """
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,60}", key):
+            raise LabError(f"snapshot key {key!r} is not valid: use lowercase letters, digits, '.' and '-'", exit_code=2)
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError) as error:
+            raise LabError(f"lab '{self.name}' has no state in {self.state_dir}: start it with 'opspack lab up' first") from error
+        running = self.containers()
+        hosts = state["hosts"]
+        down = [host["name"] for host in hosts if running.get(host["container"]) != "running"]
+        if down:
+            raise LabError(f"lab '{self.name}': {', '.join(down)} not running; a snapshot is taken from running hosts")
+        target = target.resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        images = {}
+        try:
+            for host in hosts:
+                ref = f"{SNAPSHOT_REPOSITORY}:{key}-{host['name']}"
+                self.log(f"committing {host['name']} as {ref}")
+                run(["docker", "exec", host["container"], "sh", "-c", SNAPSHOT_PREPARE], timeout=120)
+                # A clean shutdown, so that PostgreSQL and the rest start without recovery.
+                run(["docker", "stop", "--time", "60", host["container"]], timeout=120)
+                run(["docker", "commit", "--change", 'CMD ["/sbin/init"]',
+                     "--message", f"opspack lab snapshot {key} of {host['name']}", host["container"], ref], timeout=600)
+                images[host["name"]] = ref
+            for name in ("id_ed25519", "id_ed25519.pub"):
+                shutil.copyfile(self.state_dir / name, staging / name)
+            (staging / "id_ed25519").chmod(0o600)
+            for name, source in (control_files or {}).items():
+                if source.is_dir():
+                    shutil.copytree(source, staging / "control" / name, symlinks=True)
+                elif source.exists():
+                    (staging / "control").mkdir(exist_ok=True)
+                    shutil.copy2(source, staging / "control" / name)
+            manifest = {"key": key, "base_image": state.get("image"), "images": images,
+                        "hosts": [host["name"] for host in hosts]}
+            (staging / SNAPSHOT_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return manifest
 
     def _remove_state(self) -> None:
         for path in (self.inventory, self.known_hosts, self.state_file):
@@ -476,6 +554,22 @@ class Lab:
             run(["docker", "rm", "--force", "--volumes", *containers])
         self._remove_state()
         return containers
+
+
+def read_snapshot(directory: Path, hosts: int) -> dict:
+    """A snapshot's manifest, checked: enough hosts, and every image still in the engine."""
+    try:
+        manifest = json.loads((directory / SNAPSHOT_MANIFEST).read_text())
+    except (OSError, ValueError) as error:
+        raise LabError(f"{directory} is not a lab snapshot (no readable {SNAPSHOT_MANIFEST}): take one with 'opspack lab snapshot'") from error
+    wanted = host_names(hosts)
+    missing = [name for name in wanted if name not in manifest.get("images", {})]
+    if missing:
+        raise LabError(f"snapshot {manifest.get('key')} has no {', '.join(missing)}: it holds {', '.join(manifest.get('hosts', []))}", exit_code=2)
+    gone = [manifest["images"][name] for name in wanted if not image_exists(manifest["images"][name])]
+    if gone:
+        raise LabError(f"snapshot image(s) {', '.join(gone)} are no longer in the Docker engine: take the snapshot again")
+    return manifest
 
 
 def ssh_greets(port: int, timeout: float = 2.0) -> bool:

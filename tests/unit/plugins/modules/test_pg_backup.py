@@ -1,6 +1,6 @@
 """Unit tests for opspack.platform.pg_backup: what it decides before touching a database.
 
-Taking a real backup needs a server: tests/lab and the restore-drill Molecule scenario do that."""
+Taking a real backup needs a server: tests/lab and the backups Molecule scenario do that."""
 
 from __future__ import annotations
 

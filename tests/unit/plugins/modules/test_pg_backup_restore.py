@@ -1,6 +1,6 @@
 """Unit tests for opspack.platform.pg_backup_restore: what it refuses before touching a database.
 
-The restore and the swap need a server: the restore-drill Molecule scenario does them."""
+The restore and the swap need a server: the backups Molecule scenario does them."""
 
 from __future__ import annotations
 

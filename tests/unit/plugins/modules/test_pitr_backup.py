@@ -1,7 +1,7 @@
 """Unit tests for opspack.platform.pitr_backup: what it decides before recovering anything.
 
 pgBackRest is faked by a script on PATH that answers `info` and logs every call; the recovery
-itself needs a cluster and a repository: the restore-drill Molecule scenario does it."""
+itself needs a cluster and a repository: the backups Molecule scenario does it."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Unit tests for opspack.platform.pitr_drill: input it refuses before touching anything.
 
-The restore itself needs pgBackRest and a cluster: the restore-drill Molecule scenario does it."""
+The restore itself needs pgBackRest and a cluster: the backups Molecule scenario does it."""
 
 from __future__ import annotations
 

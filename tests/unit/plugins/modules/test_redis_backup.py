@@ -1,6 +1,6 @@
 """Unit tests for opspack.platform.redis_backup: parsing and check mode.
 
-The snapshot itself needs a Redis server: the restore-drill Molecule scenario takes one."""
+The snapshot itself needs a Redis server: the backups Molecule scenario takes one."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Unit tests for opspack.platform.redis_drill: what it decides before loading anything.
 
-Loading an RDB needs redis-server: the restore-drill Molecule scenario does it on a lab host."""
+Loading an RDB needs redis-server: the backups Molecule scenario does it on a lab host."""
 
 from __future__ import annotations
 

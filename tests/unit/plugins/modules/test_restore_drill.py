@@ -1,6 +1,6 @@
 """Unit tests for opspack.platform.restore_drill: choosing and verifying a backup.
 
-Restoring and proving the data needs a server: the restore-drill Molecule scenario does that."""
+Restoring and proving the data needs a server: the backups Molecule scenario does that."""
 
 from __future__ import annotations
 

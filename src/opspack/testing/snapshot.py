@@ -1,0 +1,175 @@
+"""The provisioned-host snapshot: lab hosts converged once by opspack.platform.provision with the
+lab scenarios' variables, committed as images (`opspack lab snapshot`), from which every scenario
+that is not about provisioning starts in seconds (`opspack lab up --snapshot`).
+
+The snapshot is keyed by a hash of everything that shapes a provisioned host: the roles (tasks,
+templates, defaults, vars), the playbooks and plugins they run, the variables files, the base
+image's recipe, the Ansible version and this builder's recipe. Change any of them and the key
+changes, so the next scenario builds a new snapshot; an unchanged tree reuses the one it has.
+Provisioning itself is never tested from a snapshot: the provision scenario starts fresh hosts.
+
+    python -m opspack.testing.snapshot key            # print the key of this tree
+    python -m opspack.testing.snapshot ensure --hosts 2   # build if missing; print its directory
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ansible
+
+from opspack import lab
+from opspack.testing.config import ROOT, SITE_VARS_FILES, tool_env
+
+BUILDER_VERSION = 1
+# What shapes a provisioned host, relative to the repository root.
+SHAPING = ("roles", "playbooks", "plugins", "meta", "galaxy.yml", "ansible.cfg")
+# Plugins that run on the control node only and write nothing to a host (nor do *.md files).
+NOT_SHAPING = ("plugins/callback",)
+OPERATOR = "ops"
+HOSTS = 2
+# Away from the demo lab (22000+), Molecule's scenarios (23000+) and the lab tests (24000+).
+BUILD_BASE_PORT = int(os.environ.get("OPSPACK_SNAPSHOT_BASE_PORT", "25900"))
+# Snapshots kept beside the newest (older ones are removed, images included, when one is built).
+KEEP = 2
+
+
+def shaping_files(root: Path = ROOT) -> list[Path]:
+    files: list[Path] = []
+    for name in SHAPING:
+        path = root / name
+        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for candidate in candidates:
+            relative = candidate.relative_to(root).as_posix()
+            if ("__pycache__" in candidate.parts or relative.startswith(NOT_SHAPING)
+                    or candidate.suffix in (".pyc", ".md")):
+                continue
+            files.append(candidate)
+    return files
+
+
+def key(root: Path = ROOT, vars_files=SITE_VARS_FILES) -> str:
+    digest = hashlib.sha256()
+    recipe = {"builder": BUILDER_VERSION, "prepare": lab.SNAPSHOT_PREPARE, "base_image": lab.image_ref(),
+              "ansible": ansible.__version__ if hasattr(ansible, "__version__") else "", "hosts": HOSTS,
+              "operator": OPERATOR}
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
+    for path in [*shaping_files(root), *(Path(p) for p in vars_files)]:
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        digest.update(f"\0{name}\0".encode())
+        digest.update(path.read_bytes())
+    return "p" + digest.hexdigest()[:16]
+
+
+def snapshots_dir() -> Path:
+    return lab.cache_root() / "snapshots"
+
+
+def usable(directory: Path, hosts: int) -> bool:
+    try:
+        lab.read_snapshot(directory, hosts)
+    except lab.LabError:
+        return False
+    return True
+
+
+def log(message: str) -> None:
+    print(f"snapshot: {message}", file=sys.stderr, flush=True)
+
+
+def build(snapshot_key: str, target: Path) -> None:
+    """Provision fresh lab hosts with the lab scenarios' variables and commit them."""
+    work = target.with_name(f"{target.name}.build")
+    shutil.rmtree(work, ignore_errors=True)
+    lab_dir = work / "lab"
+    name = f"snap-{snapshot_key[:12]}"
+    builder = lab.Lab(name, lab_dir, log)
+    builder.down()
+    started = time.monotonic()
+    try:
+        builder.up(HOSTS, BUILD_BASE_PORT)
+        operator = work / "operator.yml"
+        operator.write_text(json.dumps({"access_operator_user": OPERATOR,
+                                        "access_operator_ssh_keys": [builder.key_file.with_suffix(".pub").read_text().strip()]}))
+        args = ["ansible-playbook", "-i", str(builder.inventory), str(ROOT / "playbooks" / "provision.yml"),
+                *(arg for path in SITE_VARS_FILES for arg in ("-e", f"@{path}")), "-e", f"@{operator}"]
+        log(f"provisioning {HOSTS} fresh host(s) for snapshot {snapshot_key} (once per change of the roles)")
+        ran = subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT,
+                             env=tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1"))
+        if ran.returncode != 0:
+            (work.parent / f"{target.name}.failed.log").write_text(ran.stdout + ran.stderr)
+            raise lab.LabError(f"provisioning the snapshot hosts failed (exit {ran.returncode}): "
+                               f"see {work.parent / (target.name + '.failed.log')}")
+        builder.snapshot(target, snapshot_key, {"opspack-lab-ca": lab_dir / "opspack-lab-ca"})
+        log(f"snapshot {snapshot_key} taken in {time.monotonic() - started:.0f} s: {target}")
+    finally:
+        builder.down()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def prune(current: str) -> None:
+    """Remove all but the newest KEEP other snapshots (their images and directories)."""
+    others = sorted((path for path in snapshots_dir().glob("p*") if path.is_dir() and path.name != current
+                     and (path / lab.SNAPSHOT_MANIFEST).exists()),
+                    key=lambda path: (path / lab.SNAPSHOT_MANIFEST).stat().st_mtime, reverse=True)
+    for old in others[KEEP:]:
+        images = json.loads((old / lab.SNAPSHOT_MANIFEST).read_text()).get("images", {}).values()
+        lab.run(["docker", "image", "rm", "--force", *images], check=False)
+        shutil.rmtree(old, ignore_errors=True)
+        log(f"removed old snapshot {old.name}")
+
+
+def ensure(hosts: int = HOSTS) -> Path:
+    """The directory of this tree's snapshot, built first if missing. Concurrent callers (two
+    scenarios at once) wait for one build instead of running two."""
+    if hosts > HOSTS:
+        raise lab.LabError(f"the snapshot holds {HOSTS} hosts; a scenario asked for {hosts}", exit_code=2)
+    snapshot_key = key()
+    target = snapshots_dir() / snapshot_key
+    snapshots_dir().mkdir(parents=True, exist_ok=True)
+    lab.ensure_engine(log, lab.cache_root())
+    with open(snapshots_dir() / f"{snapshot_key}.lock", "w", encoding="utf-8") as lock:
+        with contextlib.suppress(BlockingIOError):
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not usable(target, hosts):
+                build(snapshot_key, target)
+                prune(snapshot_key)
+            return target
+        log(f"another run is building snapshot {snapshot_key}; waiting for it")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not usable(target, hosts):
+            build(snapshot_key, target)
+        return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m opspack.testing.snapshot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("key", help="print the snapshot key of this tree")
+    ensure_parser = commands.add_parser("ensure", help="build the snapshot if missing; print its directory")
+    ensure_parser.add_argument("--hosts", type=int, default=HOSTS)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "key":
+            print(key())
+        else:
+            print(ensure(args.hosts))
+        return 0
+    except lab.LabError as error:
+        print(f"snapshot: error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

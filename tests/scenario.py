@@ -1,0 +1,59 @@
+"""Run pytest on a Molecule scenario whose hosts are up (after `molecule create` and `converge`),
+with the environment Molecule's verify step gives its testinfra tests, so one test runs alone:
+
+    python tests/scenario.py release-lifecycle molecule/release-lifecycle/tests/test_deploy.py::test_x
+    python tests/scenario.py backups -k drill        # any pytest arguments after the scenario
+
+With no pytest arguments it runs the scenario's whole tests/ directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ephemeral_directory(scenario: str) -> Path:
+    # Where Molecule keeps a scenario's state: <cache>/molecule/<project directory name>/<scenario>.
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "molecule" / ROOT.name / scenario
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    scenario, args = argv[0], argv[1:]
+    scenario_dir = ROOT / "molecule" / scenario
+    ephemeral = ephemeral_directory(scenario)
+    inventory = ephemeral / "inventory" / "ansible_inventory.yml"
+    if not (scenario_dir / "molecule.yml").exists():
+        print(f"scenario: no scenario {scenario!r} under molecule/", file=sys.stderr)
+        return 2
+    if not inventory.exists():
+        print(f"scenario: {scenario} has no hosts up ({inventory} missing): run 'molecule create -s {scenario}' "
+              f"and 'molecule converge -s {scenario}' first", file=sys.stderr)
+        return 2
+    os.environ.update({
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
+        "MOLECULE_PROJECT_DIRECTORY": str(ROOT),
+        "MOLECULE_SCENARIO_NAME": scenario,
+        "MOLECULE_SCENARIO_DIRECTORY": str(scenario_dir),
+        "MOLECULE_EPHEMERAL_DIRECTORY": str(ephemeral),
+        "MOLECULE_INVENTORY_FILE": str(inventory),
+        "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg"),
+        # The verifier env of .config/molecule/config.yml.
+        "OPSPACK_SCENARIO_DIR": str(scenario_dir),
+        "OPSPACK_TEST_LAB_CA": str(ephemeral / "opspack-lab-ca"),
+    })
+    import pytest  # after the environment is set: the scenario's helpers read it at import
+
+    return pytest.main(["--hosts=all", f"--ansible-inventory={inventory}", "--connection=ansible", "-p", "no:cacheprovider",
+                        *(args or [str(scenario_dir / "tests")])])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

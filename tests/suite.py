@@ -1,0 +1,138 @@
+"""The whole suite in tiers, as `make test` runs it, with the time each tier took and one summary
+line at the end counting every test of every pytest run (unit, lab, each scenario's testinfra).
+
+    python tests/suite.py fast          # lint, sanity, unit: no lab
+    python tests/suite.py lab           # the Molecule scenarios and tests/lab, JOBS at a time
+    python tests/suite.py fast lab      # everything (make test)
+
+Lab jobs run side by side (OPSPACK_TEST_JOBS, default 2): each scenario has its own lab, ports
+and Molecule state; scenarios started from the provisioned-host snapshot wait for one build of it.
+Each job's output goes to .cache/test-logs/<job>.log; a failing job's tail is printed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOGS = ROOT / ".cache" / "test-logs"
+BIN = str(Path(sys.executable).parent)
+# Longest first, so that the last job to finish starts early. Every scenario under molecule/
+# runs; one missing from this list runs last.
+LAB_ORDER = ("release-lifecycle", "provision", "release-safety", "backups", "fleet", "migrations", "preflight")
+OUTCOME = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)")
+SUMMARY = re.compile(r"^=+ (.+) in [0-9.]+s.*=+$", re.MULTILINE)
+_print_lock = threading.Lock()
+
+
+def say(message: str) -> None:
+    with _print_lock:
+        print(f"suite: {message}", flush=True)
+
+
+class Job:
+    def __init__(self, name: str, argv: list[str], env: dict | None = None):
+        self.name, self.argv, self.env = name, argv, env or {}
+        self.returncode: int | None = None
+        self.seconds = 0.0
+        self.counts: dict[str, int] = {}
+
+    @property
+    def log(self) -> Path:
+        return LOGS / f"{self.name}.log"
+
+    def run(self) -> "Job":
+        LOGS.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PATH=os.pathsep.join([BIN, os.environ.get("PATH", os.defpath)]), **self.env)
+        started = time.monotonic()
+        say(f"{self.name}: started ({' '.join(self.argv)})")
+        with open(self.log, "w", encoding="utf-8") as log:
+            self.returncode = subprocess.run(self.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, check=False).returncode
+        self.seconds = time.monotonic() - started
+        text = self.log.read_text(errors="replace")
+        for summary in SUMMARY.findall(text):
+            for count, outcome in OUTCOME.findall(summary):
+                outcome = "errors" if outcome.startswith("error") else outcome
+                self.counts[outcome] = self.counts.get(outcome, 0) + int(count)
+        found = ", ".join(f"{count} {outcome}" for outcome, count in self.counts.items()) or "no pytest summary"
+        if self.returncode == 0:
+            say(f"{self.name}: ok in {self.seconds:.0f} s ({found})")
+        else:
+            tail = "\n".join(text.splitlines()[-120:])
+            say(f"{self.name}: FAILED (exit {self.returncode}) in {self.seconds:.0f} s ({found}); log {self.log}\n{tail}")
+        return self
+
+
+def fast_jobs() -> list[Job]:
+    return [Job("lint", ["ansible-lint"]),
+            Job("sanity", [sys.executable, "tests/sanity/run_sanity.py"]),
+            Job("unit", [sys.executable, "-m", "pytest", "tests/unit"])]
+
+
+def scenarios() -> list[str]:
+    present = sorted(path.parent.name for path in (ROOT / "molecule").glob("*/molecule.yml"))
+    return [name for name in LAB_ORDER if name in present] + [name for name in present if name not in LAB_ORDER]
+
+
+def lab_jobs() -> list[Job]:
+    jobs = [Job(f"molecule-{name}", ["molecule", "test", "-s", name]) for name in scenarios()]
+    jobs.insert(2, Job("lab", [sys.executable, "-m", "pytest", "tests/lab"]))
+    return jobs
+
+
+def run_tier(name: str, jobs: list[Job], parallel: int) -> tuple[bool, float]:
+    started = time.monotonic()
+    if parallel <= 1:
+        done = [job.run() for job in jobs]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
+            done = list(pool.map(Job.run, jobs))
+    seconds = time.monotonic() - started
+    ok = all(job.returncode == 0 for job in done)
+    say(f"tier {name}: {'ok' if ok else 'FAILED'} in {seconds:.0f} s ({len(done)} jobs)")
+    return ok, seconds
+
+
+def main(argv: list[str]) -> int:
+    tiers = argv or ["fast", "lab"]
+    unknown = [tier for tier in tiers if tier not in ("fast", "lab")]
+    if unknown:
+        print(f"suite: unknown tier(s) {', '.join(unknown)}: use fast, lab or both", file=sys.stderr)
+        return 2
+    parallel = int(os.environ.get("OPSPACK_TEST_JOBS", "2"))
+    started = time.monotonic()
+    results: list[tuple[str, bool, float]] = []
+    all_jobs: list[Job] = []
+    for tier in tiers:
+        jobs = fast_jobs() if tier == "fast" else lab_jobs()
+        all_jobs += jobs
+        # The fast tier is quick and CPU-bound: one job at a time, and stop there if it fails.
+        ok, seconds = run_tier(tier, jobs, 1 if tier == "fast" else parallel)
+        results.append((tier, ok, seconds))
+        if not ok:
+            break
+    total = time.monotonic() - started
+    counts: dict[str, int] = {}
+    for job in all_jobs:
+        for outcome, count in job.counts.items():
+            counts[outcome] = counts.get(outcome, 0) + count
+    failed_jobs = [job.name for job in all_jobs if job.returncode not in (0, None)]
+    timing = ", ".join(f"{tier} {seconds:.0f} s" for tier, _, seconds in results)
+    outcome = ", ".join(f"{counts[key]} {key}" for key in ("failed", "errors", "passed", "skipped", "deselected",
+                                                             "xfailed", "xpassed") if counts.get(key))
+    if failed_jobs:
+        outcome = f"{outcome}; failed jobs: {', '.join(failed_jobs)}"
+    print(f"==== {outcome or 'nothing ran'} in {total:.0f}s (tiers: {timing}) ====", flush=True)
+    return 0 if all(ok for _, ok, _ in results) and len(results) == len(tiers) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
