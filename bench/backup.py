@@ -1,6 +1,6 @@
 """Benchmark: backup throughput and restore-drill time against plain pg_dump / pg_restore.
 
-On one fresh lab host, provisioned, with pgbench tables at scale 50 (5 million accounts) in the
+On one provisioned lab host (started from the tests' provisioned-host snapshot), with pgbench tables at scale 50 (5 million accounts) in the
 lab site's database, it measures in the same run:
 
 - baseline: plain `pg_dump --format=custom` of that database (pg_dump's defaults, zlib level 6),
@@ -33,6 +33,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from opspack.testing import snapshot
+from opspack.testing.config import tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = "bench-backup"
@@ -90,16 +93,9 @@ class Host:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="opspack-bench-") as scratch:
         lab_dir = Path(scratch) / "lab"
-        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-        subprocess.run(["opspack", "lab", "up", "--name", LAB, "--dir", str(lab_dir), "--hosts", "1",
-                        "--base-port", str(BASE_PORT)], check=True, cwd=ROOT)
+        env = tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+        bench_lab = snapshot.start_lab(LAB, lab_dir, 1, BASE_PORT)
         try:
-            key = (lab_dir / "id_ed25519.pub").read_text().strip()
-            extra = Path(scratch) / "vars.yml"
-            extra.write_text(f"access_operator_user: ops\naccess_operator_ssh_keys: [{key!r}]\n")
-            print("bench: provisioning the host", flush=True)
-            run(["ansible-playbook", "-i", str(lab_dir / "hosts.yml"), "playbooks/provision.yml",
-                 "-e", "@inventories/lab-site.yml", "-e", f"@{extra}"], env)
             host = Host(lab_dir, env)
             print(f"bench: loading pgbench at scale {SCALE}", flush=True)
             host.shell_as_postgres(f"pgbench --initialize --scale={SCALE} --quiet --host=/var/run/postgresql blog")
@@ -147,7 +143,7 @@ def main() -> int:
                 f"--dbname=plain_restore {taken['path']} && dropdb plain_restore")
             ours_drill, drilled = host.module("restore_drill", {"site": "blog", "backup_dir": BACKUP_DIR, "jobs": 2})
         finally:
-            subprocess.run(["opspack", "lab", "down", "--name", LAB, "--dir", str(lab_dir)], check=False, cwd=ROOT)
+            bench_lab.down()
     # Both ratios compare work on the host: pg_dump's wall time there against the module's own
     # (from opening its snapshot to the manifest on disk). Ansible's round trip is shown apart.
     usual_throughput = plain_dump / usual_dump

@@ -1,4 +1,5 @@
-"""Benchmark: upgrade and rollback times of the sample site on a fresh lab host.
+"""Benchmark: upgrade and rollback times of the sample site on a provisioned lab host
+(started from the tests' provisioned-host snapshot).
 
 On one provisioned lab host with the sample site's 1.0.0 deployed, it measures in the same run:
 
@@ -35,7 +36,9 @@ sys.path.insert(0, str(ROOT / "tests" / "sample_site"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from build_releases import build  # noqa: E402  (the sample site's release trees)
+from opspack.testing import snapshot  # noqa: E402
 from opspack.testing.client import RequestLoop  # noqa: E402  (the tests' bounded request loop)
+from opspack.testing.config import tool_env  # noqa: E402
 
 LAB = "bench-release"
 BASE_PORT = int(os.environ.get("OPSPACK_BENCH_RELEASE_BASE_PORT", "26200"))
@@ -55,9 +58,8 @@ def run(args: list[str], env: dict) -> float:
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="opspack-bench-") as scratch:
         lab_dir = Path(scratch) / "lab"
-        env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
-        subprocess.run(["opspack", "lab", "up", "--name", LAB, "--dir", str(lab_dir), "--hosts", "1",
-                        "--base-port", str(BASE_PORT)], check=True, cwd=ROOT)
+        env = tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+        bench_lab = snapshot.start_lab(LAB, lab_dir, 1, BASE_PORT)
         try:
             key = (lab_dir / "id_ed25519.pub").read_text().strip()
             extra = Path(scratch) / "vars.yml"
@@ -65,8 +67,7 @@ def main() -> int:
             build(Path(scratch) / "sample")
             inventory = ["-i", str(lab_dir / "hosts.yml")]
             site = ["-e", "@inventories/lab-site.yml", "-e", f"@{extra}", "-e", "release_site=blog"]
-            print("bench: provisioning the host and deploying 1.0.0", flush=True)
-            run(["ansible-playbook", *inventory, "playbooks/provision.yml", *site], env)
+            print("bench: deploying 1.0.0", flush=True)
 
             def deploy(version: str) -> list[str]:
                 return ["ansible-playbook", *inventory, "playbooks/deploy.yml", *site, "-e", f"release_version={version}",
@@ -91,7 +92,7 @@ def main() -> int:
                     failures += poller.failed
                     requests += poller.total
         finally:
-            subprocess.run(["opspack", "lab", "down", "--name", LAB, "--dir", str(lab_dir)], check=False, cwd=ROOT)
+            bench_lab.down()
     base = statistics.median(ping)
 
     def line(name: str, values: list[float]) -> str:

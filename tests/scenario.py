@@ -17,9 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def ephemeral_directory(scenario: str) -> Path:
-    # Where Molecule keeps a scenario's state: <cache>/molecule/<project directory name>/<scenario>.
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "molecule" / ROOT.name / scenario
+    """Where Molecule keeps a scenario's state: <ansible cache>/tmp/molecule.<checksum>.<scenario>,
+    the cache being the venv's, the project's or ~/.ansible (ansible-compat's choice)."""
+    from molecule.text import checksum
+
+    name = f"molecule.{checksum(ROOT.name, 4)}.{scenario.replace('/', '--')}"
+    caches = [Path(os.environ["VIRTUAL_ENV"]) / ".ansible"] if "VIRTUAL_ENV" in os.environ else []
+    caches += [ROOT / ".ansible", Path(os.environ.get("ANSIBLE_HOME", "~/.ansible")).expanduser()]
+    candidates = [cache / "tmp" / name for cache in caches]
+    return next((path for path in candidates if (path / "inventory").exists()), candidates[-1])
 
 
 def main(argv: list[str]) -> int:

@@ -28,7 +28,11 @@ BIN = str(Path(sys.executable).parent)
 # runs; one missing from this list runs last.
 LAB_ORDER = ("release-lifecycle", "provision", "release-safety", "backups", "fleet", "migrations", "preflight")
 OUTCOME = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)")
-SUMMARY = re.compile(r"^=+ (.+) in [0-9.]+s.*=+$", re.MULTILINE)
+# pytest's closing line ("===== 7 passed, 1 skipped in 14.11s ====="), also inside Molecule's
+# framed output (a prefix before it, colour codes, the line wrapped after the time).
+SUMMARY = re.compile(r"={3,} ((?:\d+ \w+(?:, )?)+) in [0-9.]+s")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+NO_COLOUR = {"PY_COLORS": "0", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"}
 _print_lock = threading.Lock()
 
 
@@ -50,18 +54,15 @@ class Job:
 
     def run(self) -> "Job":
         LOGS.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PATH=os.pathsep.join([BIN, os.environ.get("PATH", os.defpath)]), **self.env)
+        env = dict(os.environ, PATH=os.pathsep.join([BIN, os.environ.get("PATH", os.defpath)]), **NO_COLOUR, **self.env)
         started = time.monotonic()
         say(f"{self.name}: started ({' '.join(self.argv)})")
         with open(self.log, "w", encoding="utf-8") as log:
             self.returncode = subprocess.run(self.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, check=False).returncode
         self.seconds = time.monotonic() - started
-        text = self.log.read_text(errors="replace")
-        for summary in SUMMARY.findall(text):
-            for count, outcome in OUTCOME.findall(summary):
-                outcome = "errors" if outcome.startswith("error") else outcome
-                self.counts[outcome] = self.counts.get(outcome, 0) + int(count)
+        text = ANSI.sub("", self.log.read_text(errors="replace"))
+        self.counts = pytest_counts(text)
         found = ", ".join(f"{count} {outcome}" for outcome, count in self.counts.items()) or "no pytest summary"
         if self.returncode == 0:
             say(f"{self.name}: ok in {self.seconds:.0f} s ({found})")
@@ -69,6 +70,16 @@ class Job:
             tail = "\n".join(text.splitlines()[-120:])
             say(f"{self.name}: FAILED (exit {self.returncode}) in {self.seconds:.0f} s ({found}); log {self.log}\n{tail}")
         return self
+
+
+def pytest_counts(text: str) -> dict[str, int]:
+    """Outcome -> count, summed over every pytest summary line in a job's output."""
+    counts: dict[str, int] = {}
+    for summary in SUMMARY.findall(text):
+        for count, outcome in OUTCOME.findall(summary):
+            outcome = "errors" if outcome.startswith("error") else outcome
+            counts[outcome] = counts.get(outcome, 0) + int(count)
+    return counts
 
 
 def fast_jobs() -> list[Job]:

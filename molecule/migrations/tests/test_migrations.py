@@ -1,7 +1,8 @@
 """SQL migrations on a provisioned lab host, run with opspack.platform.pg_migrations over SSH.
 
-The tests run in file order on one database: v1, then v2, then a release whose migration
-fails halfway, then back to v1. The sample site's releases are in tests/sample_site."""
+In file order the tests go v1, then v2, then a release whose migration fails halfway, then back
+to v1; each first brings the database to the schema it starts from (`at`), so any one runs
+alone. The sample site's releases are in tests/sample_site."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def schema(host) -> str:
 @pytest.fixture(scope="module", autouse=True)
 def releases(host):
     """The sample site's releases, copied to the host as a deploy would unpack them."""
-    host.check_output(f"rm -rf {RELEASES} && install -d -m 0755 {RELEASES}")
+    host.check_output(f"rm -rf {RELEASES} && install -d -m 0755 {RELEASES} {RELEASES}/v0/migrations")
     for release in sorted(path.name for path in SAMPLE.iterdir() if (path / "migrations").is_dir()):
         host.check_output(f"install -d -m 0755 {RELEASES}/{release}/migrations")
         for migration in sorted((SAMPLE / release / "migrations").iterdir()):
@@ -64,7 +65,14 @@ def releases(host):
     host.check_output(f"rm -rf {RELEASES}")
 
 
+def at(version: int) -> None:
+    """The schema a test starts from, whatever ran before: v0 (no migration), v1 or v2."""
+    result = migrate(path=f"{RELEASES}/v{version}/migrations", release=f"v{version}")
+    assert not result.get("failed") and result["version_after"] == version, result
+
+
 def test_v1_applies_its_migration_as_the_site_owner_and_a_second_run_changes_nothing(host):
+    at(0)
     result = migrate(path=f"{RELEASES}/v1/migrations", release="v1")
     assert not result.get("failed"), result
     assert result["changed"] and result["applied"] == ["001_create_notes"]
@@ -76,6 +84,7 @@ def test_v1_applies_its_migration_as_the_site_owner_and_a_second_run_changes_not
 
 
 def test_a_dry_run_says_what_v2_would_apply_and_applies_nothing(host):
+    at(1)
     before = schema(host)
     dry = migrate(check=True, path=f"{RELEASES}/v2/migrations", release="v2")
     assert dry["changed"] and dry["applied"] == ["002_add_note_tags"] and dry["version_after"] == 2
@@ -83,12 +92,14 @@ def test_a_dry_run_says_what_v2_would_apply_and_applies_nothing(host):
 
 
 def test_v2_applies_the_new_migration_only(host):
+    at(1)
     result = migrate(path=f"{RELEASES}/v2/migrations", release="v2")
     assert result["applied"] == ["002_add_note_tags"] and result["version_after"] == 2
     assert sql(host, "SELECT tags FROM notes") == "{}"
 
 
 def test_a_migration_that_fails_halfway_leaves_the_schema_exactly_as_before(host):
+    at(2)
     before = schema(host)
     result = migrate(path=f"{RELEASES}/v3-bad-migration/migrations", release="v3-bad-migration")
     assert result["failed"] and "migration 003_archive_notes failed" in result["msg"]
@@ -99,8 +110,9 @@ def test_a_migration_that_fails_halfway_leaves_the_schema_exactly_as_before(host
 
 
 def test_a_changed_applied_migration_or_a_missing_rollback_is_refused_before_anything(host):
+    at(2)
     before = schema(host)
-    host.check_output(f"cp -r {RELEASES}/v2 {RELEASES}/v2-edited && "
+    host.check_output(f"rm -rf {RELEASES}/v2-edited {RELEASES}/v3-no-rollback && cp -r {RELEASES}/v2 {RELEASES}/v2-edited && "
                       f"sed -i 's/bigserial/serial/' {RELEASES}/v2-edited/migrations/001_create_notes.sql")
     changed = migrate(path=f"{RELEASES}/v2-edited/migrations")
     assert changed["failed"] and "001_create_notes was changed after it was applied" in changed["msg"]
@@ -130,6 +142,7 @@ def test_a_second_run_while_one_holds_the_lock_is_refused_naming_the_holder(host
 
 def test_going_back_to_v1_reverts_v2_with_its_recorded_rollback(host):
     # v1's tree has no 002 files: the rollback SQL recorded in the history reverts it.
+    at(2)
     result = migrate(path=f"{RELEASES}/v1/migrations", release="v1")
     assert not result.get("failed"), result
     assert result["reverted"] == ["002_add_note_tags"] and result["version_after"] == 1

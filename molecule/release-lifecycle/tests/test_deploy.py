@@ -1,10 +1,11 @@
 """The release lifecycle on a provisioned lab host, driven as an operator drives it.
 
-Converge deployed the sample site's 1.0.0. The tests run in file order on that one host:
-bad input is refused, a held lock refuses a deploy, 2.0.0 upgrades with a migration under a
-request loop, 2.1.0 fails its health gate, 3.0.0 fails its migration, and a rollback goes back
-to 1.0.0 with its schema. Every request of the loops goes to 127.0.0.1 and is verified
-against the lab CA.
+Converge deployed the sample site's 1.0.0. In file order the tests tell the story: bad input
+is refused, a held lock refuses a deploy, 2.0.0 upgrades with a migration under a request loop,
+2.1.0 fails its health gate, 3.0.0 fails its migration, and a rollback goes back to 1.0.0 with
+its schema. Each test first brings the sites to the release it starts from (`bring_to`, nothing
+to do in file order), so any one runs alone (tests/scenario.py release-lifecycle FILE::TEST).
+Every request of the loops goes to 127.0.0.1 and is verified against the lab CA.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from opspack.testing.scenario import (  # the scenarios' shared helpers
     CANARIES,
     RequestLoop,
     access_log_lines,
+    bring_to,
     command,
     deploy,
     deploy_args,
@@ -43,7 +45,8 @@ from opspack.testing.scenario import (  # the scenarios' shared helpers
 from opspack.report import LabHTTPSConnection
 
 
-def test_converge_deployed_1_0_0_as_current_and_last_known_good(host):
+def test_1_0_0_serves_as_current_and_last_known_good(host):
+    bring_to(host, "1.0.0")
     status, version, body = get(host)
     assert (status, version) == (200, "1.0.0") and "sample site 1.0.0" in body
     status, _, body = get(host, "/health/ready")
@@ -62,6 +65,7 @@ def test_converge_deployed_1_0_0_as_current_and_last_known_good(host):
     (("-e", "release_site="), "release_site is not set: name the site"),
 ])
 def test_bad_input_is_refused_before_anything_changes(host, extra, message):
+    bring_to(host, "1.0.0")
     before = record(host)
     ran = playbook("deploy", "-e", "release_version=2.0.0", "-e", f"release_source={SAMPLE / '2.0.0'}", *extra)
     assert ran.returncode != 0 and message in ran.stdout + ran.stderr, ran.stdout[-3000:]
@@ -69,6 +73,7 @@ def test_bad_input_is_refused_before_anything_changes(host, extra, message):
 
 
 def test_a_dry_run_says_what_it_would_do_and_changes_nothing(host):
+    bring_to(host, "1.0.0")
     before, schema_before = record(host), schema(host)
     ran = deploy("2.0.0", "--check")
     assert ran.returncode == 0, ran.stdout[-3000:]
@@ -77,6 +82,7 @@ def test_a_dry_run_says_what_it_would_do_and_changes_nothing(host):
 
 
 def test_a_migration_without_its_rollback_script_is_refused(host, tmp_path):
+    bring_to(host, "1.0.0")
     tree = tmp_path / "2.0.0"
     subprocess.run(["cp", "-r", str(SAMPLE / "2.0.0"), str(tree)], check=True)
     (tree / "migrations" / "002_add_note_tags.rollback.sql").unlink()
@@ -87,6 +93,7 @@ def test_a_migration_without_its_rollback_script_is_refused(host, tmp_path):
 
 
 def test_a_deploy_while_another_holds_the_lock_is_refused_naming_the_holder(host):
+    bring_to(host, "1.0.0")
     holder = {"holder": "carol@ci-runner", "run_id": "ci-runner:4242:1", "version": "9.9.9+000000000000",
               "reason": "deploy from CI", "since": "2026-12-01T00:00:00Z"}
     host.check_output(f"install -d -m 0700 {SITE_DIR}/deploy.lock && echo {shlex.quote(json.dumps(holder))}"
@@ -100,6 +107,7 @@ def test_a_deploy_while_another_holds_the_lock_is_refused_naming_the_holder(host
 
 
 def test_upgrade_to_2_0_0_migrates_and_serves_with_no_failed_request(host):
+    bring_to(host, "1.0.0")
     with RequestLoop(host) as loop:
         ran = deploy("2.0.0")
         time.sleep(2)
@@ -114,6 +122,7 @@ def test_upgrade_to_2_0_0_migrates_and_serves_with_no_failed_request(host):
 
 
 def test_a_release_failing_its_health_gate_never_gets_a_request(host):
+    bring_to(host, "2.0.0")
     before_schema, log_before = schema(host), access_log_lines(host)
     ran = deploy("2.1.0", "-e", "release_health_retries=3")
     out = ran.stdout + ran.stderr
@@ -130,6 +139,7 @@ def test_a_release_failing_its_health_gate_never_gets_a_request(host):
 
 
 def test_a_release_whose_migration_fails_leaves_the_schema_and_2_0_0_serving(host):
+    bring_to(host, "2.0.0")
     before_schema = schema(host)
     ran = deploy("3.0.0")
     out = ran.stdout + ran.stderr
@@ -148,6 +158,7 @@ def test_a_deploy_of_the_serving_release_changes_nothing(host):
 
 
 def test_rollback_goes_back_to_1_0_0_with_its_schema_and_no_failed_request(host):
+    bring_to(host, "2.0.0")
     with RequestLoop(host) as loop:
         started = time.monotonic()
         ran = playbook("rollback")
@@ -162,6 +173,7 @@ def test_rollback_goes_back_to_1_0_0_with_its_schema_and_no_failed_request(host)
 
 
 def test_rollback_to_an_unknown_release_is_refused(host):
+    bring_to(host, "1.0.0")
     before = record(host)
     ran = playbook("rollback", "-e", "release_rollback_to=7.7.7+000000000000")
     assert ran.returncode != 0 and "is not a good release to go back to" in ran.stdout + ran.stderr
@@ -234,7 +246,25 @@ def test_smoke_tests_pass_in_one_line_and_fail_naming_the_check(host):
     assert "not 200: /no-such-page" in out and "certificate expires in" in out
 
 
-def test_the_records_hold_what_happened_and_no_secret(host):
+@pytest.fixture
+def story_recorded(host):
+    """The records of an upgrade to 2.0.0, failed deploys of 2.1.0 (health gate) and 3.0.0
+    (migration) and a rollback to 1.0.0: what the tests above do in file order, done here for
+    whatever is missing from the history when this test runs alone."""
+    def seen():
+        return [(entry["operation"], entry["result"], entry.get("version")) for entry in history()]
+    if ("upgrade", "ok", "2.0.0") not in seen():
+        bring_to(host, "1.0.0")
+        bring_to(host, "2.0.0")
+    for version in ("2.1.0", "3.0.0"):
+        if ("deploy", "failed", version) not in seen():
+            bring_to(host, "2.0.0")
+            assert deploy(version).returncode != 0
+    if ("rollback", "ok", "1.0.0") not in seen():
+        bring_to(host, "1.0.0")
+
+
+def test_the_records_hold_what_happened_and_no_secret(host, story_recorded):
     records = EPHEMERAL / "records"
     history = [json.loads(line) for line in (records / "history.jsonl").read_text().splitlines()]
     seen = [(entry["operation"], entry["result"], entry.get("version")) for entry in history]
@@ -260,6 +290,9 @@ def test_two_runs_finishing_together_on_two_sites_both_land_in_the_records(host)
     """A first deploy of shop and a rollback of blog, started together from two 'terminals'.
     (It takes the host fixture so that it runs in file order: pytest runs the tests without
     testinfra's parametrized host after all the others.)"""
+    bring_to(host, "2.0.0")
+    if get(host, site="shop")[0] == 200:  # shop deployed by an earlier test: its 1.0.0 again
+        bring_to(host, "1.0.0", "shop")
     before = len(history())
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
     runs = [subprocess.Popen(args, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -286,7 +319,8 @@ def cutover(*services: tuple[str, str], maintenance: bool = False) -> subprocess
 
 
 def test_a_cutover_whose_later_service_fails_rolls_the_earlier_back(host):
-    assert get(host, site="shop")[1] == "1.0.0" and get(host)[1] == "1.0.0"
+    bring_to(host, "1.0.0", "shop")
+    bring_to(host, "1.0.0")
     shop_schema = schema(host, "shop")
     ran = cutover(("shop", "2.0.0"), ("blog", "2.1.0"))
     out = ran.stdout + ran.stderr
@@ -302,6 +336,8 @@ def test_a_cutover_whose_later_service_fails_rolls_the_earlier_back(host):
 
 
 def test_a_cutover_deploys_the_services_in_order_behind_maintenance(host):
+    bring_to(host, "1.0.0", "shop")
+    bring_to(host, "1.0.0")
     before = len(history())
     ran = cutover(("shop", "2.0.0"), ("blog", "2.0.0"), maintenance=True)
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
@@ -319,6 +355,7 @@ def test_a_cutover_deploys_the_services_in_order_behind_maintenance(host):
 
 
 def test_a_cutover_refuses_bad_input_before_anything_changes(host):
+    bring_to(host, "2.0.0", "shop")
     state = record(host, "shop")
     extra = playbook("cutover", "-e", json.dumps({"release_cutover_services": [
         {"site": "shop", "version": "1.0.0", "source": str(SAMPLE / "1.0.0")}]}))  # release_site=blog given too
@@ -348,6 +385,7 @@ def framework_state(host) -> str:
 
 
 def test_a_site_migrating_with_its_own_command_goes_forward_and_back(host):
+    bring_to(host, "2.0.0", "shop")
     before = framework_state(host)
     alone = deploy("4.0.0", "-e", json.dumps({"release_migrate_command": MIGRATE["release_migrate_command"]}), site="shop")
     assert alone.returncode != 0 and "no rollback command" in alone.stdout + alone.stderr

@@ -12,11 +12,20 @@ from opspack import lab
 from opspack.report import LabHTTPSConnection
 
 
-def https_port(host) -> int:
-    """The 127.0.0.1 port publishing a testinfra host's HTTPS port (the lab's port layout)."""
+def lab_port(host, kind: str) -> int:
+    """The 127.0.0.1 port publishing a testinfra host's HTTP or HTTPS port.
+
+    The lab's inventory names it (opspack_lab_<kind>_port); elsewhere (Molecule's inventory, where
+    testinfra reads the variable unrendered) the lab's fixed port layout gives it from the SSH port."""
     variables = host.ansible.get_variables()
-    named = variables.get("opspack_lab_https_port")
-    return int(named) if named else lab.host_ports(int(variables["ansible_port"]), 1).https
+    named = str(variables.get(f"opspack_lab_{kind}_port", ""))
+    if named.isdigit():
+        return int(named)
+    return getattr(lab.host_ports(int(variables["ansible_port"]), 1), kind)
+
+
+def https_port(host) -> int:
+    return lab_port(host, "https")
 
 
 def get(port: int, ca: Path, path: str = "/", site: str = "blog", timeout: float = 10) -> tuple[int, dict, str]:

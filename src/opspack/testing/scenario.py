@@ -14,6 +14,7 @@ from pathlib import Path
 
 from opspack.testing import client
 from opspack.testing.config import ROOT as PROJECT
+from opspack.testing.config import canaries
 from opspack.testing import playbooks
 from opspack.testing.playbooks import checked  # noqa: F401  (re-exported for the scenarios' tests)
 
@@ -24,6 +25,8 @@ SAMPLE = EPHEMERAL / "sample"
 CA = EPHEMERAL / "opspack-lab-ca" / "ca.crt"
 SERVER_NAME = "blog.lab.test"
 SITE_DIR = "/srv/blog"
+# The lab's secrets (read from its variables files): no output, record or copy may hold them.
+CANARIES = canaries()
 
 
 def command(name: str, *extra: str, site: str | None = "blog") -> list[str]:
@@ -49,6 +52,24 @@ def sample_releases() -> Path:
         subprocess.run([sys.executable, str(PROJECT / "tests/sample_site/build_releases.py"), str(SAMPLE)],
                        check=True, capture_output=True)
     return SAMPLE
+
+
+def bring_to(host, version: str, site: str = "blog") -> None:
+    """The state a test starts from, whatever ran before it: SITE serving VERSION of the sample
+    site. Nothing to do when it already does; else a deploy, or (VERSION older than the schema)
+    a rollback to the newest VERSION release on the host."""
+    sample_releases()
+    if get(host, site=site)[1] == version:
+        return
+    ran = deploy(version, site=site)
+    out = ran.stdout + ran.stderr
+    if ran.returncode != 0 and "does not define migration(s)" in out:
+        known = sorted((rid for rid in record(host, site).get("releases", {}) if rid.startswith(f"{version}+")),
+                       key=lambda rid: record(host, site)["releases"][rid].get("deploy_order", 0))
+        assert known, f"{site} cannot go back to {version}: no such release on the host"
+        ran = playbook("rollback", "-e", f"release_rollback_to={known[-1]}", site=site)
+        out = ran.stdout + ran.stderr
+    assert ran.returncode == 0 and get(host, site=site)[1] == version, f"could not bring {site} to {version}: {out[-3000:]}"
 
 
 def https_port(host) -> int:

@@ -152,6 +152,18 @@ def ensure(hosts: int = HOSTS) -> Path:
         return target
 
 
+def start_lab(name: str, lab_dir: Path, hosts: int, base_port: int) -> lab.Lab:
+    """A lab of provisioned hosts from this tree's snapshot, with the snapshot's control-node
+    files (the lab CA) beside its inventory, where the roles look for them."""
+    directory = ensure(hosts)
+    provisioned = lab.Lab(name, lab_dir, log)
+    provisioned.up(hosts, base_port, directory)
+    control = directory / "control"
+    if control.is_dir():
+        shutil.copytree(control, lab_dir, dirs_exist_ok=True, symlinks=True)
+    return provisioned
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m opspack.testing.snapshot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

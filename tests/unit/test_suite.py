@@ -1,0 +1,29 @@
+"""tests/suite.py counts every pytest run's outcome from its output, Molecule's framed output too."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import suite  # noqa: E402  (tests/suite.py)
+
+
+def test_plain_and_framed_summaries_are_summed():
+    text = "\n".join([
+        "============================== 279 passed in 31.02s ===============================",
+        "  \x1b[2m│\x1b[0m ============================== 7 passed in 14.11s",
+        "  │ =============== 20 failed, 1 passed, 1 error in 62.80s (0:01:02)",
+        "  │ ===== 146 passed, 4 skipped, 2 deselected in 300.00s =====",
+    ])
+    assert suite.pytest_counts(suite.ANSI.sub("", text)) == {
+        "passed": 433, "failed": 20, "errors": 1, "skipped": 4, "deselected": 2}
+
+
+def test_output_without_a_summary_counts_nothing():
+    assert suite.pytest_counts("Passed: 0 failure(s), 0 warning(s) in 252 files") == {}
+
+
+def test_every_scenario_runs_in_the_lab_tier():
+    names = {job.name for job in suite.lab_jobs()}
+    scenarios = {path.parent.name for path in (suite.ROOT / "molecule").glob("*/molecule.yml")}
+    assert {f"molecule-{name}" for name in scenarios} | {"lab"} == names
