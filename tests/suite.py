@@ -24,9 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / ".cache" / "test-logs"
 BIN = str(Path(sys.executable).parent)
-# Longest first, so that the last job to finish starts early. Every scenario under molecule/
-# runs; one missing from this list runs last.
-LAB_ORDER = ("release-lifecycle", "provision", "release-safety", "backups", "fleet", "migrations", "preflight")
+# Longest first, so that the last job to finish starts early ("lab" is pytest tests/lab); the
+# first snapshot scenario builds the snapshot while provision, on fresh hosts, runs beside it.
+# Every scenario under molecule/ runs; one missing from this list runs last.
+LAB_ORDER = ("release-lifecycle", "provision", "lab", "release-safety", "backups", "fleet", "migrations", "preflight")
 OUTCOME = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)")
 # pytest's closing line ("===== 7 passed, 1 skipped in 14.11s ====="), also inside Molecule's
 # framed output (a prefix before it, colour codes, the line wrapped after the time).
@@ -89,14 +90,14 @@ def fast_jobs() -> list[Job]:
 
 
 def scenarios() -> list[str]:
-    present = sorted(path.parent.name for path in (ROOT / "molecule").glob("*/molecule.yml"))
+    """The lab jobs' names in running order: the scenarios and "lab"."""
+    present = sorted(path.parent.name for path in (ROOT / "molecule").glob("*/molecule.yml")) + ["lab"]
     return [name for name in LAB_ORDER if name in present] + [name for name in present if name not in LAB_ORDER]
 
 
 def lab_jobs() -> list[Job]:
-    jobs = [Job(f"molecule-{name}", ["molecule", "test", "-s", name]) for name in scenarios()]
-    jobs.insert(2, Job("lab", [sys.executable, "-m", "pytest", "tests/lab"]))
-    return jobs
+    return [Job("lab", [sys.executable, "-m", "pytest", "tests/lab"]) if name == "lab"
+            else Job(f"molecule-{name}", ["molecule", "test", "-s", name]) for name in scenarios()]
 
 
 def run_tier(name: str, jobs: list[Job], parallel: int) -> tuple[bool, float]:

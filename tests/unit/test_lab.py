@@ -135,3 +135,16 @@ def test_cli_refuses_zero_hosts_with_one_line():
                             capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert result.stderr == "opspack: error: --hosts must be between 1 and 20 (got 0)\n"
+
+
+def test_snapshot_control_files_must_be_name_equals_path(capsys):
+    from opspack import cli
+    code = cli.main(["lab", "snapshot", "--name", "lab", "--dir", "/nonexistent", "--to", "/nonexistent/snap",
+                     "--key", "pabc", "--control", "no-equals-sign"])
+    assert code == 2 and "give NAME=PATH" in capsys.readouterr().err
+
+
+def test_a_snapshot_key_is_checked_before_any_host_is_touched(tmp_path):
+    with pytest.raises(lab.LabError, match="snapshot key 'Bad Key!' is not valid") as raised:
+        lab.Lab("lab", tmp_path, print).snapshot(tmp_path / "snap", "Bad Key!")
+    assert raised.value.exit_code == 2
