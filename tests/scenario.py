@@ -4,7 +4,7 @@ with the environment Molecule's verify step gives its testinfra tests, so one te
     python tests/scenario.py release-lifecycle molecule/release-lifecycle/tests/test_deploy.py::test_x
     python tests/scenario.py backups -k drill        # any pytest arguments after the scenario
 
-With no pytest arguments it runs the scenario's whole tests/ directory.
+Without a test path among the arguments it runs the scenario's tests/ directory.
 """
 
 from __future__ import annotations
@@ -57,8 +57,12 @@ def main(argv: list[str]) -> int:
     })
     import pytest  # after the environment is set: the scenario's helpers read it at import
 
+    # Without a test file or directory among the arguments (only options such as -k), the
+    # scenario's tests/ is what runs.
+    if not any(Path(arg.split("::")[0]).exists() for arg in args if not arg.startswith("-")):
+        args.append(str(scenario_dir / "tests"))
     return pytest.main(["--hosts=all", f"--ansible-inventory={inventory}", "--connection=ansible", "-p", "no:cacheprovider",
-                        *(args or [str(scenario_dir / "tests")])])
+                        *args])
 
 
 if __name__ == "__main__":

@@ -115,3 +115,12 @@ def test_what_a_snapshot_removes_before_the_commit_is_what_each_host_makes_at_bo
     # Host keys: sshd's drop-in runs ssh-keygen -A; machine-id: systemd fills an empty file.
     assert "rm -f /etc/ssh/ssh_host_*" in lab.SNAPSHOT_PREPARE and "ssh-keygen -A" in lab.SSH_HOSTKEY_DROPIN
     assert ": > /etc/machine-id" in lab.SNAPSHOT_PREPARE
+
+
+def test_a_build_takes_the_first_port_block_nothing_listens_on(monkeypatch):
+    busy = {snapshot.BUILD_BASE_PORT + 2, snapshot.BUILD_BASE_PORT + 20}
+    monkeypatch.setattr(lab, "taken_ports", lambda ports: [port for port in ports if port in busy])
+    assert snapshot.free_base_port() == snapshot.BUILD_BASE_PORT + 40
+    monkeypatch.setattr(lab, "taken_ports", lambda ports: list(ports))
+    with pytest.raises(lab.LabError, match="no free ports for a snapshot build"):
+        snapshot.free_base_port()

@@ -24,6 +24,7 @@ import yaml
 
 from opspack.testing.config import SCENARIO_SITES, canaries
 from opspack.testing.playbooks import playbook as run_playbook
+from opspack.testing.scenario import sql
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
@@ -40,10 +41,6 @@ def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
     # Where a failure's message goes depends on the config (Molecule's sends it to stderr):
     # the tests read both streams as one.
     return subprocess.CompletedProcess(ran.args, ran.returncode, stdout=ran.stdout + ran.stderr, stderr=ran.stderr)
-
-
-def sql(host, query: str, db: str = "blog") -> str:
-    return host.check_output(f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {db} -c {shlex.quote(query)}").strip()
 
 
 def listing(host) -> list[str]:
@@ -389,7 +386,7 @@ TABLESPACE = "/var/lib/postgresql/opspack-lab-tablespace"
 def test_a_tablespace_is_recovered_below_the_scratch_root_and_one_newer_than_the_set_is_refused(host):
     """WAL replay of CREATE TABLESPACE empties the tablespace's original directory: production's."""
     host.check_output(f"install -d -o postgres -g postgres -m 700 {TABLESPACE}")
-    sql(host, f"CREATE TABLESPACE lab_space LOCATION '{TABLESPACE}'", db="postgres")
+    sql(host, f"CREATE TABLESPACE lab_space LOCATION '{TABLESPACE}'", "postgres")
     sql(host, "CREATE TABLE ts_probe (label text NOT NULL) TABLESPACE lab_space")
     sql(host, "INSERT INTO ts_probe VALUES ('in-space')")
     try:
@@ -410,7 +407,7 @@ def test_a_tablespace_is_recovered_below_the_scratch_root_and_one_newer_than_the
         sql(host, "INSERT INTO ts_probe VALUES ('after')")
         target = utc_stamp(host)
         sql(host, "INSERT INTO ts_probe VALUES ('too-late')")
-        sql(host, "CHECKPOINT", db="postgres")
+        sql(host, "CHECKPOINT", "postgres")
         files = f"find {TABLESPACE} -type f -printf '%P %s\\n' | sort"
         before = host.check_output(files)
         drilled = playbook("restore_drill.yml", "-e", f"restore_drill_target_time={target}", *query)
@@ -423,7 +420,7 @@ def test_a_tablespace_is_recovered_below_the_scratch_root_and_one_newer_than_the
     finally:
         # Later tests recover past this point; the directory stays, as a dropped tablespace's does.
         sql(host, "DROP TABLE IF EXISTS ts_probe")
-        sql(host, "DROP TABLESPACE IF EXISTS lab_space", db="postgres")
+        sql(host, "DROP TABLESPACE IF EXISTS lab_space", "postgres")
 
 
 def test_a_failed_scheduled_backup_leaves_a_marker_and_a_good_one_clears_it(host):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from opspack.testing.scenario import sql
 
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
@@ -37,10 +38,6 @@ def migrate(*, check: bool = False, **args) -> dict:
         return json.loads(ran.stdout)["plays"][0]["tasks"][0]["hosts"]["vps1"]
     except (ValueError, KeyError, IndexError):
         pytest.fail(f"no module result: {ran.stdout[-2000:]} {ran.stderr[-2000:]}")
-
-
-def sql(host, query: str) -> str:
-    return host.check_output(f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d blog -c {shlex.quote(query)}").strip()
 
 
 def schema(host) -> str:

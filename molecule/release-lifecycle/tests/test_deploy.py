@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import ssl
 import subprocess
 import time
 
@@ -42,7 +41,7 @@ from opspack.testing.scenario import (  # the scenarios' shared helpers
     schema,
     sql,
 )
-from opspack.report import LabHTTPSConnection
+from opspack.testing import client
 
 
 def test_1_0_0_serves_as_current_and_last_known_good(host):
@@ -180,23 +179,11 @@ def test_rollback_to_an_unknown_release_is_refused(host):
     assert record(host) == before and get(host)[1] == "1.0.0"
 
 
-def get_with_headers(host, path: str = "/") -> tuple[int, dict]:
-    connection = LabHTTPSConnection(SERVER_NAME, https_port(host), timeout=10,
-                                    context=ssl.create_default_context(cafile=str(CA)))
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return response.status, dict(response.getheaders())
-    finally:
-        connection.close()
-
-
 def test_maintenance_answers_503_with_retry_after_but_lets_health_and_allowed_addresses_through(host):
     assert playbook("maintenance", "-e", "release_maintenance=on").returncode == 0
     try:
-        status, headers = get_with_headers(host)
-        assert status == 503 and headers.get("Retry-After") == "120"
+        status, headers, _ = client.get(https_port(host), CA)
+        assert status == 503 and headers.get("retry-after") == "120"
         assert get(host, "/health/ready")[0] == 200, "health checks reach the app during maintenance"
         # From the host itself (127.0.0.1 is allow-listed) the app still answers.
         local = host.run(f"curl -sk -o /dev/null -w '%{{http_code}}' --resolve {SERVER_NAME}:443:127.0.0.1 https://{SERVER_NAME}/")

@@ -91,8 +91,10 @@ def record(host, site: str = "blog") -> dict:
     return json.loads(host.file(f"/srv/{site}/release-state.json").content_string)
 
 
-def sql(host, query: str, site: str = "blog") -> str:
-    return host.check_output(f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {site} -c {shlex.quote(query)}").strip()
+def sql(host, query: str, database: str = "blog") -> str:
+    """One query as postgres on the host, its unaligned answer."""
+    return host.check_output(
+        f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {database} -c {shlex.quote(query)}").strip()
 
 
 def schema(host, site: str = "blog") -> str:

@@ -38,8 +38,10 @@ SHAPING = ("roles", "playbooks", "plugins", "meta", "galaxy.yml", "ansible.cfg")
 NOT_SHAPING = ("plugins/callback",)
 OPERATOR = "ops"
 HOSTS = 2
-# Away from the demo lab (22000+), Molecule's scenarios (23000+) and the lab tests (24000+).
+# Away from the demo lab (22000+), Molecule's scenarios (23000+), the lab tests (24000+) and the
+# benches (26000+): five blocks, so that builds for different trees (two clones) run side by side.
 BUILD_BASE_PORT = int(os.environ.get("OPSPACK_SNAPSHOT_BASE_PORT", "25900"))
+BUILD_BLOCKS = 5
 # Snapshots kept beside the newest (older ones are removed, images included, when one is built).
 KEEP = 2
 
@@ -87,6 +89,16 @@ def log(message: str) -> None:
     print(f"snapshot: {message}", file=sys.stderr, flush=True)
 
 
+def free_base_port() -> int:
+    """The first of the build's port blocks that nothing listens on."""
+    for block in range(BUILD_BLOCKS):
+        base = BUILD_BASE_PORT + block * lab.PORTS_PER_HOST * HOSTS
+        if not lab.taken_ports(port for index in range(1, HOSTS + 1) for port in lab.host_ports(base, index).all()):
+            return base
+    raise lab.LabError(f"no free ports for a snapshot build in {BUILD_BASE_PORT}-{BUILD_BASE_PORT + BUILD_BLOCKS * 20 - 1} "
+                       "on 127.0.0.1: other builds are running; wait, or set OPSPACK_SNAPSHOT_BASE_PORT")
+
+
 def build(snapshot_key: str, target: Path) -> None:
     """Provision fresh lab hosts with the lab scenarios' variables and commit them."""
     work = target.with_name(f"{target.name}.build")
@@ -97,7 +109,7 @@ def build(snapshot_key: str, target: Path) -> None:
     builder.down()
     started = time.monotonic()
     try:
-        builder.up(HOSTS, BUILD_BASE_PORT)
+        builder.up(HOSTS, free_base_port())
         operator = work / "operator.yml"
         operator.write_text(json.dumps({"access_operator_user": OPERATOR,
                                         "access_operator_ssh_keys": [builder.key_file.with_suffix(".pub").read_text().strip()]}))
