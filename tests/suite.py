@@ -31,7 +31,8 @@ LAB_ORDER = ("release-lifecycle", "provision", "lab", "release-safety", "backups
 OUTCOME = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)")
 # pytest's closing line ("===== 7 passed, 1 skipped in 14.11s ====="), also inside Molecule's
 # framed output (a prefix before it, colour codes, the line wrapped after the time).
-SUMMARY = re.compile(r"={3,} ((?:\d+ \w+(?:, )?)+) in [0-9.]+s")
+# With -q (PYTEST_ADDOPTS) the line has no "=" around it.
+SUMMARY = re.compile(r"^[\s│|]*(?:={3,} )?((?:\d+ \w+(?:, )?)+) in [0-9.]+s", re.MULTILINE)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NO_COLOUR = {"PY_COLORS": "0", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1", "NO_COLOR": "1"}
 _print_lock = threading.Lock()

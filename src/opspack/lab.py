@@ -47,9 +47,10 @@ SNAPSHOT_REPOSITORY = "opspack/lab-snapshot"
 SNAPSHOT_MANIFEST = "snapshot.json"
 # Run in each host before it is committed: what must differ between two hosts started from one
 # snapshot is removed, and made again at their first boot, as on the base image (sshd's
-# `ssh-keygen -A` drop-in, systemd's machine-id). Apt's package cache is not state.
+# `ssh-keygen -A` drop-in, systemd's machine-id). Apt's package cache is not state. The timers'
+# stamps go too: a persistent timer whose stamp predates a missed run would fire at first boot.
 SNAPSHOT_PREPARE = (
-    "set -e; rm -f /etc/ssh/ssh_host_*; : > /etc/machine-id; "
+    "set -e; rm -f /etc/ssh/ssh_host_*; : > /etc/machine-id; rm -f /var/lib/systemd/timers/stamp-*; "
     "if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then rm -f /var/lib/dbus/machine-id; fi; "
     "rm -rf /var/log/journal/*; apt-get clean"
 )
@@ -352,7 +353,8 @@ class Lab:
         existing = self.containers()
         if existing:
             wanted = {host.container for host in planned}
-            if set(existing) == wanted and all(state == "running" for state in existing.values()) and self._state_matches(planned):
+            if (set(existing) == wanted and all(state == "running" for state in existing.values())
+                    and self._state_matches(planned, manifest["key"] if manifest else None)):
                 self.log(f"lab '{self.name}' is already up with {hosts} host(s)")
                 return planned
             stopped = sorted(name for name, state in existing.items() if state != "running")
@@ -396,12 +398,15 @@ class Lab:
             raise
         return planned
 
-    def _state_matches(self, planned: list[LabHost]) -> bool:
+    def _state_matches(self, planned: list[LabHost], snapshot_key: str | None) -> bool:
+        """The running lab is the one asked for: same hosts and ports, same origin (base image or
+        which snapshot)."""
         try:
             state = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             return False
-        return state.get("hosts") == [host.as_dict() for host in planned] and self.inventory.exists()
+        return (state.get("hosts") == [host.as_dict() for host in planned] and state.get("snapshot") == snapshot_key
+                and self.inventory.exists())
 
     def _ensure_key(self) -> None:
         if not self.key_file.exists():
@@ -498,11 +503,11 @@ class Lab:
             for name in ("id_ed25519", "id_ed25519.pub"):
                 shutil.copyfile(self.state_dir / name, staging / name)
             (staging / "id_ed25519").chmod(0o600)
+            (staging / "control").mkdir()
             for name, source in (control_files or {}).items():
                 if source.is_dir():
                     shutil.copytree(source, staging / "control" / name, symlinks=True)
                 elif source.exists():
-                    (staging / "control").mkdir(exist_ok=True)
                     shutil.copy2(source, staging / "control" / name)
             manifest = {"key": key, "base_image": state.get("image"), "images": images,
                         "hosts": [host["name"] for host in hosts]}

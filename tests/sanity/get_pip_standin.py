@@ -3,8 +3,8 @@
 That host is not reachable from our machines; ansible-test reads the script from
 ~/.ansible/test/cache/get_pip_<version>.py when present (run_sanity.py gives ansible-test a home
 of its own). This does the same job with what is reachable: pip from the standard library's
-ensurepip, then the requested pip from PyPI, and only ever inside the virtual environment
-ansible-test made for it: run by any other interpreter it refuses and changes nothing.
+ensurepip, then the requested pip from PyPI, and only ever inside a virtual environment (ansible-test
+runs it in the ones it makes): run by an interpreter that is not one, it refuses and changes nothing.
 """
 
 import subprocess

@@ -115,6 +115,8 @@ def test_what_a_snapshot_removes_before_the_commit_is_what_each_host_makes_at_bo
     # Host keys: sshd's drop-in runs ssh-keygen -A; machine-id: systemd fills an empty file.
     assert "rm -f /etc/ssh/ssh_host_*" in lab.SNAPSHOT_PREPARE and "ssh-keygen -A" in lab.SSH_HOSTKEY_DROPIN
     assert ": > /etc/machine-id" in lab.SNAPSHOT_PREPARE
+    # A persistent timer's stamp from the build would fire a missed run at first boot.
+    assert "rm -f /var/lib/systemd/timers/stamp-*" in lab.SNAPSHOT_PREPARE
 
 
 def test_a_build_takes_the_first_port_block_nothing_listens_on(monkeypatch):

@@ -19,6 +19,10 @@ def test_plain_and_framed_summaries_are_summed():
         "passed": 433, "failed": 20, "errors": 1, "skipped": 4, "deselected": 2}
 
 
+def test_a_quiet_summary_without_its_rule_is_counted():
+    assert suite.pytest_counts("....\n12 passed, 1 skipped in 3.40s\n") == {"passed": 12, "skipped": 1}
+
+
 def test_output_without_a_summary_counts_nothing():
     assert suite.pytest_counts("Passed: 0 failure(s), 0 warning(s) in 252 files") == {}
 

@@ -201,7 +201,8 @@ def test_a_deploy_killed_at_a_random_point_converges_on_the_next_run_and_the_sit
     import signal
     seed = int(os.environ.get("OPSPACK_TEST_KILL_SEED", str(int(time.time()))))
     delay = random.Random(seed).uniform(3.0, 18.0)
-    target = "2.0.0" if get(host)[1] == "1.0.0" else "1.0.0"
+    bring_to(host, "1.0.0")  # an upgrade is what gets killed (1.0.0 over 2.0.0's schema is refused)
+    target = "2.0.0"
     with RequestLoop(host) as loop:
         killed = subprocess.Popen(
             command("deploy", *deploy_args(target)), cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -59,17 +59,20 @@ def bring_to(host, version: str, site: str = "blog") -> None:
     site. Nothing to do when it already does; else a deploy, or (VERSION older than the schema)
     a rollback to the newest VERSION release on the host."""
     sample_releases()
-    if get(host, site=site)[1] == version:
+    if get(host, site=site)[:2] == (200, version):
         return
     ran = deploy(version, site=site)
     out = ran.stdout + ran.stderr
     if ran.returncode != 0 and "does not define migration(s)" in out:
-        known = sorted((rid for rid in record(host, site).get("releases", {}) if rid.startswith(f"{version}+")),
-                       key=lambda rid: record(host, site)["releases"][rid].get("deploy_order", 0))
+        releases = record(host, site).get("releases", {})
+        known = sorted((rid for rid, entry in releases.items()
+                        if rid.startswith(f"{version}+") and entry.get("status") != "failed"),
+                       key=lambda rid: releases[rid].get("deploy_order", 0))
         assert known, f"{site} cannot go back to {version}: no such release on the host"
         ran = playbook("rollback", "-e", f"release_rollback_to={known[-1]}", site=site)
         out = ran.stdout + ran.stderr
-    assert ran.returncode == 0 and get(host, site=site)[1] == version, f"could not bring {site} to {version}: {out[-3000:]}"
+    assert ran.returncode == 0 and get(host, site=site)[:2] == (200, version), \
+        f"could not bring {site} to {version}: {out[-3000:]}"
 
 
 def https_port(host) -> int:

@@ -15,9 +15,9 @@ Provisioning itself is never tested from a snapshot: the provision scenario star
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -25,8 +25,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import ansible
 
 from opspack import lab
 from opspack.testing.config import ROOT, SITE_VARS_FILES, tool_env
@@ -44,6 +42,9 @@ BUILD_BASE_PORT = int(os.environ.get("OPSPACK_SNAPSHOT_BASE_PORT", "25900"))
 BUILD_BLOCKS = 5
 # Snapshots kept beside the newest (older ones are removed, images included, when one is built).
 KEEP = 2
+# A build that failed this recently is not tried again by the next scenario: it would fail the same
+# way (the key is the same tree). Remove the .failed.log to try at once.
+FAILED_BUILD_HOLD_S = 1800
 
 
 def shaping_files(root: Path = ROOT) -> list[Path]:
@@ -63,7 +64,8 @@ def shaping_files(root: Path = ROOT) -> list[Path]:
 def key(root: Path = ROOT, vars_files=SITE_VARS_FILES) -> str:
     digest = hashlib.sha256()
     recipe = {"builder": BUILDER_VERSION, "prepare": lab.SNAPSHOT_PREPARE, "base_image": lab.image_ref(),
-              "ansible": ansible.__version__ if hasattr(ansible, "__version__") else "", "hosts": HOSTS,
+              # The ansible package carries the collections the roles use; ansible-core runs them.
+              "ansible": [importlib.metadata.version(name) for name in ("ansible", "ansible-core")], "hosts": HOSTS,
               "operator": OPERATOR}
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     for path in [*shaping_files(root), *(Path(p) for p in vars_files)]:
@@ -119,9 +121,11 @@ def build(snapshot_key: str, target: Path) -> None:
         ran = subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT,
                              env=tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1"))
         if ran.returncode != 0:
-            (work.parent / f"{target.name}.failed.log").write_text(ran.stdout + ran.stderr)
-            raise lab.LabError(f"provisioning the snapshot hosts failed (exit {ran.returncode}): "
-                               f"see {work.parent / (target.name + '.failed.log')}")
+            failed_log(target).write_text(ran.stdout + ran.stderr)
+            raise lab.LabError(f"provisioning the snapshot hosts failed (exit {ran.returncode}): see {failed_log(target)}")
+        if key() != snapshot_key:
+            raise lab.LabError("the tree changed while its snapshot was built (the key is no longer "
+                               f"{snapshot_key}): nothing was kept; run again")
         builder.snapshot(target, snapshot_key, {"opspack-lab-ca": lab_dir / "opspack-lab-ca"})
         log(f"snapshot {snapshot_key} taken in {time.monotonic() - started:.0f} s: {target}")
     finally:
@@ -129,16 +133,26 @@ def build(snapshot_key: str, target: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def failed_log(target: Path) -> Path:
+    return target.with_name(f"{target.name}.failed.log")
+
+
 def prune(current: str) -> None:
-    """Remove all but the newest KEEP other snapshots (their images and directories)."""
+    """Remove all but the newest KEEP other snapshots (their images and directories), never one
+    whose lock another run holds (being built or about to be used)."""
     others = sorted((path for path in snapshots_dir().glob("p*") if path.is_dir() and path.name != current
                      and (path / lab.SNAPSHOT_MANIFEST).exists()),
                     key=lambda path: (path / lab.SNAPSHOT_MANIFEST).stat().st_mtime, reverse=True)
     for old in others[KEEP:]:
-        images = json.loads((old / lab.SNAPSHOT_MANIFEST).read_text()).get("images", {}).values()
-        lab.run(["docker", "image", "rm", "--force", *images], check=False)
-        shutil.rmtree(old, ignore_errors=True)
-        log(f"removed old snapshot {old.name}")
+        with open(snapshots_dir() / f"{old.name}.lock", "w", encoding="utf-8") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            images = json.loads((old / lab.SNAPSHOT_MANIFEST).read_text()).get("images", {}).values()
+            lab.run(["docker", "image", "rm", "--force", *images], check=False)
+            shutil.rmtree(old, ignore_errors=True)
+            log(f"removed old snapshot {old.name}")
 
 
 def ensure(hosts: int = HOSTS) -> Path:
@@ -151,16 +165,20 @@ def ensure(hosts: int = HOSTS) -> Path:
     snapshots_dir().mkdir(parents=True, exist_ok=True)
     lab.ensure_engine(log, lab.cache_root())
     with open(snapshots_dir() / f"{snapshot_key}.lock", "w", encoding="utf-8") as lock:
-        with contextlib.suppress(BlockingIOError):
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if not usable(target, hosts):
-                build(snapshot_key, target)
-                prune(snapshot_key)
+        except BlockingIOError:
+            log(f"another run is building snapshot {snapshot_key}; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if usable(target, hosts):
             return target
-        log(f"another run is building snapshot {snapshot_key}; waiting for it")
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not usable(target, hosts):
-            build(snapshot_key, target)
+        failed = failed_log(target)
+        if failed.exists() and time.time() - failed.stat().st_mtime < FAILED_BUILD_HOLD_S:
+            raise lab.LabError(f"the snapshot build of this tree failed minutes ago: see {failed} "
+                               "(fix the cause, or remove that file to try again)")
+        failed.unlink(missing_ok=True)
+        build(snapshot_key, target)
+        prune(snapshot_key)
         return target
 
 
