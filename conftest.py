@@ -6,9 +6,7 @@ pytest tests` behaves as `make test` does.
 """
 
 import os
-import sys
-from pathlib import Path
 
-_ENV_BIN = str(Path(sys.executable).parent)
-if os.environ.get("PATH", "").split(os.pathsep)[0] != _ENV_BIN:
-    os.environ["PATH"] = os.pathsep.join([_ENV_BIN, os.environ.get("PATH", os.defpath)])
+from opspack.testing.config import tool_env
+
+os.environ["PATH"] = tool_env()["PATH"]

@@ -23,6 +23,7 @@ the median. Speed goals live here, never in tests.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -38,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from build_releases import build  # noqa: E402  (the sample site's release trees)
 from opspack.testing import snapshot  # noqa: E402
 from opspack.testing.client import RequestLoop  # noqa: E402  (the tests' bounded request loop)
-from opspack.testing.config import tool_env  # noqa: E402
+from opspack.testing.config import operator_vars, tool_env  # noqa: E402
 
 LAB = "bench-release"
 BASE_PORT = int(os.environ.get("OPSPACK_BENCH_RELEASE_BASE_PORT", "26200"))
@@ -61,9 +62,8 @@ def main() -> int:
         env = tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
         bench_lab = snapshot.start_lab(LAB, lab_dir, 1, BASE_PORT)
         try:
-            key = (lab_dir / "id_ed25519.pub").read_text().strip()
-            extra = Path(scratch) / "vars.yml"
-            extra.write_text(f"access_operator_user: ops\naccess_operator_ssh_keys: [{key!r}]\n")
+            extra = Path(scratch) / "vars.json"
+            extra.write_text(json.dumps(operator_vars(lab_dir / "id_ed25519.pub")))
             build(Path(scratch) / "sample")
             inventory = ["-i", str(lab_dir / "hosts.yml")]
             site = ["-e", "@inventories/lab-site.yml", "-e", f"@{extra}", "-e", "release_site=blog"]

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from opspack.testing.config import tool_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,7 +46,7 @@ def main(argv: list[str]) -> int:
               f"and 'molecule converge -s {scenario}' first", file=sys.stderr)
         return 2
     os.environ.update({
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)]),
+        "PATH": tool_env()["PATH"],
         "MOLECULE_PROJECT_DIRECTORY": str(ROOT),
         "MOLECULE_SCENARIO_NAME": scenario,
         "MOLECULE_SCENARIO_DIRECTORY": str(scenario_dir),

@@ -21,9 +21,10 @@ import threading
 import time
 from pathlib import Path
 
+from opspack.testing.config import tool_env
+
 ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / ".cache" / "test-logs"
-BIN = str(Path(sys.executable).parent)
 # Longest first, so that the last job to finish starts early ("lab" is pytest tests/lab); the
 # first snapshot scenario builds the snapshot while provision, on fresh hosts, runs beside it.
 # Every scenario under molecule/ runs; one missing from this list runs last.
@@ -56,7 +57,7 @@ class Job:
 
     def run(self) -> "Job":
         LOGS.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PATH=os.pathsep.join([BIN, os.environ.get("PATH", os.defpath)]), **NO_COLOUR, **self.env)
+        env = tool_env(**NO_COLOUR, **self.env)
         started = time.monotonic()
         say(f"{self.name}: started ({' '.join(self.argv)})")
         with open(self.log, "w", encoding="utf-8") as log:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import BASE_PORT, ROOT, opspack
 
-from opspack.testing.config import LAB_SITE, assert_no_secret, tool_env
+from opspack.testing.config import LAB_SITE, assert_no_secret, operator_vars, tool_env
 
 PORT = BASE_PORT + 300
 
@@ -39,10 +39,6 @@ def as_root(lab_dir, command):
                           env=tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
 
 
-def operator_vars(lab_dir):
-    return {"access_operator_user": "ops",
-            "access_operator_ssh_keys": [(lab_dir / "id_ed25519.pub").read_text().strip()]}
-
 
 def lab_site():
     return yaml.safe_load(LAB_SITE.read_text())
@@ -65,14 +61,14 @@ def test_site_without_database_password_is_refused_before_anything_changes(fresh
     site = lab_site()
     for database in site["postgresql_sites"]:
         del database["db_password"]
-    result = provision(fresh_host, {**operator_vars(fresh_host), **site})
+    result = provision(fresh_host, {**operator_vars(fresh_host / "id_ed25519.pub"), **site})
     assert result.returncode != 0
     assert "Site(s) blog have no db_password" in result.stdout
     assert_untouched(fresh_host)
 
 
 def test_a_run_cut_off_halfway_converges_when_run_again(fresh_host, tmp_path):
-    site_vars = {**operator_vars(fresh_host), **lab_site()}
+    site_vars = {**operator_vars(fresh_host / "id_ed25519.pub"), **lab_site()}
     log = open(tmp_path / "cut.log", "w")  # noqa: SIM115 - closed below
     run = provision(fresh_host, site_vars, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     time.sleep(40)  # well into package installation

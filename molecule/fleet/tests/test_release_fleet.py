@@ -9,13 +9,13 @@ Each test can run alone: the `fleet_at_1_0_0` fixture brings both hosts to the s
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
 import testinfra
 
 from opspack.testing.scenario import INVENTORY, PROJECT, deploy, sample_releases
+from opspack.testing.config import tool_env
 from opspack.testing.playbooks import ENV
 
 HOSTS = ("vps1", "vps2")
@@ -81,6 +81,6 @@ def test_preflight_finds_its_way_into_a_provisioned_host(tmp_path):
                                                    for name in HOSTS))
     ran = subprocess.run(["ansible-playbook", "-i", str(INVENTORY), "-i", str(as_root), "playbooks/preflight.yml"],
                          capture_output=True, text=True, check=False, cwd=PROJECT,
-                         env=dict(os.environ, **ENV))
+                         env=tool_env(**ENV))
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
     assert "unreachable=0" in ran.stdout.split("PLAY RECAP")[-1] and "failed=0" in ran.stdout.split("PLAY RECAP")[-1]

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tarfile
 
+from opspack.testing.playbooks import checked
 from opspack.testing.scenario import (  # the scenarios' shared helpers
     history,
     EPHEMERAL,
@@ -27,7 +28,6 @@ from opspack.testing.scenario import (  # the scenarios' shared helpers
     SAMPLE,
     SITE_DIR,
     RequestLoop,
-    checked,
     command,
     deploy,
     deploy_args,

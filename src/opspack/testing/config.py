@@ -16,6 +16,8 @@ LAB_SITE = ROOT / "inventories" / "lab-site.yml"
 SCENARIO_SITES = ROOT / "molecule" / "shared" / "vars" / "sites.yml"
 SITE_VARS_FILES = (LAB_SITE, SCENARIO_SITES)
 SAMPLE_SITE = ROOT / "tests" / "sample_site"
+# The operator lab hosts are provisioned with (the scenarios' base config names it too).
+OPERATOR = "ops"
 # Keys whose values are secrets in the files above.
 SECRET_KEYS = ("db_password", "password")
 
@@ -23,8 +25,16 @@ SECRET_KEYS = ("db_password", "password")
 def tool_env(**extra: str) -> dict[str, str]:
     """The environment for the tools of the Python running the tests (ansible-playbook, molecule,
     opspack): its bin directory first on PATH, whatever PATH the tests were started with."""
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+    env_bin = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", os.defpath)
+    if path.split(os.pathsep)[0] != env_bin:
+        path = os.pathsep.join([env_bin, path])
     return dict(os.environ, PATH=path, **extra)
+
+
+def operator_vars(public_key: Path) -> dict:
+    """Provisioning's operator variables: OPERATOR, logging in with the lab's key."""
+    return {"access_operator_user": OPERATOR, "access_operator_ssh_keys": [public_key.read_text().strip()]}
 
 
 def extra_vars(files=SITE_VARS_FILES) -> tuple[str, ...]:

@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 
 from opspack.testing import client
-from opspack.testing.config import ROOT as PROJECT
-from opspack.testing.config import canaries
+from opspack.testing.config import ROOT, SAMPLE_SITE, canaries
 from opspack.testing import playbooks
-from opspack.testing.playbooks import checked  # noqa: F401  (re-exported for the scenarios' tests)
 
+PROJECT = ROOT  # the repository, as the scenarios' tests name it
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent-molecule-ephemeral-directory"))
 INVENTORY = EPHEMERAL / "inventory"
 RECORDS = EPHEMERAL / "records"
@@ -49,7 +48,7 @@ def deploy(version: str, *extra: str, site: str = "blog") -> subprocess.Complete
 def sample_releases() -> Path:
     """The sample site's release trees (tests/sample_site), built once per scenario."""
     if not (SAMPLE / "1.0.0").exists():
-        subprocess.run([sys.executable, str(PROJECT / "tests/sample_site/build_releases.py"), str(SAMPLE)],
+        subprocess.run([sys.executable, str(SAMPLE_SITE / "build_releases.py"), str(SAMPLE)],
                        check=True, capture_output=True)
     return SAMPLE
 

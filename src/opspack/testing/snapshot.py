@@ -27,14 +27,14 @@ import time
 from pathlib import Path
 
 from opspack import lab
-from opspack.testing.config import ROOT, SITE_VARS_FILES, tool_env
+from opspack.testing.config import OPERATOR, ROOT, SITE_VARS_FILES, operator_vars, tool_env
+from opspack.testing.playbooks import command
 
 BUILDER_VERSION = 1
 # What shapes a provisioned host, relative to the repository root.
 SHAPING = ("roles", "playbooks", "plugins", "meta", "galaxy.yml", "ansible.cfg")
 # Plugins that run on the control node only and write nothing to a host (nor do *.md files).
 NOT_SHAPING = ("plugins/callback",)
-OPERATOR = "ops"
 HOSTS = 2
 # Away from the demo lab (22000+), Molecule's scenarios (23000+), the lab tests (24000+) and the
 # benches (26000+): five blocks, so that builds for different trees (two clones) run side by side.
@@ -93,11 +93,11 @@ def log(message: str) -> None:
 
 def free_base_port() -> int:
     """The first of the build's port blocks that nothing listens on."""
-    for block in range(BUILD_BLOCKS):
-        base = BUILD_BASE_PORT + block * lab.PORTS_PER_HOST * HOSTS
+    block = lab.PORTS_PER_HOST * HOSTS
+    for base in range(BUILD_BASE_PORT, BUILD_BASE_PORT + BUILD_BLOCKS * block, block):
         if not lab.taken_ports(port for index in range(1, HOSTS + 1) for port in lab.host_ports(base, index).all()):
             return base
-    raise lab.LabError(f"no free ports for a snapshot build in {BUILD_BASE_PORT}-{BUILD_BASE_PORT + BUILD_BLOCKS * 20 - 1} "
+    raise lab.LabError(f"no free ports for a snapshot build in {BUILD_BASE_PORT}-{BUILD_BASE_PORT + BUILD_BLOCKS * block - 1} "
                        "on 127.0.0.1: other builds are running; wait, or set OPSPACK_SNAPSHOT_BASE_PORT")
 
 
@@ -113,10 +113,8 @@ def build(snapshot_key: str, target: Path) -> None:
     try:
         builder.up(HOSTS, free_base_port())
         operator = work / "operator.yml"
-        operator.write_text(json.dumps({"access_operator_user": OPERATOR,
-                                        "access_operator_ssh_keys": [builder.key_file.with_suffix(".pub").read_text().strip()]}))
-        args = ["ansible-playbook", "-i", str(builder.inventory), str(ROOT / "playbooks" / "provision.yml"),
-                *(arg for path in SITE_VARS_FILES for arg in ("-e", f"@{path}")), "-e", f"@{operator}"]
+        operator.write_text(json.dumps(operator_vars(builder.key_file.with_suffix(".pub"))))
+        args = command(builder.inventory, "provision", "-e", f"@{operator}")
         log(f"provisioning {HOSTS} fresh host(s) for snapshot {snapshot_key} (once per change of the roles)")
         ran = subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT,
                              env=tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1"))
@@ -188,9 +186,7 @@ def start_lab(name: str, lab_dir: Path, hosts: int, base_port: int) -> lab.Lab:
     directory = ensure(hosts)
     provisioned = lab.Lab(name, lab_dir, log)
     provisioned.up(hosts, base_port, directory)
-    control = directory / "control"
-    if control.is_dir():
-        shutil.copytree(control, lab_dir, dirs_exist_ok=True, symlinks=True)
+    shutil.copytree(directory / "control", lab_dir, dirs_exist_ok=True, symlinks=True)
     return provisioned
 
 
