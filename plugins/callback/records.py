@@ -1,7 +1,7 @@
 # Copyright: opspack developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Keep the runbooks' records from what opspack's modules returned: history, sites matrix,
-incident log and last-known-good state."""
+"""Keep the runbooks' records from the events opspack's modules returned (opspack_event, see
+plugins/module_utils/events.py): history, sites matrix, incident log and last-known-good state."""
 
 from __future__ import annotations
 
@@ -12,27 +12,34 @@ short_description: Write the sites matrix, the incident log, last-known-good sta
 version_added: 0.1.0
 author: opspack developers (@opspack)
 description:
-  - Watches what opspack's modules return during a run (deploy locks, release artifacts,
-    migrations, traffic switches, release records, restore drills) and, when the run ends,
-    writes into the records directory
+  - Reads one thing from what opspack's modules return during a run, the C(opspack_event) of
+    each result (see C(plugins/module_utils/events.py) for the contract). A result without one
+    is ignored; task names, module names and messages are never read or guessed from.
+  - An C(operation) event (a deploy, upgrade or rollback told by the deploy lock when released
+    with its outcome; a maintenance switch, restore, backup or drill told by its module) is one
+    history line. A C(step) event is only remembered per host and site, to name where a run
+    stopped (a run that ends with the deploy lock taken and no operation event for it is
+    recorded as failed, naming its last step). An event that says the run C(interrupted) another
+    run (took over its deploy lock) also records that run, as interrupted.
+  - When the run ends it writes into the records directory
     C(history.jsonl) (one line per operation, append-only),
     C(loop-sites-matrix.md) (one row per site and environment, rendered from the history),
-    C(what-broke-last-time.md) (one entry per failed or rolled-back operation, append-only) and
-    C(last-known-good/<site>.json) (after a deploy or rollback whose smoke tests passed).
-  - A run refused before anything changed (a deploy refused before its lock, a restore whose
-    backup its verification refused) is not an operation and is not recorded.
-  - Only an allowlist of fields is read from module results, never task arguments or whole
-    results, and nothing from C(no_log) tasks. Failure messages are cut to their first line.
+    C(what-broke-last-time.md) (one entry per operation whose result is not ok or pass,
+    append-only) and C(last-known-good/<site>.json) (for an operation event with result ok that
+    names its C(last_known_good)).
+  - A run refused before anything changed returns no operation event and is not recorded.
+  - Only the event is read, never task arguments or whole results, and nothing from C(no_log)
+    tasks or check-mode tasks. Reasons are cut to their first line.
   - Writes are atomic (temporary file, then rename) under a lock file, so two runs that finish
     at once both land and a crash leaves the previous files intact. A record that cannot be
     written is kept in C(~/.opspack/unwritten-records/) and the run says so loudly.
-  - A dry run (C(--check)) writes nothing. A run that is interrupted writes only the
-    operations that ended.
+  - A dry run (C(--check)) writes nothing.
 requirements:
   - enable it in ansible.cfg (C(callbacks_enabled = opspack.platform.records))
 options:
   records_dir:
-    description: Directory of the records; by default C(records/) beside the inventory (never inside an inventory directory).
+    description: Directory of the records; by default C(records/) beside the inventory (never inside an
+      inventory directory).
     type: path
     env:
       - name: OPSPACK_RECORDS_DIR
@@ -71,10 +78,10 @@ from ansible.utils.display import Display
 from ansible_collections.opspack.platform.plugins.filter import paths
 from ansible_collections.opspack.platform.plugins.lookup import controller_run
 from ansible_collections.opspack.platform.plugins.module_utils.backup import write_bytes_atomic
+from ansible_collections.opspack.platform.plugins.module_utils.events import KINDS, first_line, utc_stamp
 
 display = Display()
 
-PREFIX = "opspack.platform."
 MATRIX = "loop-sites-matrix.md"
 INCIDENTS = "what-broke-last-time.md"
 HISTORY = "history.jsonl"
@@ -88,23 +95,8 @@ HISTORY_FIELDS = ("time", "site", "environment", "host", "operation", "result", 
                   "backup_id", "rto_s", "rpo_s", "engine", "backup_ended_at", "maintenance")
 # Operations that change what serves a site; maintenance switched in the same run is told in their actions.
 SERVING_OPERATIONS = ("deploy", "upgrade", "rollback", "restore")
-DRILL_MODULES = {"restore_drill", "pitr_drill", "redis_drill", "files_drill"}
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def first_line(text, limit: int = 300) -> str:
-    line = str(text or "").strip().splitlines()[0] if str(text or "").strip() else ""
-    return line[:limit]
-
-
-def operation_of(holder: dict) -> str:
-    """What a deploy lock covers: its operation (older locks only had a reason, the default message)."""
-    if holder.get("operation") in ("deploy", "rollback"):
-        return holder["operation"]
-    return "rollback" if str(holder.get("reason", "")).startswith("rollback") else "deploy"
+# Operations told by the deploy lock when it is released: the one event that closes a lock taken.
+LOCKED_OPERATIONS = ("deploy", "upgrade", "rollback")
 
 
 def allowlisted(entry: dict) -> dict:
@@ -157,7 +149,9 @@ def render_table(history: list[dict], now: datetime.datetime) -> str:
         if entry.get("operation") == "drill":
             row["drill"] = entry
         elif entry.get("operation") == "backup":
-            row["backup"] = entry
+            # The last backup that exists: a failed one is an incident, not a backup.
+            if entry.get("result") == "ok":
+                row["backup"] = entry
         else:
             row["operation"] = entry
             if entry.get("result") == "ok" and entry.get("release"):
@@ -189,7 +183,8 @@ def fold_maintenance(entries: list[dict]) -> list[dict]:
     for entry in entries:
         target = serving.get((entry.get("site"), entry.get("host")))
         if entry.get("operation") == "maintenance" and entry.get("result") == "ok" and target is not None:
-            target["actions"] = "; ".join(filter(None, (target.get("actions"), f"maintenance {entry.get('maintenance')}")))
+            switched = f"maintenance {entry.get('maintenance')}"
+            target["actions"] = "; ".join(filter(None, (target.get("actions"), switched)))
         else:
             kept.append(entry)
     return kept
@@ -286,10 +281,11 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._sources: list[str] = []
-        self._open: dict[str, dict] = {}     # host -> the operation its deploy lock covers
+        self._locks: dict[tuple[str, str], dict] = {}   # (host, site) -> the event of the deploy lock taken
+        self._steps: dict[tuple[str, str], dict] = {}   # (host, site) -> its last step event
+        self._interrupted: set[tuple] = set()            # the interrupted runs already recorded
         self._done: list[dict] = []
         self._last_known_good: dict[str, dict] = {}
-        self._artifacts: dict[str, dict] = {}
 
     # --- options and places ---------------------------------------------------------------
 
@@ -330,14 +326,13 @@ class CallbackModule(CallbackBase):
             self._sources = []
 
     @staticmethod
-    def _module(result) -> str:
-        action = getattr(result.task, "resolved_action", None) or result.task.action or ""
-        return action[len(PREFIX):] if action.startswith(PREFIX) else ""
-
-    @staticmethod
     def _facts(result) -> dict:
         found = result.result
-        if not isinstance(found, dict) or found.get("censored") or getattr(result.task, "no_log", False):
+        task = result.task
+        if not isinstance(found, dict) or found.get("censored") or getattr(task, "no_log", False):
+            return {}
+        # A check-mode task (a restore's verification) changes nothing, whatever it returns.
+        if getattr(task, "check_mode", None) is True or found.get("_ansible_check_mode"):
             return {}
         return found
 
@@ -345,184 +340,117 @@ class CallbackModule(CallbackBase):
         """The result, or each item's result for a loop."""
         found = self._facts(result)
         if "results" in found and isinstance(found["results"], list):
-            return [item for item in found["results"] if isinstance(item, dict) and not item.get("censored")]
+            return [item for item in found["results"] if isinstance(item, dict) and not item.get("censored")
+                    and not item.get("_ansible_no_log") and not item.get("_ansible_check_mode")]
         return [found] if found else []
 
     def v2_runner_on_ok(self, result):
         try:
-            self._seen(result, failed=False)
+            self._seen(result)
         except Exception as exc:  # a record must never break the run; say so instead
             display.warning(f"records: could not read a result of {result.task.get_name()}: {exc}")
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
         try:
-            self._seen(result, failed=not ignore_errors)
+            self._seen(result)
         except Exception as exc:
             display.warning(f"records: could not read a failure of {result.task.get_name()}: {exc}")
 
-    def _seen(self, result, failed: bool) -> None:
+    def _seen(self, result) -> None:
         if context.CLIARGS.get("check"):
             return
         host = result.host.get_name()
-        module = self._module(result)
         for found in self._results(result):
-            self._note(host, module, found, result, failed)
+            told = found.get("opspack_event")
+            if not isinstance(told, dict):
+                continue  # no event, nothing to record: never guessed at
+            if told.get("kind") not in KINDS or not told.get("site"):
+                display.warning(f"records: {result.task.get_name()} returned an opspack_event without a known kind "
+                                "or without a site; it is not recorded")
+                continue
+            self._read(host, told)
 
-    def _note(self, host: str, module: str, found: dict, result, failed: bool) -> None:
-        operation = self._open.get(host)
-        if module == "release_artifact" and not failed:
-            self._artifacts[found.get("site", "")] = {
-                "release": found.get("release_id"), "version": found.get("version"), "git_sha": found.get("git_sha")}
-        elif module == "deploy_lock" and not failed and found.get("acquired"):
-            if operation is None:
-                holder = found["holder"]
-                site = found.get("site", "")
-                self._open[host] = {
-                    "site": site, "host": host, "environment": self._environment(), "operator": self._operator(),
-                    "operation": operation_of(holder), "started": time.monotonic(),
-                    "release": holder.get("version"), "result": "ok", "actions": []}
-                if found.get("broken"):
-                    broken = found["broken"]
-                    self._open[host]["actions"].append(f"took over the lock of {broken.get('holder', '?')}")
-                    # The run that held it never ended: an incident of its own, with what it was doing.
-                    self._done.append({
-                        "time": utc_now(), "site": site, "environment": self._environment(), "host": host,
-                        "operation": operation_of(broken), "result": "interrupted", "release": broken.get("version"),
-                        "operator": broken.get("holder"), "step": "interrupted before it finished",
-                        "reason": f"its run ({broken.get('run_id', '?')}) ended while it held the deploy lock",
-                        "impact": "whatever it left is put right by the run that took over its lock (see its actions)",
-                        "actions": f"lock taken over by {self._operator()}"})
-        elif module == "deploy_lock" and not failed and operation is not None and not found.get("held"):
-            self._close(host)
-        elif module == "pg_backup" and not failed and found.get("manifest", {}).get("ended_at"):
-            manifest = found["manifest"]
-            self._done.append({"time": utc_now(), "site": manifest.get("site"), "environment": self._environment(),
-                               "host": host, "operation": "backup", "result": "ok",
-                               "backup_id": found.get("backup_id"), "backup_ended_at": manifest.get("ended_at")})
-        elif module in ("site_maintenance", "pg_backup_restore") and result.task.check_mode is not True:
-            if failed or found.get("changed"):
-                self._done.append(self._outside_lock(host, module, found, result, failed))
-        elif module == "pg_backup_restore":
-            # The restore's own verification (a check-mode run) refused the backup before anything
-            # changed: a refusal, like a deploy refused before its lock, is not an operation.
+    def _read(self, host: str, told: dict) -> None:
+        key = (host, told["site"])
+        if told.get("interrupted"):
+            self._record_interrupted(host, told)
+        if told["kind"] == "step":
+            if told.get("step") == "lock":
+                if key in self._locks:
+                    # Taken again in the same run: it was released without its operation's event.
+                    self._record_unfinished(key, "the deploy lock was released without the operation's outcome")
+                self._locks[key] = told
+            self._steps[key] = told
             return
-        elif operation is None:
-            if module in DRILL_MODULES:
-                self._drill(host, module, found, failed)
+        if told.get("operation") in LOCKED_OPERATIONS:
+            self._locks.pop(key, None)
+            self._steps.pop(key, None)
+        self._record(host, told)
+
+    # --- what the events said, as records ------------------------------------------------------
+
+    def _entry(self, host: str, **fields) -> dict:
+        return {"environment": self._environment(), "host": host, "operator": self._operator(), **fields}
+
+    def _record(self, host: str, told: dict) -> None:
+        timings = told.get("timings") if isinstance(told.get("timings"), dict) else {}
+        migrations = told.get("migrations") if isinstance(told.get("migrations"), dict) else {}
+        release = told.get("release")
+        actions = told.get("actions")
+        if isinstance(actions, list):
+            actions = "; ".join(str(action) for action in actions if action)
+        entry = self._entry(
+            host, time=timings.get("ended") or utc_stamp(), site=told["site"], operation=told.get("operation"),
+            result=told.get("result"), release=release,
+            version=told.get("version") or (str(release).split("+", 1)[0] if release else None),
+            git_sha=told.get("git_sha"), migration_version=migrations.get("version"),
+            duration_s=timings.get("duration_s"), step=told.get("step"), reason=first_line(told.get("reason")),
+            impact=told.get("impact"), actions=actions, backup_id=told.get("backup_id"),
+            backup_ended_at=told.get("backup_ended_at"), engine=told.get("engine"), rto_s=told.get("rto_s"),
+            rpo_s=told.get("rpo_s"), maintenance=told.get("maintenance"))
+        self._done.append(entry)
+        lkg = told.get("last_known_good")
+        if told.get("result") == "ok" and isinstance(lkg, dict) and lkg.get("release_id"):
+            self._last_known_good[told["site"]] = {
+                "site": told["site"], "release": lkg.get("release_id"), "slot": lkg.get("slot"),
+                "git_sha": entry.get("git_sha"), "migrations_version": entry.get("migration_version"),
+                "config_hash": lkg.get("config_hash") or None, "timestamp": entry["time"], "all_tests_pass": True,
+                "health_status": "ok", "host": host}
+
+    def _record_interrupted(self, host: str, told: dict) -> None:
+        """The run whose deploy lock this run took over: it never ended, an incident of its own."""
+        gone = told["interrupted"] if isinstance(told["interrupted"], dict) else {}
+        seen = (host, told["site"], gone.get("run_id"), gone.get("holder"), gone.get("since"))
+        if seen in self._interrupted:
             return
-        elif failed and not operation.get("step"):
-            operation.update(result="failed", step=result.task.get_name(), reason=first_line(found.get("msg")))
-        elif module == "pg_migrations" and not failed and not found.get("_ansible_check_mode"):
-            if result.task.check_mode is not True:
-                operation["migration_version"] = found.get("version_after")
-                if found.get("reverted") and operation.get("step"):
-                    operation["actions"].append("reverted migrations " + ", ".join(found["reverted"]))
-                elif (found.get("reverted") or found.get("applied")) and operation["operation"] == "deploy" \
-                        and not operation.get("unpacked"):
-                    # Migrations before the release is unpacked bring the schema back to the serving
-                    # release's (roles/release/tasks/reconcile.yml): what an interrupted run left.
-                    operation["actions"].append("schema brought back to the serving release's ("
-                                                + ", ".join([f"reverted {name}" for name in found.get("reverted") or []]
-                                                            + [f"applied {name}" for name in found.get("applied") or []])
-                                                + ")")
-                elif found.get("reverted"):
-                    operation["reverted"] = found["reverted"]
-        elif module == "site_upstream" and not failed and found.get("changed"):
-            if operation.get("step"):
-                operation["actions"].append(f"switched traffic back to slot {found.get('slot')}")
-                operation["switched_back"] = True
-            else:
-                operation["switched"] = {"slot": found.get("slot"), "previous_slot": found.get("previous_slot")}
-        elif module == "site_release" and not failed:
-            record = found.get("record") or {}
-            state = found.get("operation")
-            if state == "live":
-                current = record.get("current", {})
-                operation["release"] = current.get("release_id") or operation.get("release")
-                operation["previous"] = (record.get("previous") or {}).get("release_id")
-                lkg = record.get("last_known_good") or {}
-                operation["config_hash"] = found.get("config_hash") or ""
-                if lkg.get("release_id") == current.get("release_id"):
-                    operation["last_known_good"] = lkg
-            elif state == "failed":
-                operation["release_failed"] = found.get("release_id")
-            elif state == "present":
-                operation["unpacked"] = True
+        self._interrupted.add(seen)
+        self._done.append(self._entry(
+            host, time=utc_stamp(), site=told["site"], operation=gone.get("operation") or "deploy",
+            result="interrupted", release=gone.get("release"), operator=gone.get("holder"),
+            step="interrupted before it finished",
+            reason=f"its run ({gone.get('run_id') or '?'}) ended while it held the deploy lock",
+            impact="whatever it left is put right by the run that took over its lock (see its actions)",
+            actions=f"lock taken over by {self._operator()}"))
 
-    def _outside_lock(self, host: str, module: str, found: dict, result, failed: bool) -> dict:
-        """A maintenance switch or a restore: operations without a deploy lock of their own."""
-        entry = {"time": utc_now(), "site": found.get("site") or "", "environment": self._environment(), "host": host,
-                 "operator": self._operator(), "result": "failed" if failed else "ok"}
-        if module == "site_maintenance":
-            entry.update(operation="maintenance", maintenance=found.get("maintenance"))
-        else:
-            entry.update(operation="restore", backup_id=found.get("backup_id"), duration_s=found.get("duration_seconds"))
-        if failed:
-            entry.update(step=result.task.get_name(), reason=first_line(found.get("msg")), actions="nothing changed"
-                         if module == "site_maintenance" or not found.get("changed") else "",
-                         impact="the site's database was not replaced" if module == "pg_backup_restore" else
-                         f"maintenance mode did not switch {found.get('maintenance', '')}")
-        return entry
-
-    def _drill(self, host: str, module: str, found: dict, failed: bool) -> None:
-        backup_id = found.get("backup_id") or ""
-        site = found.get("site") or backup_id.split("-", 1)[0]
-        if not site:
-            return
-        self._done.append({
-            "time": utc_now(), "site": site, "environment": self._environment(), "host": host,
-            "operation": "drill", "result": "pass" if found.get("passed") and not failed else "fail",
-            "engine": found.get("engine") or module.replace("_drill", ""), "backup_id": backup_id,
-            "rto_s": found.get("rto_seconds"), "rpo_s": found.get("rpo_seconds"),
-            "backup_ended_at": found.get("backup_ended_at"), "operator": self._operator(),
-            "reason": first_line(found.get("reason") or (found.get("msg") if failed else "")),
-            "step": f"{PREFIX}{module}" if failed else ""})
-
-    def _close(self, host: str) -> None:
-        operation = self._open.pop(host)
-        operation["time"] = utc_now()
-        operation["duration_s"] = round(time.monotonic() - operation.pop("started"), 1)
-        artifact = self._artifacts.get(operation["site"], {})
-        if operation.get("release") and artifact.get("release") == operation["release"]:
-            operation.update(version=artifact.get("version"), git_sha=artifact.get("git_sha"))
-        elif operation.get("release"):
-            operation["version"] = str(operation["release"]).split("+", 1)[0]
-        if operation["operation"] == "deploy" and operation.get("previous") and not operation.get("step"):
-            operation["operation"] = "upgrade"
-        if operation.get("step"):
-            operation["result"] = "rolled back" if operation.get("switched_back") else "failed"
-            operation["actions"].append("lock released")
-            operation["impact"] = self._impact(operation)
-        operation["actions"] = "; ".join(operation["actions"])
-        self._done.append(operation)
-        lkg = operation.get("last_known_good")
-        if lkg and not operation.get("step"):
-            self._last_known_good[operation["site"]] = {
-                "site": operation["site"], "release": lkg.get("release_id"), "slot": lkg.get("slot"),
-                "git_sha": operation.get("git_sha"), "migrations_version": operation.get("migration_version"),
-                "config_hash": operation.get("config_hash") or None,
-                "timestamp": operation["time"], "all_tests_pass": True, "health_status": "ok",
-                "host": operation["host"]}
-
-    @staticmethod
-    def _impact(operation: dict) -> str:
-        release = operation.get("release") or "the new release"
-        if operation.get("switched_back"):
-            return f"{release} served briefly, then traffic went back to the previous slot"
-        if operation.get("switched"):
-            return f"{release} received traffic"
-        return f"the serving release kept serving; {release} never received traffic"
+    def _record_unfinished(self, key: tuple[str, str], how: str) -> None:
+        """A deploy lock taken whose operation's event never came: failed, at its last step (the
+        only record not told by an operation event, and it says only what the step events said)."""
+        lock = self._locks.pop(key)
+        last = self._steps.pop(key, None) or lock
+        release = lock.get("release")
+        self._done.append(self._entry(
+            key[0], time=utc_stamp(), site=key[1], operation=lock.get("operation") or "deploy", result="failed",
+            release=release, version=str(release).split("+", 1)[0] if release else None,
+            step=f"{how} (last step: {last.get('step') or 'lock'})",
+            reason=first_line(last.get("reason"))))
 
     # --- the end of the run -------------------------------------------------------------------
 
     def v2_playbook_on_stats(self, stats):
         if context.CLIARGS.get("check"):
             return
-        for host in list(self._open):
-            operation = self._open[host]
-            operation.setdefault("step", "the run ended with the deploy lock still held")
-            operation["result"] = "failed"
-            self._close(host)
+        for key in sorted(self._locks):
+            self._record_unfinished(key, "the run ended with the deploy lock still held")
         if not self._done:
             return
         self._done = fold_maintenance(self._done)

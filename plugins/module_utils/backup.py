@@ -25,6 +25,8 @@ import shutil
 import tempfile
 import time
 
+from ansible_collections.opspack.platform.plugins.module_utils.events import event, timings
+
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
 MANIFEST_FORMAT = 1
@@ -271,18 +273,39 @@ def retention_argument_spec() -> dict:
     }
 
 
+def tell_failures(module, told) -> None:
+    """Make every fail_json of module carry an opspack_event, told(msg) (None for none), unless
+    it carries one already. Ansible's own helpers (run_command on a program that cannot run,
+    get_bin_path) end a module with fail_json directly, past the flow's own except: the records
+    still hear of the failure. Check mode tells nothing."""
+    fail_json = module.fail_json
+
+    def failing(msg, **kwargs):
+        if "opspack_event" not in kwargs and not module.check_mode:
+            found = told(msg)
+            if found:
+                kwargs["opspack_event"] = found
+        fail_json(msg=msg, **kwargs)
+    module.fail_json = failing
+
+
 def run_backup(module, engine: str, suffix: str, dump, describe=str, errors: tuple = (), extra: dict | None = None) -> None:
     """The flow every engine's backup module shares, ending in exit_json or fail_json.
 
     dump(partial_path) writes the data to partial_path (which exists, empty and reserved for this
     run) and returns the engine's own manifest fields. Around it: the id, check mode, the
     partial-then-rename protocol, the manifest written last, retention and the result. extra
-    (which dump may fill in as it goes) is added to the result, also when the backup fails."""
+    (which dump may fill in as it goes) is added to the result, also when the backup fails.
+    Not in check mode, the result tells the records the backup (or its failure) as its
+    opspack_event (backup_event)."""
     params = module.params
     directory = params["backup_dir"]
     started = utc_now()
     extra = {} if extra is None else extra
     result = {"changed": False, "manifest": {}, "kept": [], "deleted": [], "deleted_files": []}
+    progress = {"step": "name the backup"}
+    tell_failures(module, lambda msg: backup_event(params["site"], engine, result["manifest"], started,
+                                                   failure=dict(progress, reason=msg)))
     try:
         backup_id = new_backup_id(params["site"], engine, started)
         data_path = os.path.join(directory, backup_id + suffix)
@@ -294,8 +317,9 @@ def run_backup(module, engine: str, suffix: str, dump, describe=str, errors: tup
             check_target(directory, params["min_free_mb"] * 1048576)
             planned = existing + [{"backup_id": backup_id, "ended_at": to_iso(started)}]
         else:
-            result.update(_take(params, backup_id, started, data_path, engine, dump))
+            result.update(_take(params, backup_id, started, data_path, engine, dump, progress))
             result["changed"] = True
+            progress["step"] = "apply retention"
             planned = list_backups(directory, params["site"], engine)
         result["kept"], result["deleted"] = retention_plan(
             planned, params["keep_last"], params["keep_daily_days"], started, always_keep=(backup_id,))
@@ -304,22 +328,45 @@ def run_backup(module, engine: str, suffix: str, dump, describe=str, errors: tup
         if not params["prune"]:
             result["deleted"] = []
     except (BackupError, OSError, *errors) as exc:
+        # The event is added by tell_failures.
         module.fail_json(msg=describe(exc), **extra, **result)
+    if not module.check_mode:
+        result["opspack_event"] = backup_event(params["site"], engine, result["manifest"], started)
     module.exit_json(**extra, **result)
 
 
-def _take(params: dict, backup_id: str, started, data_path: str, engine: str, dump) -> dict:
+def backup_event(site: str, engine: str, manifest: dict, started, failure: dict | None = None) -> dict:
+    """The opspack_event of a backup: ok, timed by its manifest; or failed, with the step under
+    way and what the failure left (a backup whose manifest was written exists, whatever failed
+    after it; without one, no backup of this run exists)."""
+    fields = {"engine": engine, "backup_id": manifest.get("backup_id"), "backup_ended_at": manifest.get("ended_at"),
+              "timings": timings(manifest.get("started_at") or to_iso(started), manifest.get("ended_at"))}
+    if failure is None:
+        return event("operation", site, "backup", "ok", **fields)
+    if manifest:
+        impact = f"backup {manifest['backup_id']} was taken, but {failure['step']} did not finish"
+    else:
+        impact = f"no new {engine} backup of {site} was taken; the earlier ones are as they were"
+    return event("operation", site, "backup", "failed", step=failure["step"], reason=failure["reason"],
+                 impact=impact, **fields)
+
+
+def _take(params: dict, backup_id: str, started, data_path: str, engine: str, dump, progress: dict | None = None) -> dict:
     directory = params["backup_dir"]
     partial = data_path + PARTIAL_SUFFIX
+    progress = {} if progress is None else progress
     clock = time.monotonic()
+    progress["step"] = "check the backup target"
     check_target(directory, params["min_free_mb"] * 1048576)
     # Another run's file with this name is theirs: refuse before writing, and leave it alone.
     reserve(partial)
     published = False
     try:
+        progress["step"] = f"take the {engine} backup"
         fields = dump(partial)
         # A hard link never replaces an existing file: a run that picked the same id a moment
         # later cannot overwrite a finished backup, it fails instead.
+        progress["step"] = "write the manifest"
         try:
             os.link(partial, data_path)
         except FileExistsError as exc:
@@ -357,20 +404,26 @@ def run_drill(module, engine: str, prove, describe=str, errors: tuple = ()) -> N
     size and sha256; then (not in check mode) prove(manifest, path, scratch, result) restores
     it into scratch, a new private directory removed afterwards whatever happens, and raises
     BackupError unless the restored data equals what the manifest recorded. RTO runs from the
-    start to the proven copy. A failed drill still returns every field, to be recorded."""
+    start to the proven copy. A failed drill still returns every field, to be recorded; not in
+    check mode, the result tells the records the drill as its opspack_event (drill_event)."""
     params = module.params
     clock = time.monotonic()
     result = {"changed": False, "passed": False, "reason": "", "engine": engine, "site": params["site"],
               "checks": {}, "started_at": to_iso(utc_now()), "rto_seconds": 0.0}
+    progress = {"step": "find the backup"}
+    tell_failures(module, lambda msg: drill_event(params["site"], dict(
+        result, passed=False, reason=msg, rto_seconds=round(time.monotonic() - clock, 3)), step=progress["step"]))
     try:
         manifest = find_backup(params["backup_dir"], params["backup_id"], params["site"], engine)
         result.update(backup_id=manifest["backup_id"], backup_ended_at=manifest["ended_at"],
                       rpo_seconds=int((from_iso(result["started_at"]) - from_iso(manifest["ended_at"])).total_seconds()))
+        progress["step"] = "verify the backup's checksum"
         path = verify_checksum(params["backup_dir"], manifest)
         result["checks"]["checksum"] = True
         if module.check_mode:
             result.update(passed=True, reason="check mode: backup found and its checksum verified; nothing restored")
         else:
+            progress["step"] = "restore the backup into scratch and prove it"
             scratch = tempfile.mkdtemp(prefix=f"opspack-{engine}-drill-", dir=params["scratch_parent"])
             try:
                 prove(manifest, path, scratch, result)
@@ -381,5 +434,19 @@ def run_drill(module, engine: str, prove, describe=str, errors: tuple = ()) -> N
     except (BackupError, OSError, *errors) as exc:
         reason = describe(exc)
         result.update(passed=False, reason=reason, rto_seconds=round(time.monotonic() - clock, 3))
+        if not module.check_mode:
+            result["opspack_event"] = drill_event(params["site"], result, step=progress["step"])
         module.fail_json(msg=f"restore drill failed: {reason}", **result)
+    if not module.check_mode:
+        result["opspack_event"] = drill_event(params["site"], result)
     module.exit_json(**result)
+
+
+def drill_event(site: str, result: dict, step: str = "") -> dict:
+    """The opspack_event of a drill from its result (passed, reason, engine, backup_id,
+    backup_ended_at, rto_seconds, rpo_seconds); step names where a failed drill stopped."""
+    passed = bool(result.get("passed")) and not step
+    return event("operation", site, "drill", "pass" if passed else "fail", engine=result.get("engine"),
+                 backup_id=result.get("backup_id"), backup_ended_at=result.get("backup_ended_at"),
+                 rto_s=result.get("rto_seconds"), rpo_s=result.get("rpo_seconds"),
+                 reason="" if passed else result.get("reason"), step=step)

@@ -22,6 +22,9 @@ description:
     whose control process was killed on this control node) is taken over and reported.
   - O(state=released) releases the lock of this run; it refuses to release another run's lock
     unless O(force=true). Releasing a lock nobody holds changes nothing.
+  - The lock covers one operation, so it tells it. Taking the lock returns a C(step) event in
+    RV(opspack_event) (see the records callback); releasing it with O(outcome) returns the
+    operation's event, timed from when the lock was taken.
   - O(state=status) only reads the lock.
 options:
   site:
@@ -79,6 +82,16 @@ options:
     description: With O(state=released), release the lock even when another run holds it.
     type: bool
     default: false
+  outcome:
+    description:
+      - With O(state=released), how the operation behind the lock ended, returned as its
+        C(opspack_event) of kind C(operation). Keys C(result) (ok, failed, rolled back) and any of
+        C(operation) (e.g. upgrade for a deploy that replaced a release), C(release), C(previous),
+        C(version), C(git_sha), C(slot), C(step), C(reason), C(impact), C(actions),
+        C(migrations), C(last_known_good).
+      - The site, the operation and the release default to the lock's; the timings run from the
+        moment the lock was taken.
+    type: dict
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.
@@ -140,6 +153,16 @@ path:
   description: The lock directory.
   returned: always
   type: str
+opspack_event:
+  description:
+    - What changed, for the records (see the records callback). Taking the lock, a C(step)
+      event (C(step=lock)) naming the operation and release and, when this run took over a lock,
+      the run it C(interrupted); releasing it with O(outcome), the operation's event.
+  returned: when the lock was taken or released with an outcome, not in check mode
+  type: dict
+  sample: {"kind": "operation", "site": "blog", "operation": "upgrade", "result": "ok",
+           "release": "1.4.2+0a1b2c3d4e5f", "previous": "1.4.1+9f8e7d6c5b4a",
+           "timings": {"started": "2026-12-05T10:00:00Z", "ended": "2026-12-05T10:01:10Z", "duration_s": 70.0}}
 """
 
 import datetime
@@ -151,10 +174,41 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils.backup import write_json_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.deploy_lock import HOLDER_FILE, lock_dir, read_holder
+from ansible_collections.opspack.platform.plugins.module_utils.events import event, timings
 
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+OUTCOME_FIELDS = ("result", "operation", "release", "previous", "version", "git_sha", "slot", "step", "reason",
+                  "impact", "actions", "migrations", "last_known_good")
+
+
+def taken_event(site: str, mine: dict, broken: dict) -> dict:
+    interrupted = {key: broken.get(key) for key in ("operation", "version", "holder", "run_id", "since")} if broken else {}
+    if interrupted:
+        interrupted["release"] = interrupted.pop("version")
+    return event("step", site, mine["operation"], "done", step="lock", release=mine["version"],
+                 timings={"started": mine["since"]}, interrupted={key: value for key, value in interrupted.items() if value})
+
+
+def outcome_event(module: AnsibleModule, holder: dict) -> dict:
+    """The operation the lock covered, as the run says it ended."""
+    outcome = module.params["outcome"]
+    unknown = sorted(set(outcome) - set(OUTCOME_FIELDS))
+    if unknown:
+        module.fail_json(msg=f"outcome has fields deploy_lock does not know: {', '.join(unknown)} "
+                             f"(known: {', '.join(OUTCOME_FIELDS)}); the lock was left in place")
+    fields = {key: value for key, value in outcome.items() if key not in ("result", "operation")}
+    fields.setdefault("release", holder.get("version"))
+    if isinstance(fields.get("actions"), list):
+        fields["actions"] = "; ".join(str(action) for action in fields["actions"] if action)
+    try:
+        return event("operation", module.params["site"], outcome.get("operation") or holder.get("operation") or "deploy",
+                     outcome.get("result") or "ok", timings=timings(holder.get("since")), **fields)
+    except ValueError as exc:
+        module.fail_json(msg=f"outcome is not a valid opspack_event: {exc}; the lock was left in place")
 
 
 def describe(holder: dict, age: int) -> str:
@@ -184,7 +238,7 @@ def acquire(module: AnsibleModule, path: str, result: dict) -> None:
             except FileExistsError:
                 continue  # another run made it between our look and our mkdir: read it again
             write_json_atomic(os.path.join(path, HOLDER_FILE), mine, 0o600)
-            result.update(changed=True, held=True, holder=mine)
+            result.update(changed=True, held=True, holder=mine, opspack_event=taken_event(params["site"], mine, result["broken"]))
             return
         result.update(stale=age > params["stale_after"], age_s=age)
         if holder.get("run_id") and holder["run_id"] == params["run_id"]:
@@ -223,11 +277,14 @@ def release(module: AnsibleModule, path: str, result: dict) -> None:
         module.fail_json(msg=f"The deploy lock of site {module.params['site']} is {describe(holder, age)}, "
                              "not by this run: it was left in place.", held=True, holder=holder, **{
                                  key: value for key, value in result.items() if key not in ("held", "holder")})
+    outcome = outcome_event(module, holder) if module.params["outcome"] is not None else None
     result.update(changed=True, held=False, holder={})
     if holder.get("run_id") != module.params["run_id"]:
         result["broken"] = holder
     if not module.check_mode:
         shutil.rmtree(path)
+        if outcome:
+            result["opspack_event"] = outcome
 
 
 def main() -> None:
@@ -246,6 +303,7 @@ def main() -> None:
             takeover_run_id=dict(type="str"),
             wait=dict(type="int", default=0),
             force=dict(type="bool", default=False),
+            outcome=dict(type="dict"),
         ),
         required_if=[("state", "acquired", ["run_id"]), ("state", "released", ["run_id"])],
         supports_check_mode=True,

@@ -79,6 +79,18 @@ deleted_files:
   returned: always
   type: list
   elements: str
+opspack_event:
+  description:
+    - The backup, for the records (see the records callback). An C(operation) event
+      (C(operation=backup)) with C(result=ok), the C(engine), C(backup_id), C(backup_ended_at)
+      (the manifest's C(ended_at)) and C(timings) (the manifest's start and end); or
+      C(result=failed) with the C(step) that failed, the C(reason) and the C(impact) (a failure
+      after the manifest was written, in retention, names the backup that was taken).
+  returned: when not in check mode
+  type: dict
+  sample: {"kind": "operation", "site": "blog", "operation": "backup", "result": "ok", "engine": "files",
+           "backup_id": "blog-files-20261123T040000Z", "backup_ended_at": "2026-11-23T04:00:41Z",
+           "timings": {"started": "2026-11-23T04:00:00Z", "ended": "2026-11-23T04:00:41Z", "duration_s": 41.0}}
 """
 
 import hashlib

@@ -30,6 +30,8 @@ description:
   - The SQL runs as the database's owner (C(SET ROLE)), so the objects it creates belong to
     the site, not to C(postgres).
   - In check mode nothing runs; the result lists what would be applied and reverted.
+  - With O(site), a run that changed the schema, or failed, tells it as a C(step) event
+    (C(step=migrate), see the records callback) in its C(opspack_event).
 extends_documentation_fragment:
   - opspack.platform.postgresql_connection
 options:
@@ -67,6 +69,11 @@ options:
     description: Seconds to wait for another run's migration lock before failing.
     type: int
     default: 60
+  site:
+    description:
+      - The site the database belongs to, named in its C(opspack_event). Without it the module
+        returns no C(opspack_event).
+    type: str
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.
@@ -136,6 +143,18 @@ duration_seconds:
   description: Time the run took, lock wait included.
   returned: always
   type: float
+opspack_event:
+  description:
+    - What changed, for the records (see the records callback). A C(step) event (C(step=migrate))
+      for O(site), with C(result=done) and the C(migrations) (C(version), the RV(version_after);
+      C(applied) and C(reverted), as RV(applied) and RV(reverted)), or C(result=failed) with the
+      C(reason) and, when the history was read, the C(migrations) as they stand after the failure.
+    - Its C(operation) is empty - the module does not know whether it serves a deploy or a
+      rollback; the deploy lock's events say.
+  returned: when O(site) is given and the run changed the schema or failed, not in check mode
+  type: dict
+  sample: {"kind": "step", "site": "blog", "step": "migrate", "result": "done",
+           "migrations": {"version": 4, "applied": ["003_tags", "004_post_tags"], "reverted": []}}
 """
 
 import time
@@ -144,6 +163,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils import migrations
 from ansible_collections.opspack.platform.plugins.module_utils import postgresql_backup as engine
+from ansible_collections.opspack.platform.plugins.module_utils.events import event
 
 try:
     from psycopg2 import sql
@@ -245,7 +265,7 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def migrate(module: AnsibleModule, result: dict) -> None:
+def migrate(module: AnsibleModule, result: dict, progress: dict) -> None:
     params = module.params
     release = migrations.read_release(params["path"]) if params["path"] else []
     migrator = Migrator(module)
@@ -260,15 +280,21 @@ def migrate(module: AnsibleModule, result: dict) -> None:
             applied = migrator.applied()
         result["version_before"] = max(applied, default=0)
         result["history"] = [row["name"] for _version, row in sorted(applied.items())]
+        # From here the schema's version is known: the version before, until a plan says more.
+        progress["version"] = "version_before"
         steps = migrations.plan(release, applied, params["target"], params["require_rollback"])
         result["applied"] = [item["name"] for item in steps["apply"]]
         result["reverted"] = [item["name"] for item in steps["revert"]]
         remaining = (set(applied) - {item["version"] for item in steps["revert"]}) | {item["version"] for item in steps["apply"]}
         result["version_after"] = max(remaining, default=0)
+        # From here the result says where the schema stands, also when the run fails.
+        progress["version"] = "version_after"
         if module.check_mode:
             result["changed"] = bool(steps["apply"] or steps["revert"])
             return
-        # What is applied right now, kept true step by step, so a failure reports where it stands.
+        # What is applied right now, kept true step by step, so a failure reports where it stands
+        # (and a failure that cannot say leaves the version unknown to the event).
+        progress["version"] = ""
         current = set(applied)
         reverted = []
         for item in steps["revert"]:
@@ -276,6 +302,7 @@ def migrate(module: AnsibleModule, result: dict) -> None:
                 migrator.revert(item)
             except engine.DATABASE_ERRORS as exc:
                 result.update(reverted=reverted, applied=[], version_after=max(current, default=0))
+                progress["version"] = "version_after"
                 raise migrations.MigrationError(f"rollback of {item['name']} failed: {first_line(exc)}; "
                                                 f"reverted before it: {', '.join(reverted) or 'none'}") from exc
             current.discard(item["version"])
@@ -289,6 +316,7 @@ def migrate(module: AnsibleModule, result: dict) -> None:
                 undone = revert_run(migrator, done)
                 current -= {entry["version"] for entry in done}
                 result.update(applied=[], version_after=max(current, default=0))
+                progress["version"] = "version_after"
                 raise migrations.MigrationError(
                     f"migration {item['name']} failed: {first_line(exc)}; its transaction was rolled back"
                     + (f" and this run's {', '.join(undone)} reverted" if undone else "")
@@ -297,6 +325,7 @@ def migrate(module: AnsibleModule, result: dict) -> None:
             current.add(item["version"])
             done.append(item)
             result["changed"] = True
+        progress["version"] = "version_after"
     finally:
         migrator.close()
 
@@ -327,18 +356,36 @@ def main() -> None:
         require_rollback={"type": "bool", "default": True},
         role={"type": "str"},
         lock_timeout={"type": "int", "default": 60},
+        site={"type": "str"},
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            required_if=[("target", "head", ("path",))])
     clock = time.monotonic()
     result = {"changed": False, "version_before": 0, "version_after": 0, "applied": [], "reverted": [], "history": []}
+    progress = {"version": ""}
     try:
-        migrate(module, result)
-    except (migrations.MigrationError, OSError, *engine.DATABASE_ERRORS) as exc:
+        migrate(module, result, progress)
+    except (migrations.MigrationError, engine.BackupError, OSError, *engine.DATABASE_ERRORS) as exc:
+        # BackupError: the connection (or psycopg2) is missing, before anything ran.
         result["duration_seconds"] = round(time.monotonic() - clock, 3)
-        module.fail_json(msg=engine.describe_error(exc), **result)
+        msg = engine.describe_error(exc)
+        if module.params["site"] and not module.check_mode:
+            result["opspack_event"] = event("step", module.params["site"], "", "failed", step="migrate", reason=msg,
+                                            migrations=told(result, progress["version"]))
+        module.fail_json(msg=msg, **result)
     result["duration_seconds"] = round(time.monotonic() - clock, 3)
+    if module.params["site"] and result["changed"] and not module.check_mode:
+        result["opspack_event"] = event("step", module.params["site"], "", "done", step="migrate",
+                                        migrations=told(result, "version_after"))
     module.exit_json(**result)
+
+
+def told(result: dict, version: str) -> dict | None:
+    """The migrations field of an opspack_event: where the schema stands (the result's version
+    field named, none when the history was not read) and what this run did."""
+    if not version:
+        return None
+    return {"version": result[version], "applied": result["applied"], "reverted": result["reverted"]}
 
 
 if __name__ == "__main__":

@@ -195,6 +195,18 @@ deleted_files:
   returned: always
   type: list
   elements: str
+opspack_event:
+  description:
+    - The backup, for the records (see the records callback). An C(operation) event
+      (C(operation=backup)) with C(result=ok), the C(engine), C(backup_id), C(backup_ended_at)
+      (the manifest's C(ended_at)) and C(timings) (the manifest's start and end); or
+      C(result=failed) with the C(step) that failed (C(choose the backup set) for a target no
+      backup set can reach), the C(reason) and the C(impact).
+  returned: when not in check mode
+  type: dict
+  sample: {"kind": "operation", "site": "blog", "operation": "backup", "result": "ok", "engine": "postgresql",
+           "backup_id": "blog-postgresql-20261123T040000Z", "backup_ended_at": "2026-11-23T04:00:41Z",
+           "timings": {"started": "2026-11-23T04:00:00Z", "ended": "2026-11-23T04:00:41Z", "duration_s": 41.0}}
 """
 
 import os
@@ -205,6 +217,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.opspack.platform.plugins.module_utils import backup
 from ansible_collections.opspack.platform.plugins.module_utils import pgbackrest
 from ansible_collections.opspack.platform.plugins.module_utils import postgresql_backup as engine
+from ansible_collections.opspack.platform.plugins.module_utils.events import event
 
 
 def argument_spec() -> dict:
@@ -245,6 +258,10 @@ def main() -> None:
     # Retention belongs to the scheduled backups: this one never deletes anything.
     module.params.update(prune=False, keep_last=10 ** 9, keep_daily_days=0)
     extra = {}
+    # Until run_backup tells its own: pgbackrest that cannot start ends the module in Ansible's fail_json.
+    backup.tell_failures(module, lambda msg: event(
+        "operation", module.params["site"], "backup", "failed", engine=engine.ENGINE, step="choose the backup set",
+        reason=msg, impact=f"no backup of {module.params['site']} as of {module.params['target_time']} was taken"))
     try:
         target, chosen = pgbackrest.plan(module, extra)
     except (backup.BackupError, OSError) as exc:

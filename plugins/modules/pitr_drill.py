@@ -23,7 +23,14 @@ description:
     or a log without that proof fails the drill with the reason.
   - Before restoring, C(pgbackrest check) archives the current WAL segment, so recent
     commits are in the repository.
+  - The drill recovers the whole cluster, not one site; with O(site), it is recorded for that
+    site (its C(opspack_event)).
 options:
+  site:
+    description:
+      - The site the drill is recorded for, named in its C(opspack_event) (for example the site
+        whose O(database) it queries). Without it the drill returns no C(opspack_event).
+    type: str
   target_time:
     description: The point in time to recover to, in UTC, as C(2026-11-23T17:10:03Z) (fractions of a second allowed).
     type: str
@@ -130,6 +137,17 @@ rto_seconds:
   description: Seconds from the start of the drill to the recovered, queried cluster.
   returned: always
   type: float
+opspack_event:
+  description:
+    - The drill, for the records (see the records callback). An C(operation) event
+      (C(operation=drill), C(engine=pitr)) for O(site) with C(result) C(pass) or C(fail), the
+      pgBackRest set recovered from as C(backup_id) and C(backup_ended_at) (RV(backup_set),
+      RV(backup_set_stopped_at)), C(rto_s) (RV(rto_seconds)), and for a failed drill its
+      C(reason) and the C(step) it stopped at. A PITR drill measures no recovery point (no C(rpo_s)).
+  returned: when O(site) is given, not in check mode
+  type: dict
+  sample: {"kind": "operation", "site": "blog", "operation": "drill", "result": "pass", "engine": "pitr",
+           "backup_id": "20261123-170102F", "backup_ended_at": "2026-11-23T17:01:40Z", "rto_s": 48.2}
 """
 
 import time
@@ -141,22 +159,32 @@ from ansible_collections.opspack.platform.plugins.module_utils import pgbackrest
 from ansible_collections.opspack.platform.plugins.module_utils import postgresql_backup as engine
 
 
-def drill(module: AnsibleModule, result: dict, clock: float) -> None:
+ENGINE = "pitr"
+
+
+def drill(module: AnsibleModule, result: dict, clock: float, progress: dict) -> None:
     params = module.params
     result["started_at"] = backup.to_iso(backup.utc_now())
+    progress["step"] = "choose the backup set"
     target, chosen = pgbackrest.plan(module, result)
     if module.check_mode:
         result.update(passed=True, reason=f"check mode: would restore set {chosen['label']} and recover to the target")
         return
+    progress["step"] = "prepare the scratch cluster"
     cluster = pgbackrest.ScratchCluster(module)
     pgbackrest.prepare(module, cluster, chosen)
     try:
+        progress["step"] = "recover to the target"
         stopped = pgbackrest.recover(module, cluster, target, chosen, clock)
         result["recovery_stopped_before"] = stopped.isoformat()
         if params["query"]:
+            progress["step"] = "run the query"
             result["answer"] = cluster.query(params["database"], params["query"])
     finally:
+        # Named only while it runs: a failure before it stays the drill's step.
+        step, progress["step"] = progress["step"], "remove the scratch cluster"
         cluster.remove()
+        progress["step"] = step
     result.update(passed=True, reason="recovery stopped at the target", rto_seconds=round(time.monotonic() - clock, 3))
 
 
@@ -166,18 +194,36 @@ def main() -> None:
             **pgbackrest.scratch_argument_spec("/var/lib/postgresql/opspack-pitr-drill", 5499),
             "database": {"type": "str", "default": "postgres"},
             "query": {"type": "str"},
+            "site": {"type": "str"},
         },
         supports_check_mode=True,
     )
     clock = time.monotonic()
     result = {"changed": False, "passed": False, "reason": "", "target_time": module.params["target_time"], "rto_seconds": 0.0}
+    progress = {"step": "choose the backup set"}
+    # pgbackrest or pg_ctl that cannot start ends the module in Ansible's own fail_json: told all the same.
+    backup.tell_failures(module, lambda msg: told(module, dict(
+        result, passed=False, reason=msg, rto_seconds=round(time.monotonic() - clock, 3)), progress["step"]))
     try:
-        drill(module, result, clock)
+        drill(module, result, clock, progress)
     except (backup.BackupError, OSError, *engine.DATABASE_ERRORS) as exc:
         reason = engine.describe_error(exc)
         result.update(passed=False, reason=reason, rto_seconds=round(time.monotonic() - clock, 3))
-        module.fail_json(msg=f"PITR drill failed: {reason}", **result)
-    module.exit_json(**result)
+        module.fail_json(msg=f"PITR drill failed: {reason}", **with_event(result, told(module, result, progress["step"])))
+    module.exit_json(**with_event(result, told(module, result)))
+
+
+def with_event(result: dict, found: dict | None) -> dict:
+    return dict(result, opspack_event=found) if found else result
+
+
+def told(module: AnsibleModule, result: dict, step: str = "") -> dict | None:
+    """The drill's opspack_event when it is recorded for a site (not in check mode)."""
+    if not module.params["site"] or module.check_mode:
+        return None
+    drilled = dict(result, engine=ENGINE, backup_id=result.get("backup_set"),
+                   backup_ended_at=result.get("backup_set_stopped_at"))
+    return backup.drill_event(module.params["site"], drilled, step=step)
 
 
 if __name__ == "__main__":

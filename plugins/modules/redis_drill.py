@@ -102,6 +102,18 @@ scratch_removed:
   description: Whether the scratch server's directory is gone again.
   returned: when the RDB was loaded
   type: bool
+opspack_event:
+  description:
+    - The drill, for the records (see the records callback). An C(operation) event
+      (C(operation=drill)) with C(result) C(pass) or C(fail), the C(engine), the C(backup_id)
+      drilled and its C(backup_ended_at), C(rto_s) and C(rpo_s) (RV(rto_seconds), RV(rpo_seconds)),
+      and for a failed drill its C(reason) and the C(step) it stopped at.
+  returned: when not in check mode
+  type: dict
+  sample: {"kind": "operation", "site": "redis", "operation": "drill", "result": "fail", "engine": "redis",
+           "backup_id": "redis-redis-20261123T040000Z", "backup_ended_at": "2026-11-23T04:00:41Z",
+           "rto_s": 12.4, "rpo_s": 30559, "step": "restore the backup into scratch and prove it",
+           "reason": "the restored data differs from the backup: 2 keys loaded, the file holds 3 (0 with a time to live)"}
 """
 
 import os

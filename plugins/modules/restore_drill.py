@@ -122,6 +122,18 @@ leftovers_dropped:
   returned: when a restore was attempted
   type: list
   elements: str
+opspack_event:
+  description:
+    - The drill, for the records (see the records callback). An C(operation) event
+      (C(operation=drill)) with C(result) C(pass) or C(fail), the C(engine), the C(backup_id)
+      drilled and its C(backup_ended_at), C(rto_s) and C(rpo_s) (RV(rto_seconds), RV(rpo_seconds)),
+      and for a failed drill its C(reason) and the C(step) it stopped at.
+  returned: when not in check mode
+  type: dict
+  sample: {"kind": "operation", "site": "blog", "operation": "drill", "result": "fail", "engine": "postgresql",
+           "backup_id": "blog-postgresql-20261123T040000Z", "backup_ended_at": "2026-11-23T04:00:41Z",
+           "rto_s": 12.4, "rpo_s": 30559, "step": "restore and prove the backup",
+           "reason": "the restored data differs from the backup: table public.posts has 41 rows, the backup had 42"}
 """
 
 import time
@@ -132,8 +144,9 @@ from ansible_collections.opspack.platform.plugins.module_utils import backup
 from ansible_collections.opspack.platform.plugins.module_utils import postgresql_backup as engine
 
 
-def drill(module: AnsibleModule, result: dict, clock: float) -> None:
+def drill(module: AnsibleModule, result: dict, clock: float, progress: dict) -> None:
     params = module.params
+    progress["step"] = "find the backup"
     manifest = backup.find_backup(params["backup_dir"], params["backup_id"], params["site"])
     if manifest["engine"] != engine.ENGINE:
         raise backup.BackupError(f"backup {manifest['backup_id']} is a {manifest['engine']} backup; "
@@ -141,6 +154,7 @@ def drill(module: AnsibleModule, result: dict, clock: float) -> None:
     started = backup.from_iso(result["started_at"])
     result.update(backup_id=manifest["backup_id"], backup_ended_at=manifest["ended_at"],
                   rpo_seconds=int((started - backup.from_iso(manifest["ended_at"])).total_seconds()))
+    progress["step"] = "verify the backup's checksum"
     path = backup.verify_checksum(params["backup_dir"], manifest)
     result["checks"] = {"checksum": True, "tables": len(manifest.get("tables", {})),
                         "critical_tables": len(manifest.get("checksums", {})), "query": bool(manifest.get("query"))}
@@ -149,21 +163,26 @@ def drill(module: AnsibleModule, result: dict, clock: float) -> None:
         result["passed"] = True
         return
     # A drill that was killed could not drop its scratch database: drop it now.
+    progress["step"] = "drop the scratch databases a killed drill left"
     result["leftovers_dropped"] = engine.leftover_scratch(params, manifest["site"])
     for leftover in result["leftovers_dropped"]:
         engine.drop_scratch(params, leftover)
     # The restore lands beside production: refuse one that could fill its disk.
+    progress["step"] = "check the free space"
     engine.check_room_to_restore(params, manifest)
     scratch = f"{engine.scratch_prefix(manifest['site'])}{int(time.time())}"
     result["scratch_database"] = scratch
+    progress["step"] = "create the scratch database"
     engine.create_scratch(module.params, scratch)
     result["scratch_removed"] = False
+    progress["step"] = "restore and prove the backup"
     try:
         engine.restore_and_prove(module, scratch, path, manifest)
     finally:
         if not params["keep_scratch"]:
             remove_scratch(params, scratch, result)
     if result.get("scratch_error"):
+        progress["step"] = "drop the scratch database"
         raise backup.BackupError(result["scratch_error"])
     result["rto_seconds"] = round(time.monotonic() - clock, 3)
     result.update(passed=True, reason="all checks passed")
@@ -186,15 +205,23 @@ def main() -> None:
     clock = time.monotonic()
     result = {"changed": False, "passed": False, "reason": "", "engine": engine.ENGINE, "checks": {},
               "started_at": backup.to_iso(backup.utc_now()), "rto_seconds": 0.0}
+    progress = {"step": "find the backup"}
+    # pg_restore that cannot start ends the module in Ansible's own fail_json: told all the same.
+    backup.tell_failures(module, lambda msg: backup.drill_event(module.params["site"], dict(
+        result, passed=False, reason=msg, rto_seconds=round(time.monotonic() - clock, 3)), step=progress["step"]))
     try:
-        drill(module, result, clock)
+        drill(module, result, clock, progress)
     except (backup.BackupError, OSError, *engine.DATABASE_ERRORS) as exc:
         reason = engine.describe_error(exc)
         if result.get("scratch_error") and result["scratch_error"] not in reason:
             reason += f"; {result['scratch_error']}"
         result.update(passed=False, reason=reason, rto_seconds=round(time.monotonic() - clock, 3))
+        if not module.check_mode:
+            result["opspack_event"] = backup.drill_event(module.params["site"], result, step=progress["step"])
         module.fail_json(msg=f"restore drill failed: {reason}", **result)
     # A drill creates and drops a scratch database but leaves the host as it found it.
+    if not module.check_mode:
+        result["opspack_event"] = backup.drill_event(module.params["site"], result)
     module.exit_json(**result)
 
 

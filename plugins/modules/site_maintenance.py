@@ -18,6 +18,8 @@ description:
     A site already in maintenance stays in it when switched on again (its note is kept).
   - Reports whether the site was in maintenance before, so that a caller that switched it on
     (a restore, a cutover) switches off only what it switched on.
+  - A switch that changed the mode, or failed to, is told to the records as an C(opspack_event)
+    (operation C(maintenance)); a site already in the mode asked for, and check mode, tell nothing.
 options:
   site:
     description: The site (written into the result for the records).
@@ -75,6 +77,14 @@ since:
   returned: always
   type: str
   sample: "2026-12-01T21:30:00Z"
+opspack_event:
+  description:
+    - What changed, for the records (see the records callback). An C(operation) event
+      (C(operation=maintenance)) with the C(maintenance) mode asked for and C(result) C(ok), or
+      C(failed) with the C(step), C(reason), C(impact) and C(actions) of the failure.
+  returned: when the mode changed or failed to change, not in check mode
+  type: dict
+  sample: {"kind": "operation", "site": "blog", "operation": "maintenance", "result": "ok", "maintenance": "on"}
 """
 
 import datetime
@@ -83,6 +93,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils.backup import write_bytes_atomic
+from ansible_collections.opspack.platform.plugins.module_utils.events import event
 
 
 def since(path: str) -> str:
@@ -120,8 +131,12 @@ def main() -> None:
             else:
                 os.unlink(flag)
         except OSError as exc:
-            module.fail_json(msg=f"could not switch maintenance {params['state']} for {params['site']} ({flag}): {exc}",
-                             **result)
+            msg = f"could not switch maintenance {params['state']} for {params['site']} ({flag}): {exc}"
+            module.fail_json(msg=msg, opspack_event=event(
+                "operation", params["site"], "maintenance", "failed", maintenance=params["state"],
+                step=f"switch maintenance {params['state']}", reason=msg,
+                impact=f"maintenance mode did not switch {params['state']}", actions="nothing changed"), **result)
+        result["opspack_event"] = event("operation", params["site"], "maintenance", "ok", maintenance=params["state"])
     result["since"] = since(flag) if wanted_on and not module.check_mode else ""
     module.exit_json(**result)
 

@@ -27,9 +27,8 @@ description:
     failed one and every leftover C(.partial) directory, and never the current release, the
     previous one, the last known good one, one in a slot, or one in O(protect). Releases are
     ordered by the time recorded when they were unpacked, never by file times.
-  - O(state=status) only reads the record, what each slot links to, and the slot nginx's
-    upstream sends traffic to (after a run that was killed, these tell the truth, not the record),
-    and names the release a plain rollback would go back to.
+  - M(opspack.platform.site_release_info) reads all this, and what really serves the site.
+  - Each change returns a C(step) event in RV(opspack_event) (unpack, record or prune) for the records.
 options:
   site:
     description: The site.
@@ -42,7 +41,7 @@ options:
   state:
     description: What to do; see the description.
     type: str
-    choices: [present, live, failed, pruned, status]
+    choices: [present, live, failed, pruned]
     default: present
   release_id:
     description: The release id (C(<version>+<12 hex digits>)). Required for O(state=present), V(live) and V(failed).
@@ -124,10 +123,6 @@ options:
     description: How many good releases O(state=pruned) keeps (besides the protected ones).
     type: int
     default: 5
-  upstream_conf_dir:
-    description: nginx's directory holding C(opspack-upstream-<site>.conf), read by O(state=status).
-    type: path
-    default: /etc/nginx/conf.d
   protect:
     description: Release ids O(state=pruned) never removes.
     type: list
@@ -142,6 +137,7 @@ attributes:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 seealso:
+  - module: opspack.platform.site_release_info
   - module: opspack.platform.release_artifact
   - module: opspack.platform.deploy_lock
   - module: opspack.platform.site_upstream
@@ -182,7 +178,7 @@ operation:
   returned: always
   type: str
 release_id:
-  description: The release acted on (empty for O(state=pruned) and V(status)).
+  description: The release acted on (empty for O(state=pruned)).
   returned: always
   type: str
 path:
@@ -209,24 +205,11 @@ removed:
   returned: always
   type: list
   elements: str
-slots:
-  description: Each slot that links to a release, and that release's id (O(state=status)).
-  returned: when O(state=status)
+opspack_event:
+  description: The step this run made, for the records (C(kind=step); C(step) unpack, record, or prune), when something changed (not in check mode).
+  returned: when something changed
   type: dict
-serving:
-  description:
-    - The slot nginx's upstream names and the release it links to (O(state=status)); empty
-      strings before the first switch.
-  returned: when O(state=status)
-  type: dict
-  sample: {"slot": "green", "release_id": "1.4.2+0a1b2c3d4e5f"}
-rollback_target:
-  description:
-    - The release a plain rollback goes back to (O(state=status)). Of the releases still on the host
-      that went live and were neither failed nor rolled back, it is the one deployed last before the
-      one that serves. Empty when there is none.
-  returned: when O(state=status)
-  type: str
+  sample: {"kind": "step", "site": "blog", "result": "done", "step": "unpack", "release": "1.4.2+0a1b2c3d4e5f"}
 duration_s:
   description: Seconds the module took.
   returned: always
@@ -238,43 +221,23 @@ import grp
 import hashlib
 import json
 import os
-import re
 import shutil
 import tarfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opspack.platform.plugins.module_utils.backup import sha256_file, write_json_atomic
-from ansible_collections.opspack.platform.plugins.module_utils.deploy_lock import lock_dir, read_holder
+from ansible_collections.opspack.platform.plugins.module_utils.backup import sha256_file
 from ansible_collections.opspack.platform.plugins.module_utils.release import (
-    ReleaseError, check_links, check_release_id, previous_good, resolve_in_tree)
+    ReleaseError, check_links, check_release_id, resolve_in_tree)
+from ansible_collections.opspack.platform.plugins.module_utils.site_state import (
+    read_record, slot_links, slot_of, write_record)
+from ansible_collections.opspack.platform.plugins.module_utils.events import event
 
-RECORD = "release-state.json"
-
+STEPS = {"present": "unpack", "live": "record", "failed": "record failed", "pruned": "prune"}
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def read_record(site_dir: str) -> dict:
-    try:
-        with open(os.path.join(site_dir, RECORD), encoding="utf-8") as handle:
-            record = json.load(handle)
-    except FileNotFoundError:
-        record = {}
-    except ValueError as exc:
-        raise ReleaseError(f"{os.path.join(site_dir, RECORD)} is not valid JSON ({exc}); "
-                           "fix or move it before deploying") from exc
-    record.setdefault("current", {})
-    record.setdefault("previous", {})
-    record.setdefault("last_known_good", {})
-    record.setdefault("releases", {})
-    return record
-
-
-def write_record(site_dir: str, record: dict) -> None:
-    write_json_atomic(os.path.join(site_dir, RECORD), record, 0o644)
 
 
 def safe_members(tar: tarfile.TarFile, shared: list[str]) -> list[tarfile.TarInfo]:
@@ -507,22 +470,6 @@ def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
     result["record"] = record
 
 
-def slot_links(site_dir: str) -> dict[str, str]:
-    """Each slot that links to a release, and that release's id."""
-    slots_dir = os.path.join(site_dir, "slots")
-    slots = {}
-    for name in sorted(os.listdir(slots_dir)) if os.path.isdir(slots_dir) else []:
-        path = os.path.join(slots_dir, name)
-        if os.path.islink(path):
-            slots[name] = os.path.basename(os.readlink(path).rstrip("/"))
-    return slots
-
-
-def slot_of(site_dir: str, release_id: str) -> str:
-    """The slot that links to release_id, or ''."""
-    return next((slot for slot, linked in slot_links(site_dir).items() if linked == release_id), "")
-
-
 def prune(module: AnsibleModule, site_dir: str, result: dict) -> None:
     params = module.params
     releases_dir = os.path.join(site_dir, "releases")
@@ -551,35 +498,12 @@ def prune(module: AnsibleModule, site_dir: str, result: dict) -> None:
     result["record"] = record
 
 
-def serving(module: AnsibleModule, site_dir: str, result: dict) -> None:
-    """What really serves: slot links and the slot the nginx upstream names."""
-    slots = slot_links(site_dir)
-    slot = ""
-    try:
-        with open(os.path.join(module.params["upstream_conf_dir"], f"opspack-upstream-{module.params['site']}.conf"),
-                  encoding="utf-8") as handle:
-            found = re.search(r"^# slot: (\S+)$", handle.read(), re.MULTILINE)
-            slot = found.group(1) if found else ""
-    except FileNotFoundError:
-        pass
-    result["slots"] = slots
-    result["serving"] = {"slot": slot, "release_id": slots.get(slot, "")}
-    releases_dir = os.path.join(site_dir, "releases")
-    present = {name for name in os.listdir(releases_dir) if os.path.isdir(os.path.join(releases_dir, name))}
-    record = read_record(site_dir)
-    result["record"] = record
-    # A lock left behind names the run that was interrupted: what it was doing decides where a
-    # plain rollback goes.
-    interrupted, _age = read_holder(lock_dir(site_dir))
-    result["rollback_target"] = previous_good(record, result["serving"]["release_id"], present, interrupted)
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             site=dict(type="str", required=True),
             base_dir=dict(type="path", default="/srv"),
-            state=dict(type="str", choices=["present", "live", "failed", "pruned", "status"], default="present"),
+            state=dict(type="str", choices=["present", "live", "failed", "pruned"], default="present"),
             release_id=dict(type="str"),
             artifact=dict(type="path"),
             sha256=dict(type="str"),
@@ -598,7 +522,6 @@ def main() -> None:
             reason=dict(type="str", default=""),
             keep=dict(type="int", default=5),
             protect=dict(type="list", elements="str", default=[]),
-            upstream_conf_dir=dict(type="path", default="/etc/nginx/conf.d"),
         ),
         required_if=[
             ("state", "present", ["release_id", "artifact", "sha256"]),
@@ -611,22 +534,25 @@ def main() -> None:
     site_dir = os.path.join(module.params["base_dir"], module.params["site"])
     result = dict(changed=False, site=module.params["site"], operation=module.params["state"],
                   release_id=module.params["release_id"] or "", path="", record={}, removed=[])
+    state = module.params["state"]
     try:
         if not os.path.isdir(os.path.join(site_dir, "releases")):
             raise ReleaseError(f"site {module.params['site']} has no {site_dir}/releases on this host: is it provisioned?")
-        state = module.params["state"]
         if state == "present":
             unpack(module, site_dir, result)
         elif state in ("live", "failed"):
             mark(module, site_dir, result)
-        elif state == "pruned":
-            prune(module, site_dir, result)
         else:
-            serving(module, site_dir, result)
+            prune(module, site_dir, result)
         if not result["record"]:
             result["record"] = read_record(site_dir)
     except (ReleaseError, OSError, tarfile.TarError, KeyError) as exc:
-        module.fail_json(msg=str(exc), duration_s=round(time.monotonic() - started, 3), **result)
+        module.fail_json(msg=str(exc), duration_s=round(time.monotonic() - started, 3),
+                         opspack_event=event("step", module.params["site"], "", "failed", step=STEPS[state],
+                                             release=result["release_id"], reason=str(exc)), **result)
+    if result["changed"] and not module.check_mode:
+        result["opspack_event"] = event("step", module.params["site"], "", "done", step=STEPS[state],
+                                        release=result["release_id"], slot=module.params["slot"] or "")
     module.exit_json(duration_s=round(time.monotonic() - started, 3), **result)
 
 

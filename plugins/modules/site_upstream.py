@@ -21,6 +21,8 @@ description:
     and nothing is reloaded.
   - Reports the port and slot that had the traffic before, so that a caller can switch back.
   - With O(health_url), traffic never moves to a slot that does not answer healthy.
+  - A switch that moved the traffic, or failed to, is told as a C(step) event (C(step=switch), see
+    the records callback) in its C(opspack_event).
 options:
   site:
     description: The site.
@@ -99,6 +101,16 @@ duration_s:
   description: Seconds from the start of the switch to nginx reloaded.
   returned: always
   type: float
+opspack_event:
+  description:
+    - What changed, for the records (see the records callback). A C(step) event (C(step=switch))
+      naming the O(site) and the O(slot) the traffic was sent to, with C(result=done), or
+      C(result=failed) and the C(reason).
+    - Its C(operation) is empty - the module does not know whether it serves a deploy or a
+      rollback; the deploy lock's events say.
+  returned: when the traffic moved or the switch failed, not in check mode
+  type: dict
+  sample: {"kind": "step", "site": "blog", "step": "switch", "result": "done", "slot": "green"}
 """
 
 import os
@@ -108,6 +120,8 @@ import time
 import urllib.parse
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.opspack.platform.plugins.module_utils.events import event
 
 SERVER = re.compile(r"^\s*server\s+127\.0\.0\.1:(\d+)\s*;", re.MULTILINE)
 SLOT = re.compile(r"^# slot: (\S+)$", re.MULTILINE)
@@ -138,6 +152,15 @@ def health(url: str, timeout: int) -> int:
         connection.close()
 
 
+def run(module: AnsibleModule, args: list[str]) -> tuple[int, str, str]:
+    """run_command, with a program that cannot start as a failed one (rc 127): the new file is then
+    put back like one nginx refused, never left in place by Ansible's own failure."""
+    try:
+        return module.run_command(args, handle_exceptions=False)
+    except OSError as exc:
+        return 127, "", f"{args[0]} could not run: {exc}"
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
@@ -153,14 +176,24 @@ def main() -> None:
     )
     started = time.monotonic()
     site, slot, port = module.params["site"], module.params["slot"], module.params["port"]
+
+    fail_json = module.fail_json
+
+    def fail(msg: str, **result) -> None:
+        """Every failure, Ansible's own included, tells the records it (not in check mode)."""
+        if not module.check_mode and "opspack_event" not in result:
+            result["opspack_event"] = event("step", site, "", "failed", step="switch", slot=slot, reason=msg)
+        fail_json(msg=msg, **result)
+    module.fail_json = fail
+
     if not re.match(r"^[a-z0-9][a-z0-9_-]*$", site) or not re.match(r"^[a-z0-9][a-z0-9_-]*$", slot) or not 0 < port < 65536:
-        module.fail_json(msg=f"site {site!r}, slot {slot!r} or port {port} is not valid")
+        fail(f"site {site!r}, slot {slot!r} or port {port} is not valid")
     path = os.path.join(module.params["conf_dir"], f"opspack-upstream-{site}.conf")
     try:
         with open(path, encoding="utf-8") as handle:
             before = handle.read()
     except FileNotFoundError:
-        module.fail_json(msg=f"{path} does not exist: nginx has not been provisioned for site {site} (nginx_sites)")
+        fail(f"{path} does not exist: nginx has not been provisioned for site {site} (nginx_sites)")
     found_port = SERVER.search(before)
     found_slot = SLOT.search(before)
     wanted = render(site, slot, port)
@@ -170,12 +203,12 @@ def main() -> None:
     if module._diff:
         result["diff"] = dict(before=before, after=wanted, before_header=path, after_header=path)
     if module.params["health_url"] and not module.params["health_url"].startswith("http://"):
-        module.fail_json(msg=f"health_url must be an http:// URL of the slot on this host, not {module.params['health_url']!r}")
+        fail(f"health_url must be an http:// URL of the slot on this host, not {module.params['health_url']!r}")
     if module.params["health_url"] and not module.check_mode:
         result["health_status"] = health(module.params["health_url"], module.params["health_timeout"])
         if result["health_status"] != 200:
-            module.fail_json(msg=f"slot {slot} does not answer healthy ({module.params['health_url']} gave "
-                                 f"{result['health_status'] or 'no answer'}): traffic was not moved", **result)
+            fail(f"slot {slot} does not answer healthy ({module.params['health_url']} gave "
+                 f"{result['health_status'] or 'no answer'}): traffic was not moved", **result)
     if not result["changed"] or module.check_mode:
         module.exit_json(duration_s=round(time.monotonic() - started, 3), **result)
     temporary = os.path.join(module.params["conf_dir"], f".opspack-upstream-{site}.conf.new")
@@ -188,16 +221,17 @@ def main() -> None:
     with open(backup, "w", encoding="utf-8") as handle:
         handle.write(before)
     os.replace(temporary, path)
-    rc, out, err = module.run_command(["nginx", "-t", "-q"])
+    rc, out, err = run(module, ["nginx", "-t", "-q"])
     if rc != 0:
         os.replace(backup, path)
-        module.fail_json(msg=f"nginx -t refused the new upstream of {site}; the old one was put back and nginx "
-                             f"was not reloaded: {(err or out).strip()[-500:]}", **result)
+        fail(f"nginx -t refused the new upstream of {site}; the old one was put back and nginx "
+             f"was not reloaded: {(err or out).strip()[-500:]}", **result)
     os.unlink(backup)
     if module.params["reload"]:
-        rc, out, err = module.run_command(["systemctl", "reload", "nginx"])
+        rc, out, err = run(module, ["systemctl", "reload", "nginx"])
         if rc != 0:
-            module.fail_json(msg=f"systemctl reload nginx failed: {(err or out).strip()[-500:]}", **result)
+            fail(f"systemctl reload nginx failed: {(err or out).strip()[-500:]}", **result)
+    result["opspack_event"] = event("step", site, "", "done", step="switch", slot=slot)
     module.exit_json(duration_s=round(time.monotonic() - started, 3), **result)
 
 

@@ -1,7 +1,7 @@
 """The records callback under ansible-runner, as AWX runs content: a private_data_dir with the
-callback enabled in env/envvars, a play that takes and releases a real deploy lock and
-handles a canary secret under no_log. The records land and the secret appears in none of
-them, nor in runner's artifacts."""
+callback enabled in env/envvars, a play that takes a real deploy lock and releases it with the
+run's outcome (the opspack_event the callback records) and handles a canary secret under
+no_log. The records land and the secret appears in none of them, nor in runner's artifacts."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ PLAY = """
         base_dir: "{{ base_dir }}"
         run_id: runner-run-1
         state: released
+        outcome:
+          result: ok
 """
 
 
@@ -61,8 +63,9 @@ def test_ansible_runner_writes_the_same_records_and_no_secret(tmp_path):
     run = ansible_runner.run(private_data_dir=str(data), playbook="lock.yml", quiet=True)
     assert run.rc == 0, run.stdout.read()
     history = [json.loads(line) for line in (records / "history.jsonl").read_text().splitlines()]
-    assert [(entry["site"], entry["environment"], entry["operation"], entry["result"]) for entry in history] == [
-        ("blog", "awx", "deploy", "ok")]
+    assert [(entry["site"], entry["environment"], entry["operation"], entry["result"], entry["release"])
+            for entry in history] == [("blog", "awx", "deploy", "ok", "1.0.0+0a1b2c3d4e5f")]
+    assert history[0]["version"] == "1.0.0" and isinstance(history[0]["duration_s"], float)
     assert "| blog | awx | localhost |" in (records / "loop-sites-matrix.md").read_text()
     for path in list(records.rglob("*")) + list((data / "artifacts").rglob("*")):
         if path.is_file():

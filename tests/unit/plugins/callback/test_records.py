@@ -1,5 +1,7 @@
 """Unit tests for the records callback, driven with real ansible-core objects (Host, Task,
-TaskResult), as ansible-playbook drives it."""
+CallbackTaskResult), as ansible-playbook drives it. Every result that should be recorded carries
+the opspack_event its module returns (plugins/module_utils/events.py); the callback reads that
+and nothing else."""
 
 from __future__ import annotations
 
@@ -15,8 +17,12 @@ from ansible.module_utils.common.collections import ImmutableDict
 from ansible.playbook.task import Task
 
 from ansible_collections.opspack.platform.plugins.callback import records as records_plugin
+from ansible_collections.opspack.platform.plugins.module_utils.events import event, timings
 
 CANARY = "lab-canary-Pg-7f3a9c"
+STARTED, ENDED = "2026-12-05T10:00:00Z", "2026-12-05T10:01:10Z"
+GIT_SHA = "0123456789abcdef0123"
+CONFIG_HASH = "c0ffee" * 10 + "abcd"
 
 
 @pytest.fixture(name="callback")
@@ -31,6 +37,12 @@ def fixture_callback(tmp_path, monkeypatch):
     return plugin
 
 
+def new_callback():
+    plugin = records_plugin.CallbackModule()
+    plugin.set_options()
+    return plugin
+
+
 def task(name: str, module: str, **fields) -> Task:
     found = Task.load({"name": name, "action": f"opspack.platform.{module}", **fields})
     # What the task executor sets once it has resolved the action's plugin.
@@ -38,92 +50,154 @@ def task(name: str, module: str, **fields) -> Task:
     return found
 
 
-def ok(plugin, name, module, host="vps1", check_mode=None, **result):
+def ok(plugin, name, module, told=None, host="vps1", check_mode=None, **result):
+    """A task that succeeded; ``told`` is the opspack_event its module returned (None: none)."""
     fields = {} if check_mode is None else {"check_mode": check_mode}
-    plugin.v2_runner_on_ok(CallbackTaskResult(Host(host), task(name, module, **fields), {"changed": True, **result}, {}))
+    found = {"changed": True, **result, **({"opspack_event": told} if told is not None else {})}
+    plugin.v2_runner_on_ok(CallbackTaskResult(Host(host), task(name, module, **fields), found, {}))
 
 
-def failed(plugin, name, module, host="vps1", check_mode=None, **result):
+def failed(plugin, name, module, told=None, host="vps1", check_mode=None, **result):
     fields = {} if check_mode is None else {"check_mode": check_mode}
-    plugin.v2_runner_on_failed(CallbackTaskResult(Host(host), task(name, module, **fields), dict(failed=True, **result), {}))
+    found = {"failed": True, **result, **({"opspack_event": told} if told is not None else {})}
+    plugin.v2_runner_on_failed(CallbackTaskResult(Host(host), task(name, module, **fields), found, {}))
 
 
-def deploy(plugin, version="2.0.0", previous="1.0.0+aaaaaaaaaaaa", host="vps1", fail_at=None, reason="deploy",
-           operation="deploy"):
+def history_of(callback) -> list[dict]:
+    return [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
+
+
+def matrix_row(callback, site="blog") -> str:
+    rows = [line for line in (callback.dir / "loop-sites-matrix.md").read_text().splitlines()
+            if line.startswith(f"| {site} |")]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def take_lock(plugin, site="blog", release="2.0.0+bbbbbbbbbbbb", operation="deploy", host="vps1", interrupted=None):
+    """What deploy_lock returns when it takes the lock (its taken_event)."""
+    ok(plugin, "Release | Take the deploy lock", "deploy_lock", host=host, site=site, held=True, acquired=True,
+       told=event("step", site, operation, "done", step="lock", release=release, interrupted=interrupted or {}))
+
+
+def release_lock(plugin, outcome: dict, site="blog", host="vps1"):
+    """What deploy_lock returns when it is released with the run's outcome (its outcome_event)."""
+    ok(plugin, "Release | Release the deploy lock", "deploy_lock", host=host, site=site, held=False, holder={},
+       told=outcome)
+
+
+def deploy(plugin, version="2.0.0", previous="1.0.0+aaaaaaaaaaaa", host="vps1", fail_at=None, operation="deploy"):
+    """A release run as its events tell it: the lock taken, its steps, the lock released with the outcome."""
     release = f"{version}+bbbbbbbbbbbb"
+    # Results without an event (the artifact build) are not read at all.
     ok(plugin, "Release | Build the release artifact", "release_artifact", host=host, site="blog", release_id=release,
-       version=version, git_sha="0123456789abcdef0123")
-    ok(plugin, "Release | Take the deploy lock", "deploy_lock", host=host, site="blog", held=True, acquired=True,
-       holder={"holder": "ann@laptop", "run_id": "laptop:1:2", "version": release, "operation": operation,
-               "reason": reason}, broken={})
-    ok(plugin, "Release | Unpack the release", "site_release", host=host, site="blog", operation="present",
-       release_id=release, record={})
-    ok(plugin, "Release | Run the migrations", "pg_migrations", host=host, version_after=2, applied=["002_tags"], reverted=[])
+       version=version, git_sha=GIT_SHA)
+    take_lock(plugin, release=release, operation=operation, host=host)
+    ok(plugin, "Release | Unpack the release", "site_release", host=host,
+       told=event("step", "blog", operation, "done", step="unpack", release=release))
+    ok(plugin, "Release | Run the migrations", "pg_migrations", host=host,
+       told=event("step", "blog", "", "done", step="migrate", migrations={"version": 2, "applied": ["002_tags"]}))
     if fail_at:
-        failed(plugin, fail_at, "site_upstream", host=host,
-               msg=f"nginx -t refused it\nsecond line with {CANARY}")
-        ok(plugin, "Release | Revert this run's migrations", "pg_migrations", host=host, version_after=1,
-           applied=[], reverted=["002_tags"])
-        ok(plugin, "Release | Record the release as failed", "site_release", host=host, site="blog", operation="failed",
-           release_id=release, record={})
+        failed(plugin, fail_at, "site_upstream", host=host, msg=f"nginx -t refused it\nsecond line with {CANARY}",
+               told=event("step", "blog", "", "failed", step="switch", reason="nginx -t refused it"))
+        outcome = event("operation", "blog", operation, "failed", release=release, version=version, git_sha=GIT_SHA,
+                        step=fail_at, impact=f"the serving release kept serving; {release} never received traffic",
+                        actions=["reverted migrations 002_tags", "lock released"],
+                        migrations={"version": 1, "reverted": ["002_tags"]}, timings=timings(STARTED, ENDED))
+        # A reason as a module might pass it, dump and all: the callback keeps only its first line.
+        outcome["reason"] = f"nginx -t refused it\nsecond line with {CANARY}"
     else:
-        ok(plugin, "Release | Switch traffic", "site_upstream", host=host, slot="green", previous_slot="blue")
-        record = {"current": {"release_id": release, "slot": "green"}, "previous": {"release_id": previous},
-                  "last_known_good": {"release_id": release, "slot": "green"}}
-        ok(plugin, "Release | Record live", "site_release", host=host, site="blog", operation="live", release_id=release,
-           record=record, config_hash="c0ffee" * 10 + "abcd")
-    ok(plugin, "Release | Release the deploy lock", "deploy_lock", host=host, site="blog", held=False, holder={})
+        ok(plugin, "Release | Switch traffic", "site_upstream", host=host,
+           told=event("step", "blog", "", "done", step="switch", slot="green"))
+        outcome = event("operation", "blog", "upgrade" if operation == "deploy" and previous else operation, "ok",
+                        release=release, previous=previous, version=version, git_sha=GIT_SHA, slot="green",
+                        migrations={"version": 2, "applied": ["002_tags"]}, timings=timings(STARTED, ENDED),
+                        last_known_good={"release_id": release, "slot": "green", "config_hash": CONFIG_HASH})
+    release_lock(plugin, outcome, host=host)
 
 
 def test_an_upgrade_writes_history_matrix_and_last_known_good(callback):
     deploy(callback)
     callback.v2_playbook_on_stats(None)
-    history = [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
-    assert len(history) == 1
-    entry = history[0]
+    [entry] = history_of(callback)
     assert entry["operation"] == "upgrade" and entry["result"] == "ok" and entry["version"] == "2.0.0"
-    assert entry["git_sha"] == "0123456789abcdef0123" and entry["migration_version"] == 2
-    assert entry["environment"] == "production" and entry["operator"] == "ann@laptop"
+    assert entry["git_sha"] == GIT_SHA and entry["migration_version"] == 2
+    assert entry["environment"] == "production" and entry["operator"] == "ann@laptop" and entry["host"] == "vps1"
+    assert entry["time"] == ENDED and entry["duration_s"] == 70.0
     assert set(entry) <= set(records_plugin.HISTORY_FIELDS)
     matrix = (callback.dir / "loop-sites-matrix.md").read_text()
-    assert "| blog | production | vps1 | 2.0.0 | 0123456789ab | 2 | upgrade | ok |" in matrix
+    assert f"| blog | production | vps1 | 2.0.0 | 0123456789ab | 2 | upgrade | ok | {ENDED} | ann@laptop | 70 s |" \
+        in matrix
     lkg = json.loads((callback.dir / "last-known-good" / "blog.json").read_text())
+    assert set(lkg) == {"site", "release", "slot", "git_sha", "migrations_version", "config_hash", "timestamp",
+                        "all_tests_pass", "health_status", "host"}
     assert lkg["release"] == "2.0.0+bbbbbbbbbbbb" and lkg["all_tests_pass"] and lkg["migrations_version"] == 2
-    assert lkg["config_hash"] == "c0ffee" * 10 + "abcd" and lkg["git_sha"] == "0123456789abcdef0123"
+    assert lkg["config_hash"] == CONFIG_HASH and lkg["git_sha"] == GIT_SHA and lkg["slot"] == "green"
+    assert lkg["timestamp"] == ENDED and lkg["host"] == "vps1" and lkg["health_status"] == "ok"
     assert not (callback.dir / "what-broke-last-time.md").exists()
 
 
-def test_a_failed_deploy_adds_an_incident_and_marks_the_row_but_keeps_last_known_good(callback, tmp_path):
+def test_the_version_is_the_release_ids_when_the_event_has_none(callback):
+    take_lock(callback, release="1.4.2+0a1b2c3d4e5f")
+    release_lock(callback, event("operation", "blog", "deploy", "ok", release="1.4.2+0a1b2c3d4e5f"))
+    callback.v2_playbook_on_stats(None)
+    [entry] = history_of(callback)
+    assert entry["version"] == "1.4.2" and "duration_s" not in entry and entry["time"].endswith("Z")
+    assert list((callback.dir / "last-known-good").iterdir()) == [], "no last_known_good in the event, none written"
+
+
+def test_a_failed_deploy_adds_an_incident_and_marks_the_row_but_keeps_last_known_good(callback):
     deploy(callback)
     callback.v2_playbook_on_stats(None)
-    second = records_plugin.CallbackModule()
-    second.set_options()
+    second = new_callback()
     deploy(second, version="3.0.0", fail_at="Release | Switch traffic to the new slot")
     second.v2_playbook_on_stats(None)
     incidents = (callback.dir / "what-broke-last-time.md").read_text()
     assert "deploy blog (production, vps1): failed" in incidents
     assert "Release | Switch traffic to the new slot: nginx -t refused it" in incidents
-    assert "never received traffic" in incidents and "reverted migrations 002_tags" in incidents
-    assert "lock released" in incidents and "Follow-up:" in incidents
-    assert CANARY not in incidents, "only the first line of a message is kept"
-    matrix = (callback.dir / "loop-sites-matrix.md").read_text()
-    assert "| blog | production | vps1 | 2.0.0 |" in matrix and "| deploy | failed |" in matrix
+    assert "never received traffic" in incidents and "reverted migrations 002_tags; lock released" in incidents
+    assert "- **Duration:** 70.0 s" in incidents and "Follow-up:" in incidents
+    assert CANARY not in incidents, "only the first line of a reason is kept"
+    assert CANARY not in (callback.dir / "history.jsonl").read_text()
+    row = matrix_row(callback)
+    assert row.startswith("| blog | production | vps1 | 2.0.0 |") and "| deploy | failed |" in row
     assert json.loads((callback.dir / "last-known-good" / "blog.json").read_text())["release"].startswith("2.0.0+")
+
+
+def test_a_rolled_back_deploy_is_an_incident_with_the_events_impact_and_actions(callback):
+    take_lock(callback, release="3.0.0+bbbbbbbbbbbb")
+    impact = "3.0.0+bbbbbbbbbbbb served for 40 s, then traffic went back to slot blue"
+    release_lock(callback, event(
+        "operation", "blog", "deploy", "rolled back", release="3.0.0+bbbbbbbbbbbb", step="Release | Health gate",
+        reason="GET /health answered 502", impact=impact,
+        actions="switched traffic back to slot blue; reverted migrations 003_x; lock released",
+        last_known_good={"release_id": "3.0.0+bbbbbbbbbbbb", "slot": "green"}, timings=timings(STARTED, ENDED)))
+    callback.v2_playbook_on_stats(None)
+    [entry] = history_of(callback)
+    assert (entry["operation"], entry["result"]) == ("deploy", "rolled back")
+    assert entry["impact"] == impact
+    assert entry["actions"] == "switched traffic back to slot blue; reverted migrations 003_x; lock released"
+    incidents = (callback.dir / "what-broke-last-time.md").read_text()
+    assert "deploy blog (production, vps1): rolled back" in incidents
+    assert f"- **Impact:** {impact}\n" in incidents
+    assert "- **What the automation did:** switched traffic back to slot blue; reverted migrations 003_x; " \
+           "lock released\n" in incidents
+    assert "- **What broke:** Release | Health gate: GET /health answered 502\n" in incidents
+    assert not (callback.dir / "last-known-good" / "blog.json").exists(), "only an ok operation is last known good"
 
 
 def test_incidents_are_appended_never_rewritten(callback):
     for _ in range(2):
-        plugin = records_plugin.CallbackModule()
-        plugin.set_options()
+        plugin = new_callback()
         deploy(plugin, fail_at="Release | Health gate")
         plugin.v2_playbook_on_stats(None)
     first = (callback.dir / "what-broke-last-time.md").read_text()
     assert first.count("## ") == 2
-    plugin = records_plugin.CallbackModule()
-    plugin.set_options()
+    plugin = new_callback()
     deploy(plugin, fail_at="Release | Health gate")
     plugin.v2_playbook_on_stats(None)
-    assert (callback.dir / "what-broke-last-time.md").read_text().startswith(first)
+    after = (callback.dir / "what-broke-last-time.md").read_text()
+    assert after.startswith(first) and after.count("## ") == 3
 
 
 def test_text_outside_the_table_is_kept_and_a_malformed_table_is_saved_first(callback):
@@ -142,23 +216,26 @@ def test_text_outside_the_table_is_kept_and_a_malformed_table_is_saved_first(cal
 
 def test_rows_are_sorted_and_a_second_identical_render_changes_nothing(callback):
     for host, site in (("vps2", "shop"), ("vps1", "blog")):
-        plugin = records_plugin.CallbackModule()
-        plugin.set_options()
-        ok(plugin, "lock", "deploy_lock", host=host, site=site, held=True, acquired=True,
-           holder={"run_id": "r", "version": "1.0.0+cccccccccccc", "reason": "deploy"})
-        ok(plugin, "unlock", "deploy_lock", host=host, site=site, held=False)
+        plugin = new_callback()
+        take_lock(plugin, site=site, host=host, release="1.0.0+cccccccccccc")
+        release_lock(plugin, event("operation", site, "deploy", "ok", release="1.0.0+cccccccccccc",
+                                   timings=timings(STARTED, ENDED)), site=site, host=host)
         plugin.v2_playbook_on_stats(None)
-    rows = [line for line in (callback.dir / "loop-sites-matrix.md").read_text().splitlines() if line.startswith("| ")]
+    matrix = callback.dir / "loop-sites-matrix.md"
+    text = matrix.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows[1:]] == ["| blog", "| shop"]
+    # Rendered again from the same history: the same text, and the file is left as it is.
+    records_plugin.Records(str(callback.dir)).write([], {})
+    assert matrix.read_text() == text
 
 
 def _finish_a_run(directory: str, site: str) -> None:
     os.environ["OPSPACK_RECORDS_DIR"] = directory
     context.CLIARGS = ImmutableDict(check=False)
-    plugin = records_plugin.CallbackModule()
-    plugin.set_options()
-    ok(plugin, "lock", "deploy_lock", site=site, held=True, acquired=True, holder={"run_id": site, "version": "1.0.0+dddddddddddd"})
-    ok(plugin, "unlock", "deploy_lock", site=site, held=False)
+    plugin = new_callback()
+    take_lock(plugin, site=site, release="1.0.0+dddddddddddd")
+    release_lock(plugin, event("operation", site, "deploy", "ok", release="1.0.0+dddddddddddd"), site=site)
     plugin.v2_playbook_on_stats(None)
 
 
@@ -168,7 +245,7 @@ def test_two_runs_finishing_at_once_both_land(callback):
         run.start()
     for run in runs:
         run.join(30)
-    history = [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
+    history = history_of(callback)
     assert sorted(entry["site"] for entry in history) == [f"site{n}" for n in range(6)]
     matrix = (callback.dir / "loop-sites-matrix.md").read_text()
     assert all(f"| site{n} |" in matrix for n in range(6))
@@ -176,12 +253,21 @@ def test_two_runs_finishing_at_once_both_land(callback):
 
 def test_no_log_results_and_dry_runs_are_never_recorded(callback, monkeypatch):
     hidden = task("Release | Take the deploy lock", "deploy_lock", no_log=True)
-    callback.v2_runner_on_ok(CallbackTaskResult(Host("vps1"), hidden, {"censored": "the output has been hidden", "changed": True}, {}))
+    callback.v2_runner_on_ok(CallbackTaskResult(Host("vps1"), hidden,
+                                                {"censored": "the output has been hidden", "changed": True}, {}))
+    # A no_log task whose result still carries an event (a callback sees what the strategy hands it).
+    still = {"changed": True, "opspack_event": event("operation", "blog", "maintenance", "ok", maintenance="on")}
+    callback.v2_runner_on_ok(CallbackTaskResult(Host("vps1"), task("Switch maintenance", "site_maintenance",
+                                                                   no_log=True), still, {}))
+    # A check-mode task (a restore's verification) changes nothing, whatever it returns.
+    ok(callback, "Restore | Verify the backup", "pg_backup_restore", check_mode=True,
+       told=event("operation", "blog", "restore", "ok", backup_id="blog-postgresql-20261201T010000Z"))
     callback.v2_playbook_on_stats(None)
     assert not callback.dir.exists()
     monkeypatch.setattr(context, "CLIARGS", ImmutableDict(check=True))
-    deploy(callback)
-    callback.v2_playbook_on_stats(None)
+    dry = new_callback()
+    deploy(dry)
+    dry.v2_playbook_on_stats(None)
     assert not callback.dir.exists()
 
 
@@ -198,20 +284,32 @@ def test_an_unwritable_records_directory_is_said_loudly_and_the_record_kept(call
 
 
 def test_a_drill_fills_the_drill_columns(callback):
-    ok(callback, "Restore drill | Drill", "restore_drill", passed=True, backup_id="blog-postgresql-20261201T010000Z",
-       rto_seconds=8.6, rpo_seconds=3600, engine="postgresql", backup_ended_at="2026-12-01T01:00:07Z")
+    ok(callback, "Restore drill | Drill", "restore_drill", passed=True,
+       told=event("operation", "blog", "drill", "pass", backup_id="blog-postgresql-20261201T010000Z", rto_s=8.6,
+                  rpo_s=3600, engine="postgresql", backup_ended_at="2026-12-01T01:00:07Z",
+                  timings=timings("2026-12-01T03:00:00Z", "2026-12-01T03:00:09Z")))
     callback.v2_playbook_on_stats(None)
-    entry = json.loads((callback.dir / "history.jsonl").read_text())
+    [entry] = history_of(callback)
     assert entry["operation"] == "drill" and entry["result"] == "pass" and entry["rto_s"] == 8.6
-    assert "| blog | production | vps1 |" in (callback.dir / "loop-sites-matrix.md").read_text()
+    assert entry["engine"] == "postgresql" and entry["rpo_s"] == 3600 and entry["operator"] == "ann@laptop"
+    row = matrix_row(callback)
+    assert row.startswith("| blog | production | vps1 |") and "| pass | 2026-12-01 |" in row
+    assert not (callback.dir / "what-broke-last-time.md").exists(), "a drill that passed is no incident"
+
+
+def test_a_failed_drill_is_an_incident(callback):
+    failed(callback, "Restore drill | Drill", "files_drill",
+           told=event("operation", "blog", "drill", "fail", engine="files", step="compare",
+                      reason="3 files differ from the backup"))
+    callback.v2_playbook_on_stats(None)
+    assert "drill blog (production, vps1): fail" in (callback.dir / "what-broke-last-time.md").read_text()
 
 
 def test_the_cli_prints_the_records_for_a_person(callback, capsys):
     from opspack import cli
     deploy(callback)
     callback.v2_playbook_on_stats(None)
-    second = records_plugin.CallbackModule()
-    second.set_options()
+    second = new_callback()
     deploy(second, version="3.0.0", fail_at="Release | Health gate")
     second.v2_playbook_on_stats(None)
     capsys.readouterr()
@@ -227,60 +325,79 @@ def test_the_cli_prints_the_records_for_a_person(callback, capsys):
     assert "no run has written records there yet" in capsys.readouterr().err
 
 
-def test_the_operation_comes_from_the_lock_not_from_the_operators_message(callback):
-    deploy(callback, reason="cutover shop,blog")
-    deploy(callback, version="1.0.0", previous="2.0.0+bbbbbbbbbbbb", reason="hotfix #12", operation="rollback")
+def test_the_operation_is_the_events_not_the_task_names_or_the_operators_message(callback):
+    # A task named after a rollback, an operator's message about a cutover: the event says upgrade.
+    take_lock(callback)
+    ok(callback, "Rollback | Roll the blog back (cutover shop,blog)", "deploy_lock", reason="rollback: cutover",
+       told=event("operation", "blog", "upgrade", "ok", release="2.0.0+bbbbbbbbbbbb"))
+    deploy(callback, version="1.0.0", previous="2.0.0+bbbbbbbbbbbb", operation="rollback")
     callback.v2_playbook_on_stats(None)
-    history = [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
-    assert [entry["operation"] for entry in history] == ["upgrade", "rollback"], history
+    assert [entry["operation"] for entry in history_of(callback)] == ["upgrade", "rollback"]
 
 
 def test_a_lock_held_by_another_run_is_not_an_operation_of_this_run(callback):
-    ok(callback, "Release | Take the deploy lock", "deploy_lock", site="blog", held=True, acquired=False,
-       holder={"holder": "carol@ci", "run_id": "ci:1:1", "reason": "deploy from CI"})
-    failed(callback, "Release | Refuse the run while another holds the lock", "deploy_lock", msg="held by carol@ci")
+    # deploy_lock refuses without an event: nothing changed.
+    failed(callback, "Release | Take the deploy lock", "deploy_lock", site="blog", held=True, acquired=False,
+           holder={"holder": "carol@ci", "run_id": "ci:1:1", "reason": "deploy from CI"},
+           msg="The deploy lock of site blog is held by carol@ci; nothing was changed.")
     callback.v2_playbook_on_stats(None)
     assert not callback.dir.exists()
 
 
 def test_a_backup_taken_by_a_deploy_fills_the_last_backup_column(callback):
-    ok(callback, "Release | Back up", "pg_backup", backup_id="blog-postgresql-20261201T010000Z",
-       manifest={"site": "blog", "ended_at": "2026-12-01T01:00:07Z"})
+    ok(callback, "Release | Back up", "pg_backup",
+       told=event("operation", "blog", "backup", "ok", backup_id="blog-postgresql-20261201T010000Z",
+                  backup_ended_at="2026-12-01T01:00:07Z", engine="postgresql"))
     callback.v2_playbook_on_stats(None)
-    row = [line for line in (callback.dir / "loop-sites-matrix.md").read_text().splitlines() if line.startswith("| blog")]
-    assert row and row[0].rstrip(" |").split(" | ")[-1].endswith(("h", "d")), row
+    [entry] = history_of(callback)
+    assert entry["backup_id"] == "blog-postgresql-20261201T010000Z"
+    assert entry["backup_ended_at"] == "2026-12-01T01:00:07Z"
+    row = matrix_row(callback)
+    assert row.rstrip(" |").split(" | ")[-1].endswith(("h", "d")), row
 
 
-def history_of(callback) -> list[dict]:
-    return [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
+def test_a_backup_inside_a_deploy_does_not_close_its_lock(callback):
+    take_lock(callback)
+    ok(callback, "Release | Back up", "pg_backup",
+       told=event("operation", "blog", "backup", "ok", backup_id="blog-postgresql-20261201T010000Z",
+                  backup_ended_at="2026-12-01T01:00:07Z"))
+    callback.v2_playbook_on_stats(None)
+    assert [(entry["operation"], entry["result"]) for entry in history_of(callback)] == [
+        ("backup", "ok"), ("deploy", "failed")]
 
 
 def test_maintenance_switches_are_recorded_and_shown_in_the_matrix(callback):
-    ok(callback, "Release | Switch maintenance on", "site_maintenance", site="blog", maintenance="on", was_on=False)
-    # A site already in maintenance: no change, no record.
-    callback.v2_runner_on_ok(CallbackTaskResult(Host("vps1"), task("Release | Switch maintenance on", "site_maintenance"),
-                                                dict(changed=False, site="blog", maintenance="on", was_on=True), {}))
+    ok(callback, "Release | Switch maintenance on", "site_maintenance", site="blog", maintenance="on", was_on=False,
+       told=event("operation", "blog", "maintenance", "ok", maintenance="on"))
+    # A site already in maintenance: no change, no event, no record.
+    ok(callback, "Release | Switch maintenance on", "site_maintenance", changed=False, site="blog", maintenance="on",
+       was_on=True)
     callback.v2_playbook_on_stats(None)
     entries = history_of(callback)
-    assert [(entry["operation"], entry["maintenance"], entry["result"]) for entry in entries] == [("maintenance", "on", "ok")]
-    row = [line for line in (callback.dir / "loop-sites-matrix.md").read_text().splitlines() if line.startswith("| blog")]
-    assert "| maintenance on | ok |" in row[0], row
+    assert [(entry["operation"], entry["maintenance"], entry["result"]) for entry in entries] == [
+        ("maintenance", "on", "ok")]
+    assert "| maintenance on | ok |" in matrix_row(callback)
 
 
 def test_a_restore_behind_maintenance_is_one_restore_operation(callback):
     ok(callback, "Restore | Verify the backup before anything changes", "pg_backup_restore",
        check_mode=True, site="blog", backup_id="blog-postgresql-20261201T010000Z", changed=False)
-    ok(callback, "Restore | Switch the maintenance page on", "site_maintenance", site="blog", maintenance="on", was_on=False)
-    ok(callback, "Restore | Take a safety backup", "pg_backup", backup_id="blog-postgresql-20261201T020000Z",
-       manifest={"site": "blog", "ended_at": "2026-12-01T02:00:05Z"})
-    ok(callback, "Restore | Replace the database with the backup", "pg_backup_restore", site="blog",
-       backup_id="blog-postgresql-20261201T010000Z", duration_seconds=4.2, previous_database="blog__before_x")
-    ok(callback, "Restore | Switch the maintenance page off", "site_maintenance", site="blog", maintenance="off", was_on=True)
+    ok(callback, "Restore | Switch the maintenance page on", "site_maintenance",
+       told=event("operation", "blog", "maintenance", "ok", maintenance="on"))
+    ok(callback, "Restore | Take a safety backup", "pg_backup",
+       told=event("operation", "blog", "backup", "ok", backup_id="blog-postgresql-20261201T020000Z",
+                  backup_ended_at="2026-12-01T02:00:05Z"))
+    ok(callback, "Restore | Replace the database with the backup", "pg_backup_restore",
+       told=event("operation", "blog", "restore", "ok", backup_id="blog-postgresql-20261201T010000Z",
+                  timings=timings("2026-12-01T02:00:10Z", "2026-12-01T02:00:14Z")))
+    ok(callback, "Restore | Switch the maintenance page off", "site_maintenance",
+       told=event("operation", "blog", "maintenance", "ok", maintenance="off"))
     callback.v2_playbook_on_stats(None)
     entries = [(entry["operation"], entry["result"], entry.get("actions")) for entry in history_of(callback)]
     assert entries == [("backup", "ok", None), ("restore", "ok", "maintenance on; maintenance off")], entries
     restore = history_of(callback)[1]
-    assert restore["backup_id"] == "blog-postgresql-20261201T010000Z" and restore["duration_s"] == 4.2
+    assert restore["backup_id"] == "blog-postgresql-20261201T010000Z" and restore["duration_s"] == 4.0
+    assert "| restore | ok |" in matrix_row(callback)
     assert not (callback.dir / "what-broke-last-time.md").exists()
 
 
@@ -289,8 +406,10 @@ def test_a_restore_behind_maintenance_is_one_restore_operation(callback):
     "restore failed: backup blog-postgresql-x: checksum error: sha256 of /x is 00, the manifest says 11",
 ], ids=["unknown backup id", "checksum mismatch"])
 def test_a_restore_refused_by_its_verification_is_not_recorded(callback, reason):
-    # As a deploy refused before its lock: the role stops before the maintenance page, nothing changed.
+    # As a deploy refused before its lock: nothing changed, so the module returns no event.
     failed(callback, "Restore | Verify the backup before anything changes", "pg_backup_restore", check_mode=True,
+           site="blog", changed=False, msg=f"{reason}\n{CANARY}")
+    failed(callback, "Restore | Verify the backup before anything changes", "pg_backup_restore",
            site="blog", changed=False, msg=f"{reason}\n{CANARY}")
     callback.v2_playbook_on_stats(None)
     assert not callback.dir.exists()
@@ -299,13 +418,20 @@ def test_a_restore_refused_by_its_verification_is_not_recorded(callback, reason)
 def test_a_restore_that_fails_after_the_maintenance_page_is_an_incident(callback):
     ok(callback, "Restore | Verify the backup before anything changes", "pg_backup_restore",
        check_mode=True, site="blog", backup_id="blog-postgresql-20261201T010000Z", changed=False)
-    ok(callback, "Restore | Switch the maintenance page on", "site_maintenance", site="blog", maintenance="on", was_on=False)
-    failed(callback, "Restore | Replace the database with the backup", "pg_backup_restore", site="blog", changed=False,
-           backup_id="blog-postgresql-20261201T010000Z", msg=f"restore failed: disk full\n{CANARY}")
-    ok(callback, "Restore | Switch the maintenance page off", "site_maintenance", site="blog", maintenance="off", was_on=True)
+    ok(callback, "Restore | Switch the maintenance page on", "site_maintenance",
+       told=event("operation", "blog", "maintenance", "ok", maintenance="on"))
+    told = event("operation", "blog", "restore", "failed", backup_id="blog-postgresql-20261201T010000Z",
+                 step="Restore | Replace the database with the backup", reason="restore failed: disk full",
+                 impact="the site's database was not replaced", actions="nothing changed")
+    told["reason"] += f"\n{CANARY}"
+    failed(callback, "Restore | Replace the database with the backup", "pg_backup_restore", changed=False,
+           msg=f"restore failed: disk full\n{CANARY}", told=told)
+    ok(callback, "Restore | Switch the maintenance page off", "site_maintenance",
+       told=event("operation", "blog", "maintenance", "ok", maintenance="off"))
     callback.v2_playbook_on_stats(None)
     [entry] = history_of(callback)
     assert (entry["operation"], entry["result"]) == ("restore", "failed") and "disk full" in entry["reason"]
+    assert entry["actions"] == "nothing changed; maintenance on; maintenance off"
     incidents = (callback.dir / "what-broke-last-time.md").read_text()
     assert "restore blog" in incidents and "the site's database was not replaced" in incidents
     assert CANARY not in incidents
@@ -330,15 +456,14 @@ def test_the_default_operator_is_the_audit_logs_by_name(callback, monkeypatch, u
     monkeypatch.setattr("socket.gethostname", lambda: "control-1")
     expected = f"{user or 'operator'}@control-1"
     assert audit_log_by() == expected
-    plugin = records_plugin.CallbackModule()
-    plugin.set_options()
+    plugin = new_callback()
     deploy(plugin, fail_at="Release | Health gate")
-    ok(plugin, "Release | Switch maintenance on", "site_maintenance", site="shop", maintenance="on", was_on=False)
+    ok(plugin, "Release | Switch maintenance on", "site_maintenance",
+       told=event("operation", "shop", "maintenance", "ok", maintenance="on"))
     plugin.v2_playbook_on_stats(None)
     assert [entry["operator"] for entry in history_of(callback)] == [expected, expected]
     assert f"- **Operator:** {expected}\n" in (callback.dir / "what-broke-last-time.md").read_text()
-    row = [line for line in (callback.dir / "loop-sites-matrix.md").read_text().splitlines() if line.startswith("| blog")]
-    assert f"| {expected} |" in row[0], row
+    assert f"| {expected} |" in matrix_row(callback)
 
 
 def test_a_configured_operator_still_wins(callback, monkeypatch):
@@ -348,30 +473,145 @@ def test_a_configured_operator_still_wins(callback, monkeypatch):
     assert history_of(callback)[0]["operator"] == "ann@laptop"
 
 
+GONE = {"operation": "deploy", "release": "2.0.0+cccccccccccc", "holder": "bob@laptop", "run_id": "laptop:99:1",
+        "since": "2026-12-05T09:00:00Z"}
+
+
 def test_a_run_that_takes_over_an_interrupted_runs_lock_records_it_and_what_it_put_right(callback):
-    gone = {"holder": "bob@laptop", "run_id": "laptop:99:1", "version": "2.0.0+cccccccccccc", "operation": "deploy"}
-    ok(callback, "Release | Take over the lock", "deploy_lock", site="blog", held=True, acquired=True,
-       holder={"holder": "ann@laptop", "run_id": "laptop:1:2", "version": "1.0.0+aaaaaaaaaaaa", "operation": "deploy"},
-       broken=gone)
-    ok(callback, "Release | Bring the schema back", "pg_migrations", version_after=1, applied=[], reverted=["002_tags"])
-    ok(callback, "Release | Record live", "site_release", site="blog", operation="live", release_id="1.0.0+aaaaaaaaaaaa",
-       record={"current": {"release_id": "1.0.0+aaaaaaaaaaaa", "slot": "blue"}, "previous": {},
-               "last_known_good": {"release_id": "1.0.0+aaaaaaaaaaaa", "slot": "blue"}})
-    ok(callback, "Release | Release the deploy lock", "deploy_lock", site="blog", held=False, holder={})
+    take_lock(callback, release="1.0.0+aaaaaaaaaaaa", interrupted=GONE)
+    ok(callback, "Release | Bring the schema back", "pg_migrations",
+       told=event("step", "blog", "", "done", step="migrate", migrations={"version": 1, "reverted": ["002_tags"]}))
+    release_lock(callback, event(
+        "operation", "blog", "deploy", "ok", release="1.0.0+aaaaaaaaaaaa", migrations={"version": 1},
+        actions=["took over the lock of bob@laptop",
+                 "schema brought back to the serving release's (reverted 002_tags)"],
+        last_known_good={"release_id": "1.0.0+aaaaaaaaaaaa", "slot": "blue"}))
     callback.v2_playbook_on_stats(None)
-    history = [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
+    history = history_of(callback)
     assert [(entry["operation"], entry["result"]) for entry in history] == [("deploy", "interrupted"), ("deploy", "ok")]
-    assert history[0]["release"] == "2.0.0+cccccccccccc" and history[0]["operator"] == "bob@laptop"
-    assert "took over the lock of bob@laptop" in history[1]["actions"]
-    assert "schema brought back to the serving release's (reverted 002_tags)" in history[1]["actions"]
+    gone = history[0]
+    assert gone["release"] == "2.0.0+cccccccccccc" and gone["operator"] == "bob@laptop"
+    assert gone["step"] == "interrupted before it finished" and "laptop:99:1" in gone["reason"]
+    assert gone["actions"] == "lock taken over by ann@laptop" and "put right" in gone["impact"]
+    assert history[1]["actions"] == ("took over the lock of bob@laptop; "
+                                     "schema brought back to the serving release's (reverted 002_tags)")
     incidents = (callback.dir / "what-broke-last-time.md").read_text()
     assert "deploy blog" in incidents and "interrupted before it finished" in incidents
-    matrix = (callback.dir / "loop-sites-matrix.md").read_text()
-    assert "| 1.0.0 |" in matrix and "| ok |" in matrix, "the matrix shows the run that finished"
+    assert incidents.count("## ") == 1
+    row = matrix_row(callback)
+    assert "| 1.0.0 |" in row and "| deploy | ok |" in row, "the matrix shows the run that finished"
 
 
-def test_a_deploys_own_migrations_are_not_taken_for_a_repair(callback):
-    deploy(callback)
+def test_an_operation_event_that_interrupted_a_run_records_it_once(callback):
+    take_lock(callback, release="1.0.0+aaaaaaaaaaaa", interrupted=GONE)
+    release_lock(callback, event("operation", "blog", "rollback", "ok", release="1.0.0+aaaaaaaaaaaa",
+                                 interrupted=GONE))
+    ok(callback, "Restore | Replace the database", "pg_backup_restore", host="vps2",
+       told=event("operation", "shop", "restore", "ok", interrupted=dict(GONE, run_id="laptop:7:7")))
     callback.v2_playbook_on_stats(None)
-    history = [json.loads(line) for line in (callback.dir / "history.jsonl").read_text().splitlines()]
-    assert "schema brought back" not in history[0].get("actions", "")
+    assert [(entry["site"], entry["operation"], entry["result"]) for entry in history_of(callback)] == [
+        ("blog", "deploy", "interrupted"), ("blog", "rollback", "ok"),
+        ("shop", "deploy", "interrupted"), ("shop", "restore", "ok")]
+
+
+def test_a_result_without_an_event_is_never_guessed_at(callback):
+    # Telling task names, opspack modules, changed results and failures: no event, so no record...
+    ok(callback, "Release | Switch traffic to the new slot", "site_upstream", slot="green", previous_slot="blue")
+    ok(callback, "Release | Record the release as live", "site_release", site="blog", operation="live",
+       release_id="2.0.0+bbbbbbbbbbbb", record={"last_known_good": {"release_id": "2.0.0+bbbbbbbbbbbb"}})
+    ok(callback, "Release | Release the deploy lock", "deploy_lock", site="blog", held=False)
+    failed(callback, "Restore | Replace the database with the backup", "pg_backup_restore", site="blog",
+           msg="restore failed: disk full")
+    ok(callback, "Restore drill | Drill", "restore_drill", passed=True, backup_id="blog-postgresql-20261201T010000Z")
+    callback.v2_playbook_on_stats(None)
+    assert not callback.dir.exists()
+    # ...and, inside an open lock, no step: the run is told by the events it did return.
+    plugin = new_callback()
+    take_lock(plugin)
+    ok(plugin, "Release | Run the migrations", "pg_migrations",
+       told=event("step", "blog", "", "done", step="migrate", migrations={"version": 2}))
+    failed(plugin, "Release | Switch traffic to the new slot", "site_upstream", changed=True,
+           msg="nginx -t refused it")
+    ok(plugin, "Release | Switch traffic back", "site_upstream", slot="blue")
+    plugin.v2_playbook_on_stats(None)
+    [entry] = history_of(callback)
+    assert entry["result"] == "failed"
+    assert entry["step"] == "the run ended with the deploy lock still held (last step: migrate)"
+    assert "reason" not in entry and "nginx" not in json.dumps(entry)
+
+
+def test_a_run_that_ends_with_the_lock_held_names_its_last_step(callback):
+    take_lock(callback, operation="rollback", release="1.0.0+aaaaaaaaaaaa")
+    ok(callback, "Release | Unpack", "site_release",
+       told=event("step", "blog", "rollback", "done", step="unpack", release="1.0.0+aaaaaaaaaaaa"))
+    failed(callback, "Release | Switch traffic", "site_upstream",
+           told=event("step", "blog", "", "failed", step="switch", reason="nginx -t refused it"))
+    callback.v2_playbook_on_stats(None)
+    [entry] = history_of(callback)
+    assert (entry["operation"], entry["result"], entry["release"], entry["version"]) == (
+        "rollback", "failed", "1.0.0+aaaaaaaaaaaa", "1.0.0")
+    assert entry["step"] == "the run ended with the deploy lock still held (last step: switch)"
+    assert entry["reason"] == "nginx -t refused it"
+    incidents = (callback.dir / "what-broke-last-time.md").read_text()
+    assert "rollback blog (production, vps1): failed" in incidents
+    assert "the deploy lock still held (last step: switch): nginx -t refused it" in incidents
+
+
+def test_the_operation_event_closes_the_lock_of_its_host_and_site_only(callback):
+    take_lock(callback, site="blog")
+    take_lock(callback, site="shop")
+    take_lock(callback, site="blog", host="vps2")
+    release_lock(callback, event("operation", "blog", "deploy", "ok", release="2.0.0+bbbbbbbbbbbb"))
+    callback.v2_playbook_on_stats(None)
+    found = [(entry["host"], entry["site"], entry["result"], entry.get("step", "")) for entry in history_of(callback)]
+    held = "the run ended with the deploy lock still held (last step: lock)"
+    assert found == [("vps1", "blog", "ok", ""), ("vps1", "shop", "failed", held), ("vps2", "blog", "failed", held)]
+
+
+def test_a_lock_taken_again_without_the_operations_event_records_the_first_as_failed(callback):
+    # The lock released without an outcome (no event), then taken again by the same run.
+    take_lock(callback, release="2.0.0+bbbbbbbbbbbb")
+    ok(callback, "Release | Release the deploy lock", "deploy_lock", site="blog", held=False)
+    take_lock(callback, release="2.0.1+bbbbbbbbbbbb")
+    release_lock(callback, event("operation", "blog", "deploy", "ok", release="2.0.1+bbbbbbbbbbbb"))
+    callback.v2_playbook_on_stats(None)
+    assert [(entry["release"], entry["result"], entry.get("step", "")) for entry in history_of(callback)] == [
+        ("2.0.0+bbbbbbbbbbbb", "failed",
+         "the deploy lock was released without the operation's outcome (last step: lock)"),
+        ("2.0.1+bbbbbbbbbbbb", "ok", "")]
+
+
+def test_events_in_a_loops_item_results_are_read(callback):
+    items = [
+        {"item": "blog", "changed": True, "opspack_event": event("operation", "blog", "maintenance", "ok",
+                                                                 maintenance="on")},
+        {"item": "shop", "changed": False},
+        {"item": "wiki", "censored": "the output has been hidden"},
+        {"item": "docs", "changed": True, "opspack_event": event("operation", "docs", "backup", "ok",
+                                                                 backup_id="docs-postgresql-20261201T010000Z")},
+    ]
+    callback.v2_runner_on_ok(CallbackTaskResult(Host("vps1"), task("Switch maintenance on", "site_maintenance"),
+                                                {"changed": True, "results": items}, {}))
+    callback.v2_playbook_on_stats(None)
+    assert [(entry["site"], entry["operation"]) for entry in history_of(callback)] == [
+        ("blog", "maintenance"), ("docs", "backup")]
+
+
+def test_an_event_without_a_kind_or_a_site_is_said_and_skipped(callback, capsys):
+    ok(callback, "Something", "site_release", told={"kind": "guess", "site": "blog", "operation": "deploy"})
+    ok(callback, "Something else", "site_release", told={"kind": "operation", "operation": "deploy", "result": "ok"})
+    callback.v2_playbook_on_stats(None)
+    assert not callback.dir.exists()
+    assert capsys.readouterr().err.count("returned an opspack_event without a known kind or without a site") == 2
+
+
+def test_a_record_never_breaks_the_run(callback, monkeypatch, capsys):
+    def broken(*_args):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(callback, "_read", broken)
+    release_lock(callback, event("operation", "blog", "deploy", "ok"))
+    failed(callback, "Release | Switch traffic", "site_upstream",
+           told=event("step", "blog", "", "failed", step="switch"))
+    err = capsys.readouterr().err
+    assert "could not read a result of Release | Release the deploy lock: boom" in err
+    assert "could not read a failure of Release | Switch traffic: boom" in err

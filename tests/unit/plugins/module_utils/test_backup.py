@@ -161,3 +161,131 @@ def test_a_reserved_name_cannot_be_taken_twice(tmp_path):
     backup.reserve(str(tmp_path / "x.partial"))
     with pytest.raises(backup.BackupError, match="another backup with this id is running"):
         backup.reserve(str(tmp_path / "x.partial"))
+
+
+# --- the opspack_event of run_backup and run_drill ---------------------------------------------
+
+class Ended(Exception):
+    """exit_json or fail_json of FakeModule: the module's result."""
+
+    def __init__(self, result: dict):
+        super().__init__(result.get("msg", ""))
+        self.result = result
+
+
+class FakeModule:
+    def __init__(self, check_mode=False, **params):
+        self.check_mode = check_mode
+        self.params = params
+
+    def exit_json(self, **result):
+        raise Ended(result)
+
+    def fail_json(self, msg, **result):
+        raise Ended(dict(result, failed=True, msg=msg))
+
+
+def backup_module(tmp_path, check_mode=False, **params):
+    return FakeModule(check_mode, **dict(dict(site="blog", backup_dir=str(tmp_path), keep_last=7, keep_daily_days=30,
+                                              prune=True, min_free_mb=0), **params))
+
+
+def run_backup(module, dump) -> dict:
+    with pytest.raises(Ended) as ended:
+        backup.run_backup(module, "files", ".bin", dump)
+    return ended.value.result
+
+
+def write_data(partial):
+    with open(partial, "wb") as out:
+        out.write(b"data")
+    return {"files": 1}
+
+
+def test_a_backup_tells_the_records_its_id_and_when_it_ended(tmp_path):
+    result = run_backup(backup_module(tmp_path), write_data)
+    told = result["opspack_event"]
+    assert told["kind"] == "operation" and told["operation"] == "backup" and told["result"] == "ok", told
+    assert told["site"] == "blog" and told["engine"] == "files" and told["backup_id"] == result["backup_id"]
+    assert told["backup_ended_at"] == result["manifest"]["ended_at"]
+    assert told["timings"]["started"] == result["manifest"]["started_at"]
+    assert told["timings"]["ended"] == result["manifest"]["ended_at"] and told["timings"]["duration_s"] >= 0
+    assert not {"step", "reason", "impact"} & set(told)
+
+
+def test_a_failed_backup_is_an_incident_naming_its_step(tmp_path):
+    def broken(partial):
+        raise backup.BackupError("the source went away")
+    result = run_backup(backup_module(tmp_path), broken)
+    told = result["opspack_event"]
+    assert result["failed"] and told["result"] == "failed" and told["operation"] == "backup", told
+    assert told["step"] == "take the files backup" and told["reason"] == "the source went away"
+    assert told["impact"] == "no new files backup of blog was taken; the earlier ones are as they were"
+    assert "backup_id" not in told and "backup_ended_at" not in told, "no backup of this run exists"
+    assert run_backup(backup_module(tmp_path / "nope"), write_data)["opspack_event"]["step"] == "check the backup target"
+    assert run_backup(backup_module(tmp_path, site="Blog"), write_data)["opspack_event"]["step"] == "name the backup"
+
+
+def test_a_backup_whose_retention_fails_says_it_was_taken(tmp_path, monkeypatch):
+    def refuse(*args):
+        raise OSError(13, "Permission denied", "old.bin")
+    monkeypatch.setattr(backup, "prune", refuse)
+    result = run_backup(backup_module(tmp_path), write_data)
+    told = result["opspack_event"]
+    assert result["failed"] and told["result"] == "failed" and told["step"] == "apply retention", told
+    assert told["backup_id"] == result["backup_id"] and told["backup_ended_at"] == result["manifest"]["ended_at"]
+    assert told["impact"] == f"backup {result['backup_id']} was taken, but apply retention did not finish"
+
+
+def test_a_failure_inside_ansibles_own_helpers_is_told_too(tmp_path):
+    module = backup_module(tmp_path)
+
+    def fails_in_run_command(partial):
+        module.fail_json(msg="[Errno 2] No such file or directory: b'pg_dump'", rc=2)
+    told = run_backup(module, fails_in_run_command)["opspack_event"]
+    assert told["result"] == "failed" and told["step"] == "take the files backup", told
+    assert told["reason"] == "[Errno 2] No such file or directory: b'pg_dump'"
+
+
+def test_a_backup_in_check_mode_tells_nothing(tmp_path):
+    assert "opspack_event" not in run_backup(backup_module(tmp_path, check_mode=True), write_data)
+    assert "opspack_event" not in run_backup(backup_module(tmp_path / "nope", check_mode=True), write_data)
+
+
+def drill_module(tmp_path, check_mode=False, **params):
+    return FakeModule(check_mode, **dict(dict(site="blog", backup_dir=str(tmp_path), backup_id="latest",
+                                              scratch_parent=str(tmp_path)), **params))
+
+
+def run_drill(module, prove=lambda manifest, path, scratch, result: None) -> dict:
+    with pytest.raises(Ended) as ended:
+        backup.run_drill(module, "postgresql", prove)
+    return ended.value.result
+
+
+def test_a_drill_tells_pass_or_fail_with_its_measures(tmp_path):
+    manifest = fake_backup(tmp_path, "blog", NOW)
+    result = run_drill(drill_module(tmp_path))
+    told = result["opspack_event"]
+    assert told["kind"] == "operation" and told["operation"] == "drill" and told["result"] == "pass", told
+    assert told["site"] == "blog" and told["engine"] == "postgresql" and told["backup_id"] == manifest["backup_id"]
+    assert told["backup_ended_at"] == manifest["ended_at"] and told["rpo_s"] == result["rpo_seconds"]
+    assert told["rto_s"] == result["rto_seconds"] and "reason" not in told and "step" not in told
+
+    def differs(manifest, path, scratch, result):
+        raise backup.BackupError("the restored data differs from the backup: 1 row")
+    told = run_drill(drill_module(tmp_path), differs)["opspack_event"]
+    assert told["result"] == "fail" and told["step"] == "restore the backup into scratch and prove it", told
+    assert told["reason"] == "the restored data differs from the backup: 1 row" and told["backup_id"] == manifest["backup_id"]
+
+
+def test_a_drill_without_a_backup_fails_for_its_site(tmp_path):
+    told = run_drill(drill_module(tmp_path))["opspack_event"]
+    assert told["result"] == "fail" and told["site"] == "blog" and told["step"] == "find the backup", told
+    assert told["reason"].startswith("no backup of site blog") and "backup_id" not in told
+
+
+def test_a_drill_in_check_mode_tells_nothing(tmp_path):
+    fake_backup(tmp_path, "blog", NOW)
+    assert "opspack_event" not in run_drill(drill_module(tmp_path, check_mode=True))
+    assert "opspack_event" not in run_drill(drill_module(tmp_path / "empty", check_mode=True))

@@ -50,3 +50,28 @@ def test_a_missing_source_is_refused_and_nothing_is_left(run_module, tmp_path):
     result = run_module("files_backup", site="blog", path=str(tmp_path / "nope"), backup_dir=str(tmp_path / "backups"))
     assert result["failed"] and "is not a directory" in result["msg"]
     assert not list((tmp_path / "backups").iterdir())
+
+
+def test_a_backup_tells_the_records_what_it_took_and_a_failure_what_it_did_not(run_module, tmp_path):
+    tree = make_tree(tmp_path / "uploads")
+    (tmp_path / "backups").mkdir()
+    taken = run_module("files_backup", site="blog", path=str(tree), backup_dir=str(tmp_path / "backups"))
+    told = taken["opspack_event"]
+    assert told["kind"] == "operation" and told["operation"] == "backup" and told["result"] == "ok", told
+    assert told["site"] == "blog" and told["engine"] == "files" and told["backup_id"] == taken["backup_id"]
+    assert told["backup_ended_at"] == taken["manifest"]["ended_at"] and told["timings"]["ended"] == told["backup_ended_at"]
+    # Another directory: a second backup of blog within the same second would be refused by its id.
+    (tmp_path / "other").mkdir()
+    failed = run_module("files_backup", site="blog", path=str(tmp_path / "nope"), backup_dir=str(tmp_path / "other"))
+    told = failed["opspack_event"]
+    assert told["result"] == "failed" and told["step"] == "take the files backup" and "is not a directory" in told["reason"]
+    assert "backup_id" not in told and told["impact"].startswith("no new files backup of blog was taken")
+
+
+def test_a_backup_in_check_mode_tells_nothing(run_module, tmp_path):
+    tree = make_tree(tmp_path / "uploads")
+    (tmp_path / "backups").mkdir()
+    dry = run_module("files_backup", check_mode=True, site="blog", path=str(tree), backup_dir=str(tmp_path / "backups"))
+    assert not dry.get("failed") and "opspack_event" not in dry, dry
+    refused = run_module("files_backup", check_mode=True, site="blog", path=str(tree), backup_dir=str(tmp_path / "nope"))
+    assert refused["failed"] and "opspack_event" not in refused

@@ -94,3 +94,20 @@ def test_a_flipped_byte_fails_before_anything_is_unpacked(run_module, tmp_path):
     result = drill(run_module, tmp_path)
     assert result["failed"] and "checksum error" in result["msg"]
     assert "scratch_removed" not in result
+
+
+def test_a_drill_tells_the_records_pass_or_fail_and_check_mode_tells_nothing(run_module, tmp_path):
+    taken = take(run_module, tmp_path)
+    passed = drill(run_module, tmp_path)
+    told = passed["opspack_event"]
+    assert told["kind"] == "operation" and told["operation"] == "drill" and told["result"] == "pass", told
+    assert told["site"] == "blog" and told["engine"] == "files" and told["backup_id"] == taken["backup_id"]
+    assert told["backup_ended_at"] == taken["manifest"]["ended_at"]
+    assert told["rto_s"] == passed["rto_seconds"] and told["rpo_s"] == passed["rpo_seconds"]
+    assert "reason" not in told and "step" not in told
+    assert "opspack_event" not in drill(run_module, tmp_path, _ansible_check_mode=True)
+    rewrite(tmp_path, taken, [member("readme.txt", b"hello\n")])
+    failed = drill(run_module, tmp_path)
+    told = failed["opspack_event"]
+    assert told["result"] == "fail" and told["step"] == "restore the backup into scratch and prove it", told
+    assert told["reason"] == failed["reason"] and told["reason"].startswith("the restored files differ from the backup")

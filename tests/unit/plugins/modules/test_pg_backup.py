@@ -67,3 +67,24 @@ def test_pg_dump_runs_at_zlib_level_1_unless_told_and_a_bad_level_is_refused(run
     result = run_module("pg_backup", check_mode=True, site="blog", database="blog", backup_dir=str(tmp_path), compress=10)
     assert result["failed"] and "compress" in result["msg"]
     assert not list(tmp_path.iterdir())
+
+
+def test_a_backup_refused_before_anything_is_still_told_but_check_mode_tells_nothing(run_module, tmp_path):
+    refused = run_module("pg_backup", site="Blog Site", database="blog", backup_dir=str(tmp_path))
+    told = refused["opspack_event"]
+    assert told["kind"] == "operation" and told["operation"] == "backup" and told["result"] == "failed", told
+    assert told["site"] == "Blog Site" and told["engine"] == "postgresql" and told["step"] == "name the backup"
+    assert "cannot name a backup" in told["reason"] and "backup_id" not in told
+    seed(tmp_path, 2)
+    assert "opspack_event" not in run_module("pg_backup", check_mode=True, site="blog", database="blog",
+                                             backup_dir=str(tmp_path))
+
+
+def test_a_dump_that_fails_is_an_incident_of_the_site(run_module, tmp_path):
+    # No server listens on port 1: the dump fails after the target was checked.
+    failed = run_module("pg_backup", site="blog", database="blog", backup_dir=str(tmp_path), login_port=1,
+                        login_unix_socket=str(tmp_path))
+    told = failed["opspack_event"]
+    assert failed["failed"] and told["result"] == "failed" and told["step"] == "take the postgresql backup", told
+    assert told["reason"] == failed["msg"].splitlines()[0][:300]
+    assert [path.name for path in tmp_path.iterdir()] == [], "nothing of the failed backup is left"

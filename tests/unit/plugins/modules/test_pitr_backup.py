@@ -83,3 +83,27 @@ def test_retention_is_not_an_option_here():
     spec = pitr_backup.argument_spec()
     assert not {"prune", "keep_last", "keep_daily_days", "login_port"} & set(spec)
     assert spec["scratch_dir"]["default"] != "/var/lib/postgresql/opspack-pitr-drill"
+
+
+def test_a_target_no_set_reaches_is_told_as_a_failed_backup_but_not_in_check_mode(run_module, tmp_path, fake_pgbackrest):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    args = dict(site="blog", database="blog", backup_dir=str(backups), target_time="2999-01-01T00:00:00Z",
+                scratch_dir=str(tmp_path / "scratch"))
+    told = run_module("pitr_backup", **args)["opspack_event"]
+    assert told["kind"] == "operation" and told["operation"] == "backup" and told["result"] == "failed", told
+    assert told["site"] == "blog" and told["engine"] == "postgresql" and told["step"] == "choose the backup set"
+    assert "is in the future" in told["reason"] and told["impact"] == "no backup of blog as of 2999-01-01T00:00:00Z was taken"
+    assert "opspack_event" not in run_module("pitr_backup", check_mode=True, **args)
+    dry = run_module("pitr_backup", check_mode=True, **dict(args, target_time="2026-11-21T10:00:00Z"))
+    assert not dry.get("failed") and "opspack_event" not in dry, dry
+
+
+def test_a_scratch_dir_refused_is_a_failed_backup_step(run_module, tmp_path, fake_pgbackrest):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    (tmp_path / "precious").mkdir()
+    told = run_module("pitr_backup", site="blog", database="blog", backup_dir=str(backups),
+                      target_time="2026-11-21T10:00:00Z", scratch_dir=str(tmp_path / "precious"))["opspack_event"]
+    assert told["result"] == "failed" and told["step"] == "take the postgresql backup", told
+    assert "is not an opspack scratch cluster" in told["reason"] and "backup_id" not in told

@@ -32,3 +32,48 @@ def test_the_scratch_cluster_listens_on_its_socket_only_and_never_archives():
     config = pgbackrest.scratch_config("/var/lib/postgresql/drill/data", 5499)
     assert "listen_addresses = ''" in config and "archive_mode = off" in config
     assert "unix_socket_directories = '/var/lib/postgresql/drill/data'" in config
+
+
+# --- the drill's opspack_event ------------------------------------------------------------------
+
+def test_a_failed_drill_is_told_only_for_a_site_and_never_in_check_mode(run_module):
+    failed = run_module("pitr_drill", target_time="2999-01-01T00:00:00Z", site="blog")
+    told = failed["opspack_event"]
+    assert told["kind"] == "operation" and told["operation"] == "drill" and told["result"] == "fail", told
+    assert told["site"] == "blog" and told["engine"] == "pitr" and told["step"] == "choose the backup set"
+    assert "is in the future" in told["reason"] and "backup_id" not in told
+    assert "opspack_event" not in run_module("pitr_drill", target_time="2999-01-01T00:00:00Z"), "a drill of no site"
+    assert "opspack_event" not in run_module("pitr_drill", check_mode=True, target_time="2999-01-01T00:00:00Z", site="blog")
+
+
+def test_a_recovered_cluster_is_told_as_a_pass_with_its_set(monkeypatch, capsys):
+    from ansible_collections.opspack.platform.plugins.modules import pitr_drill
+
+    from .test_pg_backup_restore import run_in_process
+
+    class Cluster:
+        def __init__(self, module):
+            pass
+
+        def remove(self):
+            pass
+
+    def plan(module, result):
+        result.update(backup_set="20261120-025500F", backup_set_stopped_at="2026-11-20T03:00:00Z")
+        return pgbackrest.parse_target(module.params["target_time"]), {"label": "20261120-025500F"}
+    monkeypatch.setattr(pgbackrest, "plan", plan)
+    monkeypatch.setattr(pgbackrest, "ScratchCluster", Cluster)
+    monkeypatch.setattr(pgbackrest, "prepare", lambda module, cluster, chosen: None)
+    monkeypatch.setattr(pgbackrest, "recover", lambda *args: datetime.datetime(2026, 11, 21, 10, 0, 1,
+                                                                               tzinfo=datetime.timezone.utc))
+    passed = run_in_process(monkeypatch, capsys, pitr_drill.main, target_time="2026-11-21T10:00:00Z", site="blog")
+    assert passed["opspack_event"] == {
+        "kind": "operation", "site": "blog", "operation": "drill", "result": "pass", "backup_id": "20261120-025500F",
+        "backup_ended_at": "2026-11-20T03:00:00Z", "engine": "pitr", "rto_s": passed["rto_seconds"]}, passed
+
+    def broken(*args):
+        raise BackupError("recovery did not stop before the target")
+    monkeypatch.setattr(pgbackrest, "recover", broken)
+    told = run_in_process(monkeypatch, capsys, pitr_drill.main, target_time="2026-11-21T10:00:00Z", site="blog")["opspack_event"]
+    assert told["result"] == "fail" and told["step"] == "recover to the target", told
+    assert told["reason"] == "recovery did not stop before the target" and told["backup_id"] == "20261120-025500F"

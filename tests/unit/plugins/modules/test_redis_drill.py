@@ -42,3 +42,26 @@ def test_a_postgresql_backup_is_not_a_redis_backup(run_module, tmp_path):
     seed(tmp_path)
     result = run_module("redis_drill", site="blog", backup_dir=str(tmp_path))
     assert result["failed"] and "no backup of site blog" in result["msg"]
+
+
+def test_a_drill_tells_its_failure_for_its_site_and_check_mode_tells_nothing(run_module, tmp_path):
+    backup_id = seed(tmp_path)
+    assert "opspack_event" not in run_module("redis_drill", check_mode=True, site="redis", backup_dir=str(tmp_path))
+    (tmp_path / f"{backup_id}.rdb").write_bytes(b"REDIS0010 not reallx")
+    told = run_module("redis_drill", site="redis", backup_dir=str(tmp_path), scratch_parent=str(tmp_path))["opspack_event"]
+    assert told["kind"] == "operation" and told["operation"] == "drill" and told["result"] == "fail", told
+    assert told["site"] == "redis" and told["engine"] == "redis" and told["backup_id"] == backup_id
+    assert told["step"] == "verify the backup's checksum" and "checksum error" in told["reason"]
+    assert told["rpo_s"] >= 0 and told["rto_s"] >= 0 and told["backup_ended_at"].endswith("Z")
+
+
+def test_a_host_without_redis_server_fails_the_drill_and_says_so(run_module, tmp_path, monkeypatch):
+    backup_id = seed(tmp_path)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    result = run_module("redis_drill", site="redis", backup_dir=str(tmp_path), scratch_parent=str(tmp_path))
+    told = result["opspack_event"]
+    # Ansible's get_bin_path fails the module itself: the drill is told all the same.
+    assert result["failed"] and told["result"] == "fail" and told["backup_id"] == backup_id, result
+    assert told["step"] == "restore the backup into scratch and prove it" and "redis-server" in told["reason"]

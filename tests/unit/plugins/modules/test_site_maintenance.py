@@ -42,3 +42,25 @@ def test_an_unwritable_flag_directory_fails_clearly(maintenance, tmp_path):
     blocker.write_text("not a directory")
     failed = maintenance(flag=str(blocker / "maintenance.on"))
     assert failed["failed"] and "could not switch maintenance on for blog" in failed["msg"], failed
+
+
+def test_a_switch_tells_the_records_one_event_and_no_change_tells_nothing(maintenance):
+    switched = maintenance(note="cutover")
+    assert switched["opspack_event"] == {"kind": "operation", "site": "blog", "operation": "maintenance",
+                                         "result": "ok", "maintenance": "on"}, switched
+    assert "opspack_event" not in maintenance(), "a site already in maintenance changed nothing: no event"
+    off = maintenance(state="off")
+    assert off["opspack_event"]["result"] == "ok" and off["opspack_event"]["maintenance"] == "off"
+    assert "opspack_event" not in maintenance(check_mode=True), "check mode changes nothing: no event"
+    assert not maintenance.flag.exists()
+
+
+def test_a_failed_switch_tells_what_did_not_happen(maintenance, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    failed = maintenance(flag=str(blocker / "maintenance.on"))
+    told = failed["opspack_event"]
+    assert told["kind"] == "operation" and told["operation"] == "maintenance" and told["result"] == "failed", told
+    assert told["site"] == "blog" and told["maintenance"] == "on" and told["step"] == "switch maintenance on"
+    assert told["reason"].startswith("could not switch maintenance on for blog") and "\n" not in told["reason"]
+    assert told["impact"] == "maintenance mode did not switch on" and told["actions"] == "nothing changed"

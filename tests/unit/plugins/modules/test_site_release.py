@@ -41,6 +41,8 @@ def fixture_site(run_module, tmp_path):
         args.setdefault("group", grp.getgrgid(os.getgid()).gr_name)
         return run_module("site_release", check_mode=check_mode, **args)
     run.dir = tmp_path / "srv" / "blog"
+    # What serves the site is read by site_release_info, which shares the record's format.
+    run.info = lambda **args: run_module("site_release_info", site="blog", base_dir=str(tmp_path / "srv"), **args)
     return run
 
 
@@ -178,7 +180,7 @@ def serve(site, tmp_path, release_id: str, slot: str) -> None:
 
 
 def rollback_target(site, tmp_path) -> str:
-    return site(state="status", upstream_conf_dir=str(tmp_path / "conf.d"))["rollback_target"]
+    return site.info(upstream_conf_dir=str(tmp_path / "conf.d"))["rollback_target"]
 
 
 def test_plain_rollbacks_go_back_along_the_deploy_order_never_forward(site, tmp_path):
@@ -190,7 +192,7 @@ def test_plain_rollbacks_go_back_along_the_deploy_order_never_forward(site, tmp_
     # rollback to 2.0.0: 3.0.0 is left and rolled back; the next plain rollback goes to 1.0.0
     site(state="live", release_id=two, slot="green", last_known_good=True, went_live_by="rollback")
     serve(site, tmp_path, two, "green")
-    record = site(state="status", upstream_conf_dir=str(tmp_path / "conf.d"))["record"]
+    record = site.info(upstream_conf_dir=str(tmp_path / "conf.d"))["record"]
     assert record["releases"][three]["status"] == "rolled_back"
     assert rollback_target(site, tmp_path) == one
     site(state="live", release_id=one, slot="blue", last_known_good=True, went_live_by="rollback")
@@ -203,7 +205,7 @@ def test_plain_rollbacks_go_back_along_the_deploy_order_never_forward(site, tmp_
     # 2.0.0 deployed again goes last too: its plain rollback is 3.0.0, deployed before it
     site(state="live", release_id=two, slot="blue", last_known_good=True)
     serve(site, tmp_path, two, "blue")
-    record = site(state="status", upstream_conf_dir=str(tmp_path / "conf.d"))["record"]
+    record = site.info(upstream_conf_dir=str(tmp_path / "conf.d"))["record"]
     assert record["releases"][two]["deploy_order"] > record["releases"][three]["deploy_order"]
     assert rollback_target(site, tmp_path) == three
 
@@ -288,8 +290,10 @@ def test_a_release_in_a_slot_is_never_pruned(site, tmp_path):
 
 def test_bad_release_ids_and_unprovisioned_sites_are_refused(site, run_module, tmp_path):
     assert "is not <version>+<12 hex digits>" in site(state="failed", release_id="latest")["msg"]
-    result = run_module("site_release", site="shop", base_dir=str(tmp_path / "srv"), state="status")
-    assert result["failed"] and "is it provisioned" in result["msg"]
+    for module in ("site_release", "site_release_info"):
+        result = run_module(module, site="shop", base_dir=str(tmp_path / "srv"),
+                            **({"state": "pruned"} if module == "site_release" else {}))
+        assert result["failed"] and "is it provisioned" in result["msg"], module
 
 
 def test_a_dry_run_before_the_artifact_is_copied_reports_the_unpack(site, tmp_path):
@@ -304,11 +308,11 @@ def test_status_reads_the_slots_and_the_slot_nginx_serves(site, tmp_path):
     conf = tmp_path / "conf.d"
     conf.mkdir()
     (conf / "opspack-upstream-blog.conf").write_text("# slot: green\nupstream opspack_blog {\n}\n")
-    result = site(state="status", upstream_conf_dir=str(conf))
+    result = site.info(upstream_conf_dir=str(conf))
     assert result["slots"] == {"green": release_id}
     assert result["serving"] == {"slot": "green", "release_id": release_id}
     (conf / "opspack-upstream-blog.conf").write_text("upstream opspack_blog {\n}\n")
-    assert site(state="status", upstream_conf_dir=str(conf))["serving"] == {"slot": "", "release_id": ""}
+    assert site.info(upstream_conf_dir=str(conf))["serving"] == {"slot": "", "release_id": ""}
 
 
 def test_live_returns_a_config_hash_that_follows_the_configuration(site, tmp_path):
@@ -326,3 +330,17 @@ def test_live_returns_a_config_hash_that_follows_the_configuration(site, tmp_pat
     slot_env.unlink()
     assert len(site(state="live", release_id=release_id, slot="blue", config_files=files)["config_hash"]) == 64
     assert site(state="live", release_id=release_id, slot="blue")["config_hash"] == ""
+
+
+def test_each_change_says_its_step_and_a_settled_one_says_nothing(site, tmp_path):
+    release_id, path, sha = artifact(tmp_path, "1.0.0")
+    first = site(release_id=release_id, artifact=path, sha256=sha)
+    assert first["opspack_event"] == {"kind": "step", "site": "blog", "result": "done", "step": "unpack",
+                                      "release": release_id}
+    assert "opspack_event" not in site(release_id=release_id, artifact=path, sha256=sha)
+    os.symlink(site.dir / "releases" / release_id, site.dir / "slots" / "green")
+    live = site(state="live", release_id=release_id, slot="green", last_known_good=True)
+    assert live["opspack_event"]["step"] == "record" and live["opspack_event"]["slot"] == "green"
+    assert "opspack_event" not in site(check_mode=True, state="failed", release_id=release_id, reason="smoke")
+    failed = site(state="failed", release_id="latest")
+    assert failed["failed"] and failed["opspack_event"]["result"] == "failed" and failed["opspack_event"]["reason"]

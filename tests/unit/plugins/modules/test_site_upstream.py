@@ -81,8 +81,40 @@ def test_traffic_never_moves_to_a_slot_that_does_not_answer_healthy(upstream):
         before = upstream.file.read_text()
         sick = upstream(slot="green", port=8001, health_url=f"http://127.0.0.1:{port}/sick")
         assert sick["failed"] and sick["health_status"] == 503 and "traffic was not moved" in sick["msg"]
+        assert sick["opspack_event"]["result"] == "failed" and "does not answer healthy" in sick["opspack_event"]["reason"]
         assert upstream.file.read_text() == before
         well = upstream(slot="green", port=8001, health_url=f"http://127.0.0.1:{port}/health/ready")
         assert well["changed"] and well["health_status"] == 200
     finally:
         server.shutdown()
+
+
+# --- the switch step's opspack_event ------------------------------------------------------------
+
+def test_a_switch_tells_the_step_and_no_change_or_check_mode_tells_nothing(upstream):
+    assert "opspack_event" not in upstream(check_mode=True, slot="green", port=8001)
+    switched = upstream(slot="green", port=8001)
+    assert switched["opspack_event"] == {"kind": "step", "site": "blog", "result": "done", "slot": "green",
+                                         "step": "switch"}, switched
+    assert "opspack_event" not in upstream(slot="green", port=8001), "the traffic was there already"
+
+
+def test_a_failed_switch_tells_why(upstream):
+    refused = upstream(slot="green", port=9999)
+    told = refused["opspack_event"]
+    assert told["kind"] == "step" and told["step"] == "switch" and told["result"] == "failed", told
+    assert told["site"] == "blog" and told["slot"] == "green" and "actions" not in told and "operation" not in told
+    assert told["reason"].startswith("nginx -t refused the new upstream of blog; the old one was put back")
+    unknown = upstream(site="shop", slot="green", port=8001)["opspack_event"]
+    assert unknown["site"] == "shop" and "has not been provisioned" in unknown["reason"]
+    assert "opspack_event" not in upstream(check_mode=True, site="shop", slot="green", port=8001)
+
+
+def test_an_nginx_that_cannot_run_leaves_the_old_upstream_and_is_told(upstream, monkeypatch, tmp_path):
+    before = upstream.file.read_text()
+    (tmp_path / "bin" / "nginx").unlink()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    failed = upstream(slot="green", port=8001)
+    assert failed["failed"] and upstream.file.read_text() == before, failed
+    assert sorted(os.listdir(upstream.file.parent)) == ["opspack-upstream-blog.conf"]
+    assert failed["opspack_event"]["result"] == "failed" and "nginx could not run" in failed["opspack_event"]["reason"]

@@ -1,0 +1,79 @@
+# Copyright: opspack developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""opspack_event: what a module that changes a site's state did, said once, in its result.
+
+Every module that changes a site's state returns one event under the result key
+``opspack_event`` (also when it fails: ``fail_json(msg=..., opspack_event=...)``). The records
+callback writes what these events say and nothing else; it never reads task names or guesses
+from a result without one. Two kinds:
+
+- ``operation``: a whole operation ended (a deploy, upgrade or rollback, told by the deploy lock
+  when it is released with the run's outcome; a maintenance switch, a restore, a backup, a
+  drill). The callback writes one history line per operation event, and an incident entry when
+  its result is not ``ok``/``pass``.
+- ``step``: one step of an operation behind the deploy lock (lock taken, unpack, migrate,
+  switch, record, prune). The callback keeps the last one per host and site only to name where
+  a run stopped when it ended without the operation's event (the lock still held).
+
+Fields (only these; empty ones are dropped):
+  kind, site, operation, result, release, previous, version, git_sha, slot, step, reason,
+  impact, actions, migrations {version, applied, reverted}, timings {started, ended, duration_s},
+  last_known_good {release_id, slot, config_hash}, backup_id, backup_ended_at, engine, rto_s,
+  rpo_s, maintenance, interrupted {operation, release, holder, run_id, since}.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+KINDS = ("operation", "step")
+OPERATIONS = ("deploy", "upgrade", "rollback", "maintenance", "restore", "backup", "drill")
+# Results of an operation event: the records' result column.
+OPERATION_RESULTS = ("ok", "failed", "rolled back", "interrupted", "pass", "fail")
+STEP_RESULTS = ("done", "failed")
+FIELDS = ("kind", "site", "operation", "result", "release", "previous", "version", "git_sha", "slot", "step",
+          "reason", "impact", "actions", "migrations", "timings", "last_known_good", "backup_id",
+          "backup_ended_at", "engine", "rto_s", "rpo_s", "maintenance", "interrupted")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_stamp(moment: datetime.datetime | None = None) -> str:
+    return (moment or datetime.datetime.now(datetime.timezone.utc)).strftime(TIME_FORMAT)
+
+
+def timings(started: str | None, ended: str | None = None) -> dict:
+    """started/ended (UTC, second precision) and the seconds between them."""
+    ended = ended or utc_stamp()
+    found = {"started": started or "", "ended": ended}
+    try:
+        first = datetime.datetime.strptime(started, TIME_FORMAT)
+        last = datetime.datetime.strptime(ended, TIME_FORMAT)
+        found["duration_s"] = max((last - first).total_seconds(), 0.0)
+    except (TypeError, ValueError):
+        pass
+    return {key: value for key, value in found.items() if value not in ("", None)}
+
+
+def first_line(text, limit: int = 300) -> str:
+    """A failure message cut to its first line: records and incident entries never carry dumps."""
+    stripped = str(text or "").strip()
+    return stripped.splitlines()[0][:limit] if stripped else ""
+
+
+def event(kind: str, site: str, operation: str, result: str, **fields) -> dict:
+    """One opspack_event; raises ValueError on a kind, operation or result outside the contract."""
+    if kind not in KINDS:
+        raise ValueError(f"event kind {kind!r} is not one of {', '.join(KINDS)}")
+    # A step (a traffic switch, a migration) may not know which operation it serves; the lock's does.
+    if operation not in OPERATIONS and (kind == "operation" or operation):
+        raise ValueError(f"event operation {operation!r} is not one of {', '.join(OPERATIONS)}")
+    allowed = OPERATION_RESULTS if kind == "operation" else STEP_RESULTS
+    if result not in allowed:
+        raise ValueError(f"{kind} event result {result!r} is not one of {', '.join(allowed)}")
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"event fields {', '.join(unknown)} are not part of opspack_event")
+    if "reason" in fields:
+        fields["reason"] = first_line(fields["reason"])
+    found = dict(kind=kind, site=site, operation=operation, result=result, **fields)
+    return {key: found[key] for key in FIELDS if found.get(key) not in (None, "", [], {})}
