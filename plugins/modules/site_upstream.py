@@ -122,22 +122,8 @@ import urllib.parse
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils.events import event
-
-SERVER = re.compile(r"^\s*server\s+127\.0\.0\.1:(\d+)\s*;", re.MULTILINE)
-SLOT = re.compile(r"^# slot: (\S+)$", re.MULTILINE)
-
-
-def render(site: str, slot: str, port: int) -> str:
-    return (
-        "# Owned by the opspack release lifecycle (opspack.platform.site_upstream): swapped atomically\n"
-        "# on each switch of traffic. Edit the release variables, not this file.\n"
-        f"# slot: {slot}\n"
-        f"upstream opspack_{site} {{\n"
-        f"    server 127.0.0.1:{port};\n"
-        "    keepalive 16;\n"
-        "}\n"
-    )
-
+from ansible_collections.opspack.platform.plugins.module_utils.site_state import (
+    render_upstream, upstream_path, upstream_port, upstream_slot)
 
 def health(url: str, timeout: int) -> int:
     """The status the slot answers with, 0 when it does not answer."""
@@ -188,18 +174,15 @@ def main() -> None:
 
     if not re.match(r"^[a-z0-9][a-z0-9_-]*$", site) or not re.match(r"^[a-z0-9][a-z0-9_-]*$", slot) or not 0 < port < 65536:
         fail(f"site {site!r}, slot {slot!r} or port {port} is not valid")
-    path = os.path.join(module.params["conf_dir"], f"opspack-upstream-{site}.conf")
+    path = upstream_path(module.params["conf_dir"], site)
     try:
         with open(path, encoding="utf-8") as handle:
             before = handle.read()
     except FileNotFoundError:
         fail(f"{path} does not exist: nginx has not been provisioned for site {site} (nginx_sites)")
-    found_port = SERVER.search(before)
-    found_slot = SLOT.search(before)
-    wanted = render(site, slot, port)
+    wanted = render_upstream(site, slot, port)
     result = dict(changed=before != wanted, slot=slot, port=port,
-                  previous_slot=found_slot.group(1) if found_slot else "",
-                  previous_port=int(found_port.group(1)) if found_port else 0)
+                  previous_slot=upstream_slot(before), previous_port=upstream_port(before))
     if module._diff:
         result["diff"] = dict(before=before, after=wanted, before_header=path, after_header=path)
     if module.params["health_url"] and not module.params["health_url"].startswith("http://"):
