@@ -77,7 +77,7 @@ from ansible.utils.display import Display
 
 from ansible_collections.opspack.platform.plugins.filter import paths
 from ansible_collections.opspack.platform.plugins.lookup import controller_run
-from ansible_collections.opspack.platform.plugins.module_utils.backup import write_bytes_atomic
+from ansible_collections.opspack.platform.plugins.module_utils.common import write_bytes_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.events import KINDS, first_line, utc_stamp
 
 display = Display()

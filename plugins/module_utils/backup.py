@@ -17,7 +17,6 @@ engine is one class plus a thin module. docs/backups.md describes the interface.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -25,18 +24,20 @@ import shutil
 import tempfile
 import time
 
+from ansible_collections.opspack.platform.plugins.module_utils.common import (  # noqa: F401 (shared through backup)
+    SITE_NAME, OpspackError, sha256_file, write_bytes_atomic, write_json_atomic)
 from ansible_collections.opspack.platform.plugins.module_utils.events import event, timings
 
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
 MANIFEST_FORMAT = 1
 # <site>-<engine>-<UTC stamp>: sorts by time within a site and engine, and says what it is.
-BACKUP_ID = re.compile(r"^(?P<site>[a-z0-9][a-z0-9_-]*?)-(?P<engine>[a-z0-9]+)-(?P<stamp>\d{8}T\d{6}Z)$")
+BACKUP_ID = re.compile(r"^(?P<site>" + SITE_NAME + r"?)-(?P<engine>[a-z0-9]+)-(?P<stamp>\d{8}T\d{6}Z)$")
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 MANIFEST_REQUIRED = ("format", "backup_id", "site", "engine", "file", "sha256", "size_bytes", "started_at", "ended_at")
 
 
-class BackupError(Exception):
+class BackupError(OpspackError):
     """A backup, drill or retention step cannot go on; the message says why, for an operator."""
 
 
@@ -64,37 +65,6 @@ def new_backup_id(site: str, engine: str, moment: datetime.datetime) -> str:
     if not BACKUP_ID.match(backup_id):
         raise BackupError(f"site name {site!r} cannot name a backup (use lower-case letters, digits, - and _)")
     return backup_id
-
-
-def sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_bytes_atomic(path: str, data: bytes, mode: int = 0o640) -> None:
-    """Replace path with data in one rename (temp file in the same directory, fsynced first), so
-    a reader sees the old file or the new one, never half of it."""
-    directory = os.path.dirname(path) or "."
-    handle, temp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-
-
-def write_json_atomic(path: str, data: dict, mode: int = 0o640) -> None:
-    """Deterministic JSON (sorted keys, two-space indent, final newline) via temp file + rename."""
-    write_bytes_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"), mode)
 
 
 def manifest_path(directory: str, backup_id: str) -> str:

@@ -14,13 +14,13 @@ import hashlib
 import os
 import re
 
-from ansible_collections.opspack.platform.plugins.module_utils.backup import BackupError
+from ansible_collections.opspack.platform.plugins.module_utils.common import OpspackError
 
 MIGRATION_FILE = re.compile(r"^(?P<version>\d{1,18})_(?P<name>[a-z0-9][a-z0-9_]*)\.sql$")
 ROLLBACK_SUFFIX = ".rollback.sql"
 
 
-class MigrationError(BackupError):
+class MigrationError(OpspackError):
     """A migration plan or step cannot go on; the message says why, for an operator."""
 
 

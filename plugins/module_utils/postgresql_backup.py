@@ -28,6 +28,7 @@ except ImportError as import_error:  # pragma: no cover - the postgresql role in
     DATABASE_ERRORS = ()
 
 from ansible_collections.opspack.platform.plugins.module_utils.backup import BackupError, check_target
+from ansible_collections.opspack.platform.plugins.module_utils.common import OpspackError
 
 ENGINE = "postgresql"
 FILE_SUFFIX = ".pgdump"
@@ -68,7 +69,7 @@ SCRATCH_NAME = re.compile(r"^" + SCRATCH_PREFIX + r"[a-z0-9_]{1,49}$")
 
 def describe_error(exc: BaseException) -> str:
     """One line for an operator, whatever failed: ours, the database's or the file system's."""
-    if isinstance(exc, BackupError):
+    if isinstance(exc, OpspackError):
         return str(exc)
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)

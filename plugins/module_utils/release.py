@@ -17,7 +17,7 @@ import re
 import stat
 import tarfile
 
-from ansible_collections.opspack.platform.plugins.module_utils.backup import BackupError
+from ansible_collections.opspack.platform.plugins.module_utils.common import OpspackError
 
 # Semantic versioning's core with an optional pre-release and build part; at most 64 characters.
 VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z][0-9A-Za-z.-]*)?$")
@@ -26,7 +26,7 @@ RELEASE_ID = re.compile(r"^(?P<version>[0-9A-Za-z.-]{5,64})\+(?P<digest>[0-9a-f]
 EXCLUDED = (".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules", ".env", ".pytest_cache")
 
 
-class ReleaseError(BackupError):
+class ReleaseError(OpspackError):
     """A release cannot be built or used; the message says why, for an operator."""
 
 

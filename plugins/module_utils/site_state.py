@@ -11,7 +11,7 @@ import json
 import os
 import re
 
-from ansible_collections.opspack.platform.plugins.module_utils.backup import write_json_atomic
+from ansible_collections.opspack.platform.plugins.module_utils.common import write_json_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.deploy_lock import lock_dir, read_holder
 from ansible_collections.opspack.platform.plugins.module_utils.release import ReleaseError, previous_good
 

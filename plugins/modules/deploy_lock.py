@@ -172,7 +172,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opspack.platform.plugins.module_utils.backup import write_json_atomic
+from ansible_collections.opspack.platform.plugins.module_utils.common import write_json_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.deploy_lock import HOLDER_FILE, lock_dir, read_holder
 from ansible_collections.opspack.platform.plugins.module_utils.events import event, timings
 

@@ -120,8 +120,10 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opspack.platform.plugins.module_utils import backup
 from ansible_collections.opspack.platform.plugins.module_utils import release
+from ansible_collections.opspack.platform.plugins.module_utils.common import (
+    OpspackError, check_site_name, sha256_file, write_bytes_atomic, write_json_atomic)
+from ansible_collections.opspack.platform.plugins.module_utils.events import utc_stamp
 
 
 def git(module: AnsibleModule, repo: str, *args: str) -> str:
@@ -160,8 +162,7 @@ def git_state_of(module: AnsibleModule, source: str) -> tuple[str, bool]:
 def build(module: AnsibleModule, result: dict) -> None:
     params = module.params
     result["version"] = release.check_version(params["version"])
-    if not backup.BACKUP_ID.match(f"{params['site']}-x-20000101T000000Z"):
-        raise release.ReleaseError(f"site {params['site']!r} is not a site name (lower case letters, digits, - and _)")
+    check_site_name(params["site"])
     scratch = tempfile.mkdtemp(prefix="opspack-release-")
     try:
         if params["source"]:
@@ -182,18 +183,18 @@ def build(module: AnsibleModule, result: dict) -> None:
     result["release_id"] = release.release_id(result["version"], result["sha256"])
     directory = os.path.join(params["dest"], params["site"])
     result["path"] = os.path.join(directory, result["release_id"] + ".tar.gz")
-    if os.path.isfile(result["path"]) and backup.sha256_file(result["path"]) == result["sha256"]:
+    if os.path.isfile(result["path"]) and sha256_file(result["path"]) == result["sha256"]:
         return
     result["changed"] = True
     if module.check_mode:
         return
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    backup.write_bytes_atomic(result["path"], data, 0o644)
-    backup.write_bytes_atomic(result["path"] + ".sha256", f"{result['sha256']}  {os.path.basename(result['path'])}\n".encode())
+    write_bytes_atomic(result["path"], data, 0o644)
+    write_bytes_atomic(result["path"] + ".sha256", f"{result['sha256']}  {os.path.basename(result['path'])}\n".encode())
     description = {key: result[key] for key in ("release_id", "version", "sha256", "size_bytes", "files", "git_sha", "dirty")}
     description.update(site=params["site"], source=params["source"] or f"{params['git_repo']}@{params['git_ref']}",
-                       built_at=backup.to_iso(backup.utc_now()))
-    backup.write_json_atomic(os.path.join(directory, result["release_id"] + ".json"), description, 0o644)
+                       built_at=utc_stamp())
+    write_json_atomic(os.path.join(directory, result["release_id"] + ".json"), description, 0o644)
 
 
 def main() -> None:
@@ -215,7 +216,7 @@ def main() -> None:
               "files": 0, "git_sha": "", "dirty": False}
     try:
         build(module, result)
-    except (release.ReleaseError, OSError, tarfile.TarError) as exc:
+    except (OpspackError, OSError, tarfile.TarError) as exc:
         module.fail_json(msg=str(exc), **result)
     module.exit_json(**result)
 

@@ -227,7 +227,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opspack.platform.plugins.module_utils.backup import sha256_file
+from ansible_collections.opspack.platform.plugins.module_utils.common import sha256_file
 from ansible_collections.opspack.platform.plugins.module_utils.release import (
     ReleaseError, check_links, check_release_id, resolve_in_tree)
 from ansible_collections.opspack.platform.plugins.module_utils.site_state import (

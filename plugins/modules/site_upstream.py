@@ -209,11 +209,15 @@ def main() -> None:
         os.replace(backup, path)
         fail(f"nginx -t refused the new upstream of {site}; the old one was put back and nginx "
              f"was not reloaded: {(err or out).strip()[-500:]}", **result)
-    os.unlink(backup)
     if module.params["reload"]:
         rc, out, err = run(module, ["systemctl", "reload", "nginx"])
         if rc != 0:
-            fail(f"systemctl reload nginx failed: {(err or out).strip()[-500:]}", **result)
+            # nginx still serves the old upstream: the file must say so too, or the next reload
+            # (or the next run reading it) would take a slot that never got the traffic.
+            os.replace(backup, path)
+            fail(f"systemctl reload nginx failed; the old upstream was put back and traffic did not move: "
+                 f"{(err or out).strip()[-500:]}", **result)
+    os.unlink(backup)
     result["opspack_event"] = event("step", site, "", "done", step="switch", slot=slot)
     module.exit_json(duration_s=round(time.monotonic() - started, 3), **result)
 

@@ -46,8 +46,11 @@ RECORD_HOOK = """
 def test_a_hook_file_that_names_no_hook_point_is_refused_before_anything_changes(host, tmp_path):
     bring_to(host, "1.0.0")
     before = record(host)
-    ran = deploy("2.0.0", "-e", f"release_hooks_dir={hooks(tmp_path, {'before_swich.yml': '[]'})}")
-    assert ran.returncode != 0 and "before_swich" in output(ran) and "Nothing was changed" in output(ran), output(ran)[-2000:]
+    directory = hooks(tmp_path, {"before_swich.yml": "[]", "blog/after_record.yaml": "[]", "after_record.yml": "[]"})
+    ran = deploy("2.0.0", "-e", f"release_hooks_dir={directory}")
+    out = output(ran)
+    assert ran.returncode != 0 and "Nothing was changed" in out, out[-2000:]
+    assert "before_swich.yml" in out and "after_record.yaml" in out and "after_record.yml," not in out, out[-2000:]
     assert record(host) == before and get(host)[:2] == (200, "1.0.0")
 
 
@@ -96,3 +99,22 @@ def test_after_record_hooks_receive_the_release_the_previous_one_and_the_operato
     assert hook["hosts"] == ["vps1"] and hook["slot"] == record(host)["current"]["slot"]
     assert hook["slot_url"].startswith("http://127.0.0.1:")
     host.run(f"rm -f {SEEN}")
+
+
+def test_a_failing_after_record_hook_fails_the_run_but_undoes_nothing(host, tmp_path):
+    bring_to(host, "1.0.0")
+    directory = hooks(tmp_path, {"blog/after_record.yml": """
+- name: Hook | Announce the release (the chat is down)
+  ansible.builtin.fail:
+    msg: the chat webhook did not answer
+"""})
+    ran = deploy("2.0.0", "-e", f"release_hooks_dir={directory}")
+    out = output(ran)
+    assert ran.returncode != 0 and "Nothing was undone" in out and "the chat webhook did not answer" in out, out[-3000:]
+    state = record(host)
+    assert get(host)[:2] == (200, "2.0.0") and state["current"]["release_id"].startswith("2.0.0+")
+    assert state["last_known_good"]["release_id"] == state["current"]["release_id"]
+    assert state["releases"][state["current"]["release_id"]]["status"] == "live"
+    assert not host.file(f"{SITE_DIR}/deploy.lock").exists
+    last = history()[-1]
+    assert (last["operation"], last["result"]) == ("upgrade", "ok") and "chat webhook" in last.get("actions", ""), last

@@ -18,9 +18,10 @@ def fixture_upstream(run_module, tmp_path, monkeypatch):
     calls = tmp_path / "calls"
     for tool in ("nginx", "systemctl"):
         script = bin_dir / tool
-        # nginx -t fails while the file names port 9999; every call is logged.
+        # nginx -t fails while the file names port 9999, the reload while it names 9998; every call is logged.
         script.write_text(f"#!/bin/sh\necho {tool} \"$@\" >> {calls}\n"
-                          f"[ {tool} = nginx ] && grep -q 9999 {conf}/opspack-upstream-blog.conf && exit 1\nexit 0\n")
+                          f"[ {tool} = nginx ] && grep -q 9999 {conf}/opspack-upstream-blog.conf && exit 1\n"
+                          f"[ {tool} = systemctl ] && grep -q 9998 {conf}/opspack-upstream-blog.conf && exit 1\nexit 0\n")
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
@@ -48,6 +49,14 @@ def test_a_configuration_nginx_refuses_is_put_back_and_not_reloaded(upstream):
     assert result["failed"] and "old one was put back" in result["msg"]
     assert upstream.file.read_text() == before
     assert "systemctl" not in upstream.calls.read_text()
+    assert sorted(os.listdir(upstream.file.parent)) == ["opspack-upstream-blog.conf"], "no temporary file left"
+
+
+def test_a_failed_reload_puts_the_old_upstream_back(upstream):
+    before = upstream.file.read_text()
+    result = upstream(slot="green", port=9998)
+    assert result["failed"] and "old upstream was put back" in result["msg"] and "opspack_event" in result
+    assert upstream.file.read_text() == before
     assert sorted(os.listdir(upstream.file.parent)) == ["opspack-upstream-blog.conf"], "no temporary file left"
 
 
