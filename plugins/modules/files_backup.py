@@ -80,12 +80,7 @@ deleted_files:
   type: list
   elements: str
 opspack_event:
-  description:
-    - The backup, for the records (see the records callback). An C(operation) event
-      (C(operation=backup)) with C(result=ok), the C(engine), C(backup_id), C(backup_ended_at)
-      (the manifest's C(ended_at)) and C(timings) (the manifest's start and end); or
-      C(result=failed) with the C(step) that failed, the C(reason) and the C(impact) (a failure
-      after the manifest was written, in retention, names the backup that was taken).
+  description: The backup for the records (C(operation=backup), C(result) ok or failed; see the records callback).
   returned: when not in check mode
   type: dict
   sample: {"kind": "operation", "site": "blog", "operation": "backup", "result": "ok", "engine": "files",

@@ -99,11 +99,7 @@ scratch_removed:
   returned: when the tree was unpacked
   type: bool
 opspack_event:
-  description:
-    - The drill, for the records (see the records callback). An C(operation) event
-      (C(operation=drill)) with C(result) C(pass) or C(fail), the C(engine), the C(backup_id)
-      drilled and its C(backup_ended_at), C(rto_s) and C(rpo_s) (RV(rto_seconds), RV(rpo_seconds)),
-      and for a failed drill its C(reason) and the C(step) it stopped at.
+  description: The drill for the records (C(operation=drill), C(result) pass or fail; see the records callback).
   returned: when not in check mode
   type: dict
   sample: {"kind": "operation", "site": "blog", "operation": "drill", "result": "fail", "engine": "files",

@@ -30,14 +30,6 @@ description:
   - M(opspack.platform.site_release_info) reads all this, and what really serves the site.
   - Each change returns a C(step) event in RV(opspack_event) (unpack, record or prune) for the records.
 options:
-  site:
-    description: The site.
-    type: str
-    required: true
-  base_dir:
-    description: Parent directory of the sites.
-    type: path
-    default: /srv
   state:
     description: What to do; see the description.
     type: str
@@ -128,6 +120,8 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - opspack.platform.site
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.

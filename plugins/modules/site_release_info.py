@@ -19,26 +19,20 @@ description:
   - Names the release a plain rollback would go back to (RV(rollback_target)).
   - Changes nothing.
 options:
-  site:
-    description: The site.
-    type: str
-    required: true
-  base_dir:
-    description: Parent directory of the sites.
-    type: path
-    default: /srv
   upstream_conf_dir:
     description: nginx's directory holding C(opspack-upstream-<site>.conf).
     type: path
     default: /etc/nginx/conf.d
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.info_module
+  - opspack.platform.site
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the target.
     support: full
+    details: It only reads.
   diff_mode:
-    support: N/A
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
 seealso:
   - module: opspack.platform.site_release
   - module: opspack.platform.site_upstream
