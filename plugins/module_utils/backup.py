@@ -24,8 +24,8 @@ import shutil
 import tempfile
 import time
 
-from ansible_collections.opspack.platform.plugins.module_utils.common import (  # noqa: F401 (shared through backup)
-    SITE_NAME, OpspackError, sha256_file, write_bytes_atomic, write_json_atomic)
+from ansible_collections.opspack.platform.plugins.module_utils.common import (
+    SITE_NAME, OpspackError, sha256_file, write_json_atomic)
 from ansible_collections.opspack.platform.plugins.module_utils.events import event, timings
 
 MANIFEST_SUFFIX = ".manifest.json"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from ansible_collections.opspack.platform.plugins.module_utils.backup import sha256_file
+from ansible_collections.opspack.platform.plugins.module_utils.common import sha256_file
 
 
 class HashingReader:

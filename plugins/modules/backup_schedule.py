@@ -155,7 +155,7 @@ import pwd
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opspack.platform.plugins.module_utils.backup import sha256_file, write_bytes_atomic
+from ansible_collections.opspack.platform.plugins.module_utils.common import sha256_file, write_bytes_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.scheduled_backup import JOBS_FORMAT, JobsError, marker_name, validate_job
 
 

@@ -92,7 +92,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opspack.platform.plugins.module_utils.backup import write_bytes_atomic
+from ansible_collections.opspack.platform.plugins.module_utils.common import write_bytes_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.events import event
 
 

@@ -230,6 +230,7 @@ from ansible_collections.opspack.platform.plugins.module_utils.events import eve
 
 STEPS = {"present": "unpack", "live": "record", "failed": "record failed", "pruned": "prune"}
 
+
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 

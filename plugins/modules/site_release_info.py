@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: site_release_info
 short_description: Read what serves a site, its release record and its slots
-version_added: 0.2.0
+version_added: 0.1.0
 author: opspack developers (@opspack)
 description:
   - Reads the site's release record (C(<base_dir>/<site>/release-state.json), kept by

@@ -125,6 +125,7 @@ from ansible_collections.opspack.platform.plugins.module_utils.events import eve
 from ansible_collections.opspack.platform.plugins.module_utils.site_state import (
     render_upstream, upstream_path, upstream_port, upstream_slot)
 
+
 def health(url: str, timeout: int) -> int:
     """The status the slot answers with, 0 when it does not answer."""
     parts = urllib.parse.urlsplit(url)
