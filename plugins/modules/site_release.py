@@ -315,6 +315,8 @@ def unpack(module: AnsibleModule, site_dir: str, result: dict) -> None:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    if params["venv"]:
+        retarget_venv(os.path.join(partial, "venv"), os.path.join(final, "venv"))
     os.rename(partial, final)
     record["releases"][release_id] = {"sha256": found, "unpacked_at": utc_now(), "status": "unpacked"}
     write_record(site_dir, record)
@@ -350,6 +352,25 @@ def build_release(module: AnsibleModule, site_dir: str, partial: str) -> None:
             if not os.path.islink(name):
                 os.chown(name, 0, gid)
     os.chmod(partial, 0o750)
+
+
+def retarget_venv(built: str, final: str) -> None:
+    """The venv is built inside <release>.partial and renamed with it: every console script's
+    shebang (pip, gunicorn, alembic...), the activate scripts and pyvenv.cfg name the path it was
+    built at. Point them at the path it will live at, before the rename makes the release exist."""
+    old, new = built.encode(), final.encode()
+    candidates = [os.path.join(built, "pyvenv.cfg")] + [
+        os.path.join(built, "bin", name) for name in sorted(os.listdir(os.path.join(built, "bin")))]
+    for path in candidates:
+        if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) > 1 << 20:
+            continue
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if old in data and b"\0" not in data:
+            mode = os.stat(path).st_mode & 0o7777
+            with open(path, "wb") as handle:
+                handle.write(data.replace(old, new))
+            os.chmod(path, mode)
 
 
 def export(module: AnsibleModule, final: str, release_id: str, result: dict) -> None:

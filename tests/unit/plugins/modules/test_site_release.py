@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import tarfile
 
 import pytest
@@ -344,3 +345,18 @@ def test_each_change_says_its_step_and_a_settled_one_says_nothing(site, tmp_path
     assert "opspack_event" not in site(check_mode=True, state="failed", release_id=release_id, reason="smoke")
     failed = site(state="failed", release_id="latest")
     assert failed["failed"] and failed["opspack_event"]["result"] == "failed" and failed["opspack_event"]["reason"]
+
+
+def test_the_venv_built_in_partial_runs_its_console_scripts_from_the_release(site, tmp_path):
+    """Built in <id>.partial and renamed: a console script's shebang must name the final path
+    (an app's gunicorn or alembic from its requirements would fail with 203/EXEC otherwise)."""
+    release_id, path, sha = artifact(tmp_path, "1.0.0")
+    result = site(release_id=release_id, artifact=path, sha256=sha, venv=True)
+    assert not result.get("failed"), result
+    venv = site.dir / "releases" / release_id / "venv"
+    pip = venv / "bin" / "pip"
+    # A shebang, or (a path too long for one, as here) pip's /bin/sh trampoline naming it.
+    assert f"{venv}/bin/python" in pip.read_text() and ".partial" not in pip.read_text(), pip.read_text()[:300]
+    assert ".partial" not in (venv / "bin" / "activate").read_text() + (venv / "pyvenv.cfg").read_text()
+    ran = subprocess.run([str(pip), "--version"], capture_output=True, text=True, check=False)
+    assert ran.returncode == 0 and str(venv) in ran.stdout, ran.stdout + ran.stderr
