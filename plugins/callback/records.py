@@ -99,6 +99,11 @@ SERVING_OPERATIONS = ("deploy", "upgrade", "rollback", "restore")
 LOCKED_OPERATIONS = ("deploy", "upgrade", "rollback")
 
 
+def version_of(release) -> str | None:
+    """The version a release id names (1.4.2 of 1.4.2+0a1b2c3d4e5f)."""
+    return str(release).split("+", 1)[0] if release else None
+
+
 def allowlisted(entry: dict) -> dict:
     return {key: entry[key] for key in HISTORY_FIELDS if entry.get(key) not in (None, "", [])}
 
@@ -396,16 +401,13 @@ class CallbackModule(CallbackBase):
         timings = told.get("timings") if isinstance(told.get("timings"), dict) else {}
         migrations = told.get("migrations") if isinstance(told.get("migrations"), dict) else {}
         release = told.get("release")
-        actions = told.get("actions")
-        if isinstance(actions, list):
-            actions = "; ".join(str(action) for action in actions if action)
         entry = self._entry(
             host, time=timings.get("ended") or utc_stamp(), site=told["site"], operation=told.get("operation"),
             result=told.get("result"), release=release,
-            version=told.get("version") or (str(release).split("+", 1)[0] if release else None),
+            version=told.get("version") or version_of(release),
             git_sha=told.get("git_sha"), migration_version=migrations.get("version"),
             duration_s=timings.get("duration_s"), step=told.get("step"), reason=first_line(told.get("reason")),
-            impact=told.get("impact"), actions=actions, backup_id=told.get("backup_id"),
+            impact=told.get("impact"), actions=told.get("actions"), backup_id=told.get("backup_id"),
             backup_ended_at=told.get("backup_ended_at"), engine=told.get("engine"), rto_s=told.get("rto_s"),
             rpo_s=told.get("rpo_s"), maintenance=told.get("maintenance"))
         self._done.append(entry)
@@ -440,7 +442,7 @@ class CallbackModule(CallbackBase):
         release = lock.get("release")
         self._done.append(self._entry(
             key[0], time=utc_stamp(), site=key[1], operation=lock.get("operation") or "deploy", result="failed",
-            release=release, version=str(release).split("+", 1)[0] if release else None,
+            release=release, version=version_of(release),
             step=f"{how} (last step: {last.get('step') or 'lock'})",
             reason=first_line(last.get("reason"))))
 

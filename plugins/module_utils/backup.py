@@ -26,7 +26,7 @@ import time
 
 from ansible_collections.opspack.platform.plugins.module_utils.common import (
     SITE_NAME, OpspackError, sha256_file, write_json_atomic)
-from ansible_collections.opspack.platform.plugins.module_utils.events import event, timings
+from ansible_collections.opspack.platform.plugins.module_utils.events import event, tell_failures, timings
 
 MANIFEST_SUFFIX = ".manifest.json"
 PARTIAL_SUFFIX = ".partial"
@@ -241,22 +241,6 @@ def retention_argument_spec() -> dict:
         "prune": {"type": "bool", "default": True},
         "min_free_mb": {"type": "int", "default": 0},
     }
-
-
-def tell_failures(module, told) -> None:
-    """Make every fail_json of module carry an opspack_event, told(msg) (None for none), unless
-    it carries one already. Ansible's own helpers (run_command on a program that cannot run,
-    get_bin_path) end a module with fail_json directly, past the flow's own except: the records
-    still hear of the failure. Check mode tells nothing."""
-    fail_json = module.fail_json
-
-    def failing(msg, **kwargs):
-        if "opspack_event" not in kwargs and not module.check_mode:
-            found = told(msg)
-            if found:
-                kwargs["opspack_event"] = found
-        fail_json(msg=msg, **kwargs)
-    module.fail_json = failing
 
 
 def run_backup(module, engine: str, suffix: str, dump, describe=str, errors: tuple = (), extra: dict | None = None) -> None:

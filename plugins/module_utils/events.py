@@ -75,5 +75,23 @@ def event(kind: str, site: str, operation: str, result: str, **fields) -> dict:
         raise ValueError(f"event fields {', '.join(unknown)} are not part of opspack_event")
     if "reason" in fields:
         fields["reason"] = first_line(fields["reason"])
+    if isinstance(fields.get("actions"), list):
+        fields["actions"] = "; ".join(str(action) for action in fields["actions"] if action)
     found = dict(kind=kind, site=site, operation=operation, result=result, **fields)
     return {key: found[key] for key in FIELDS if found.get(key) not in (None, "", [], {})}
+
+
+def tell_failures(module, told) -> None:
+    """Make every fail_json of module carry an opspack_event, told(msg) (None for none), unless
+    it carries one already. Ansible's own helpers (run_command on a program that cannot run,
+    get_bin_path) end a module with fail_json directly, past the flow's own except: the records
+    still hear of the failure. Check mode tells nothing."""
+    fail_json = module.fail_json
+
+    def failing(msg, **kwargs):
+        if "opspack_event" not in kwargs and not module.check_mode:
+            found = told(msg)
+            if found:
+                kwargs["opspack_event"] = found
+        fail_json(msg=msg, **kwargs)
+    module.fail_json = failing

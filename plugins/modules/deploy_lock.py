@@ -165,7 +165,6 @@ opspack_event:
            "timings": {"started": "2026-12-05T10:00:00Z", "ended": "2026-12-05T10:01:10Z", "duration_s": 70.0}}
 """
 
-import datetime
 import os
 import shutil
 import time
@@ -174,11 +173,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils.common import write_json_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.deploy_lock import HOLDER_FILE, lock_dir, read_holder
-from ansible_collections.opspack.platform.plugins.module_utils.events import event, timings
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+from ansible_collections.opspack.platform.plugins.module_utils.events import event, timings, utc_stamp
 
 
 OUTCOME_FIELDS = ("result", "operation", "release", "previous", "version", "git_sha", "slot", "step", "reason",
@@ -202,8 +197,6 @@ def outcome_event(module: AnsibleModule, holder: dict) -> dict:
                              f"(known: {', '.join(OUTCOME_FIELDS)}); the lock was left in place")
     fields = {key: value for key, value in outcome.items() if key not in ("result", "operation")}
     fields.setdefault("release", holder.get("version"))
-    if isinstance(fields.get("actions"), list):
-        fields["actions"] = "; ".join(str(action) for action in fields["actions"] if action)
     try:
         return event("operation", module.params["site"], outcome.get("operation") or holder.get("operation") or "deploy",
                      outcome.get("result") or "ok", timings=timings(holder.get("since")), **fields)
@@ -225,7 +218,7 @@ def describe(holder: dict, age: int) -> str:
 def acquire(module: AnsibleModule, path: str, result: dict) -> None:
     params = module.params
     mine = {"holder": params["holder"], "run_id": params["run_id"], "version": params["version"],
-            "operation": params["operation"], "reason": params["reason"], "since": utc_now()}
+            "operation": params["operation"], "reason": params["reason"], "since": utc_stamp()}
     deadline = time.monotonic() + max(params["wait"], 0)
     while True:
         holder, age = read_holder(path)

@@ -115,7 +115,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils import backup
 from ansible_collections.opspack.platform.plugins.module_utils import postgresql_backup as engine
-from ansible_collections.opspack.platform.plugins.module_utils.events import event, timings, utc_stamp
+from ansible_collections.opspack.platform.plugins.module_utils.events import event, tell_failures, timings, utc_stamp
 
 NOT_REPLACED = "the site's database was not replaced"
 
@@ -222,7 +222,7 @@ def main() -> None:
     result = {"changed": False, "site": module.params["site"]}
     progress = {}
     # pg_restore that cannot start ends the module in Ansible's own fail_json: told all the same.
-    backup.tell_failures(module, lambda msg: told(
+    tell_failures(module, lambda msg: told(
         module, result, started, result.get("duration_seconds", round(time.monotonic() - clock, 3)), "failed",
         reason=msg, **progress))
     try:

@@ -217,7 +217,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.opspack.platform.plugins.module_utils import backup
 from ansible_collections.opspack.platform.plugins.module_utils import pgbackrest
 from ansible_collections.opspack.platform.plugins.module_utils import postgresql_backup as engine
-from ansible_collections.opspack.platform.plugins.module_utils.events import event
+from ansible_collections.opspack.platform.plugins.module_utils.events import event, tell_failures
 
 
 def argument_spec() -> dict:
@@ -259,7 +259,7 @@ def main() -> None:
     module.params.update(prune=False, keep_last=10 ** 9, keep_daily_days=0)
     extra = {}
     # Until run_backup tells its own: pgbackrest that cannot start ends the module in Ansible's fail_json.
-    backup.tell_failures(module, lambda msg: event(
+    tell_failures(module, lambda msg: event(
         "operation", module.params["site"], "backup", "failed", engine=engine.ENGINE, step="choose the backup set",
         reason=msg, impact=f"no backup of {module.params['site']} as of {module.params['target_time']} was taken"))
     try:

@@ -155,6 +155,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils import backup
+from ansible_collections.opspack.platform.plugins.module_utils.events import tell_failures
 from ansible_collections.opspack.platform.plugins.module_utils import pgbackrest
 from ansible_collections.opspack.platform.plugins.module_utils import postgresql_backup as engine
 
@@ -202,7 +203,7 @@ def main() -> None:
     result = {"changed": False, "passed": False, "reason": "", "target_time": module.params["target_time"], "rto_seconds": 0.0}
     progress = {"step": "choose the backup set"}
     # pgbackrest or pg_ctl that cannot start ends the module in Ansible's own fail_json: told all the same.
-    backup.tell_failures(module, lambda msg: told(module, dict(
+    tell_failures(module, lambda msg: told(module, dict(
         result, passed=False, reason=msg, rto_seconds=round(time.monotonic() - clock, 3)), progress["step"]))
     try:
         drill(module, result, clock, progress)

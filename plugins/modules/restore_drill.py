@@ -137,6 +137,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.opspack.platform.plugins.module_utils import backup
+from ansible_collections.opspack.platform.plugins.module_utils.events import tell_failures
 from ansible_collections.opspack.platform.plugins.module_utils import postgresql_backup as engine
 
 
@@ -203,7 +204,7 @@ def main() -> None:
               "started_at": backup.to_iso(backup.utc_now()), "rto_seconds": 0.0}
     progress = {"step": "find the backup"}
     # pg_restore that cannot start ends the module in Ansible's own fail_json: told all the same.
-    backup.tell_failures(module, lambda msg: backup.drill_event(module.params["site"], dict(
+    tell_failures(module, lambda msg: backup.drill_event(module.params["site"], dict(
         result, passed=False, reason=msg, rto_seconds=round(time.monotonic() - clock, 3)), step=progress["step"]))
     try:
         drill(module, result, clock, progress)

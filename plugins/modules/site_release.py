@@ -210,7 +210,6 @@ duration_s:
   type: float
 """
 
-import datetime
 import grp
 import hashlib
 import json
@@ -226,13 +225,9 @@ from ansible_collections.opspack.platform.plugins.module_utils.release import (
     ReleaseError, check_links, check_release_id, resolve_in_tree)
 from ansible_collections.opspack.platform.plugins.module_utils.site_state import (
     read_record, slot_links, slot_of, write_record)
-from ansible_collections.opspack.platform.plugins.module_utils.events import event
+from ansible_collections.opspack.platform.plugins.module_utils.events import event, utc_stamp
 
 STEPS = {"present": "unpack", "live": "record", "failed": "record failed", "pruned": "prune"}
-
-
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def safe_members(tar: tarfile.TarFile, shared: list[str]) -> list[tarfile.TarInfo]:
@@ -318,7 +313,7 @@ def unpack(module: AnsibleModule, site_dir: str, result: dict) -> None:
     if params["venv"]:
         retarget_venv(os.path.join(partial, "venv"), os.path.join(final, "venv"))
     os.rename(partial, final)
-    record["releases"][release_id] = {"sha256": found, "unpacked_at": utc_now(), "status": "unpacked"}
+    record["releases"][release_id] = {"sha256": found, "unpacked_at": utc_stamp(), "status": "unpacked"}
     write_record(site_dir, record)
     export(module, final, release_id, result)
 
@@ -446,12 +441,12 @@ def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
     release_id = check_release_id(params["release_id"])
     result["path"] = os.path.join(site_dir, "releases", release_id)
     record = read_record(site_dir)
-    entry = dict(record["releases"].get(release_id, {"unpacked_at": utc_now()}))
+    entry = dict(record["releases"].get(release_id, {"unpacked_at": utc_stamp()}))
     before = json.dumps(record, sort_keys=True)
     if params["state"] == "failed":
         already = entry.get("status") == "failed"
         entry.update(status="failed", reason=params["reason"][:300],
-                     failed_at=entry.get("failed_at") if already else utc_now())
+                     failed_at=entry.get("failed_at") if already else utc_stamp())
     else:
         if not params["slot"]:
             raise ReleaseError("state=live needs the slot that serves the release")
@@ -460,10 +455,10 @@ def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
         replaced = params["replaces"] or was_current.get("release_id", "")
         arrives = was_current.get("release_id") != release_id
         if arrives or was_current.get("slot") != params["slot"]:
-            record["current"] = dict(current, since=utc_now())
+            record["current"] = dict(current, since=utc_stamp())
         if replaced and replaced != release_id and record["previous"].get("release_id") != replaced:
             record["previous"] = was_current if was_current.get("release_id") == replaced else \
-                {"release_id": replaced, "slot": slot_of(site_dir, replaced), "since": utc_now()}
+                {"release_id": replaced, "slot": slot_of(site_dir, replaced), "since": utc_stamp()}
         elif arrives and was_current and not (replaced and replaced != release_id):
             record["previous"] = was_current
         if params["went_live_by"] == "deploy" and (arrives or "deploy_order" not in entry):
@@ -475,7 +470,7 @@ def mark(module: AnsibleModule, site_dir: str, result: dict) -> None:
         entry.update(status="live")
         entry.pop("reason", None)
         if params["last_known_good"] and record["last_known_good"].get("release_id") != release_id:
-            record["last_known_good"] = dict(current, since=utc_now())
+            record["last_known_good"] = dict(current, since=utc_stamp())
     record["releases"][release_id] = entry
     if params["state"] == "live":
         result["config_hash"] = config_hash(params["config_files"])

@@ -121,7 +121,8 @@ import urllib.parse
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opspack.platform.plugins.module_utils.events import event
+from ansible_collections.opspack.platform.plugins.module_utils.common import SITE_NAME
+from ansible_collections.opspack.platform.plugins.module_utils.events import event, tell_failures
 from ansible_collections.opspack.platform.plugins.module_utils.site_state import (
     render_upstream, upstream_path, upstream_port, upstream_slot)
 
@@ -164,35 +165,29 @@ def main() -> None:
     started = time.monotonic()
     site, slot, port = module.params["site"], module.params["slot"], module.params["port"]
 
-    fail_json = module.fail_json
+    # Every failure, Ansible's own included, tells the records it (not in check mode).
+    tell_failures(module, lambda msg: event("step", site, "", "failed", step="switch", slot=slot, reason=msg))
 
-    def fail(msg: str, **result) -> None:
-        """Every failure, Ansible's own included, tells the records it (not in check mode)."""
-        if not module.check_mode and "opspack_event" not in result:
-            result["opspack_event"] = event("step", site, "", "failed", step="switch", slot=slot, reason=msg)
-        fail_json(msg=msg, **result)
-    module.fail_json = fail
-
-    if not re.match(r"^[a-z0-9][a-z0-9_-]*$", site) or not re.match(r"^[a-z0-9][a-z0-9_-]*$", slot) or not 0 < port < 65536:
-        fail(f"site {site!r}, slot {slot!r} or port {port} is not valid")
+    if not re.fullmatch(SITE_NAME, site) or not re.fullmatch(SITE_NAME, slot) or not 0 < port < 65536:
+        module.fail_json(msg=f"site {site!r}, slot {slot!r} or port {port} is not valid")
     path = upstream_path(module.params["conf_dir"], site)
     try:
         with open(path, encoding="utf-8") as handle:
             before = handle.read()
     except FileNotFoundError:
-        fail(f"{path} does not exist: nginx has not been provisioned for site {site} (nginx_sites)")
+        module.fail_json(msg=f"{path} does not exist: nginx has not been provisioned for site {site} (nginx_sites)")
     wanted = render_upstream(site, slot, port)
     result = dict(changed=before != wanted, slot=slot, port=port,
                   previous_slot=upstream_slot(before), previous_port=upstream_port(before))
     if module._diff:
         result["diff"] = dict(before=before, after=wanted, before_header=path, after_header=path)
     if module.params["health_url"] and not module.params["health_url"].startswith("http://"):
-        fail(f"health_url must be an http:// URL of the slot on this host, not {module.params['health_url']!r}")
+        module.fail_json(msg=f"health_url must be an http:// URL of the slot on this host, not {module.params['health_url']!r}")
     if module.params["health_url"] and not module.check_mode:
         result["health_status"] = health(module.params["health_url"], module.params["health_timeout"])
         if result["health_status"] != 200:
-            fail(f"slot {slot} does not answer healthy ({module.params['health_url']} gave "
-                 f"{result['health_status'] or 'no answer'}): traffic was not moved", **result)
+            module.fail_json(msg=f"slot {slot} does not answer healthy ({module.params['health_url']} gave "
+                                 f"{result['health_status'] or 'no answer'}): traffic was not moved", **result)
     if not result["changed"] or module.check_mode:
         module.exit_json(duration_s=round(time.monotonic() - started, 3), **result)
     temporary = os.path.join(module.params["conf_dir"], f".opspack-upstream-{site}.conf.new")
@@ -208,16 +203,16 @@ def main() -> None:
     rc, out, err = run(module, ["nginx", "-t", "-q"])
     if rc != 0:
         os.replace(backup, path)
-        fail(f"nginx -t refused the new upstream of {site}; the old one was put back and nginx "
-             f"was not reloaded: {(err or out).strip()[-500:]}", **result)
+        module.fail_json(msg=f"nginx -t refused the new upstream of {site}; the old one was put back and nginx "
+                             f"was not reloaded: {(err or out).strip()[-500:]}", **result)
     if module.params["reload"]:
         rc, out, err = run(module, ["systemctl", "reload", "nginx"])
         if rc != 0:
             # nginx still serves the old upstream: the file must say so too, or the next reload
             # (or the next run reading it) would take a slot that never got the traffic.
             os.replace(backup, path)
-            fail(f"systemctl reload nginx failed; the old upstream was put back and traffic did not move: "
-                 f"{(err or out).strip()[-500:]}", **result)
+            module.fail_json(msg=f"systemctl reload nginx failed; the old upstream was put back and traffic did not move: "
+                                 f"{(err or out).strip()[-500:]}", **result)
     os.unlink(backup)
     result["opspack_event"] = event("step", site, "", "done", step="switch", slot=slot)
     module.exit_json(duration_s=round(time.monotonic() - started, 3), **result)
