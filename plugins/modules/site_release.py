@@ -66,6 +66,13 @@ options:
     description: File in the release with the packages C(pip) installs into the virtual environment, when present and not empty.
     type: str
     default: requirements.txt
+  wheels_dir:
+    description:
+      - Directory in the release holding the wheels of its requirements. When it exists, C(pip)
+        installs from it alone (C(--no-index --find-links)), so a host needs no package index and
+        the release installs exactly what was shipped.
+    type: str
+    default: wheels
   migrations_dir:
     description: The release's migrations directory (relative), copied to O(export_migrations).
     type: str
@@ -339,8 +346,10 @@ def build_release(module: AnsibleModule, site_dir: str, partial: str) -> None:
         run(module, argv, partial, "building the virtual environment")
         requirements = os.path.join(partial, params["requirements"])
         if os.path.isfile(requirements) and os.path.getsize(requirements) > 0:
-            run(module, [os.path.join(partial, "venv", "bin", "pip"), "install", "--no-input", "--disable-pip-version-check",
-                         "-r", requirements], partial, f"pip install -r {params['requirements']}")
+            wheels = os.path.join(partial, params["wheels_dir"])
+            offline = ["--no-index", "--find-links", wheels] if params["wheels_dir"] and os.path.isdir(wheels) else []
+            run(module, [os.path.join(partial, "venv", "bin", "pip"), "install", "--no-input", "--disable-pip-version-check"]
+                + offline + ["-r", requirements], partial, f"pip install -r {params['requirements']}")
     gid = grp.getgrnam(params["group"]).gr_gid if params["group"] else -1
     for directory, subdirectories, names in os.walk(partial):
         for name in [directory] + [os.path.join(directory, entry) for entry in subdirectories + names]:
@@ -523,6 +532,7 @@ def main() -> None:
             venv=dict(type="bool", default=True),
             system_site_packages=dict(type="bool", default=False),
             requirements=dict(type="str", default="requirements.txt"),
+            wheels_dir=dict(type="str", default="wheels"),
             migrations_dir=dict(type="str", default="migrations"),
             export_migrations=dict(type="path"),
             slot=dict(type="str"),

@@ -1,4 +1,5 @@
-"""The `opspack` command: `opspack lab up|status|down|report|snapshot` and `opspack matrix|history|incidents`."""
+"""The `opspack` command: `opspack lab up|status|down|report|snapshot`, `opspack matrix|history|incidents`
+and `opspack sites convert`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 from opspack import __version__
 from opspack.lab import DEFAULT_BASE_PORT, MAX_HOSTS, Lab, LabError
 from opspack.report import report
-from opspack import records
+from opspack import records, sites
+
+import yaml
 
 
 def log(message: str) -> None:
@@ -52,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", parents=[where], help="every recorded operation, oldest first")
     history.add_argument("--site", help="only this site")
     commands.add_parser("incidents", parents=[where], help="what broke last time (the incident log)")
+
+    sites = commands.add_parser("sites", help="the site definitions (opspack_sites)")
+    sites_commands = sites.add_subparsers(dest="sites_command", required=True)
+    convert = sites_commands.add_parser(
+        "convert", help="print opspack_sites made from files of the old per-role site variables (secrets as vault references)")
+    convert.add_argument("files", type=Path, nargs="+", metavar="FILE", help="YAML files of variables (group_vars, -e @files)")
     return parser
 
 
@@ -67,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(records.incidents(args.records))
             return 0
         except records.RecordsError as error:
+            print(f"opspack: error: {error}", file=sys.stderr)
+            return 1
+    if args.command == "sites":
+        try:
+            print(sites.render(args.files), end="")
+            return 0
+        except (sites.ConvertError, OSError, yaml.YAMLError) as error:
             print(f"opspack: error: {error}", file=sys.stderr)
             return 1
     lab = Lab(args.name, args.dir, log)

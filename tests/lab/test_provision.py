@@ -59,11 +59,11 @@ def test_no_operator_key_is_refused_before_anything_changes(fresh_host):
 
 def test_site_without_database_password_is_refused_before_anything_changes(fresh_host):
     site = lab_site()
-    for database in site["postgresql_sites"]:
-        del database["db_password"]
+    for entry in site["opspack_sites"]:
+        del entry["database"]["password"]
     result = provision(fresh_host, {**operator_vars(fresh_host / "id_ed25519.pub"), **site})
     assert result.returncode != 0
-    assert "Site(s) blog have no db_password" in result.stdout
+    assert "opspack_sites: site blog: database.password: missing" in result.stdout
     assert_untouched(fresh_host)
 
 

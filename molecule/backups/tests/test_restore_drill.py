@@ -67,7 +67,7 @@ def assert_refused_and_backups_stay(host, name: str, message: str, *extra: str) 
 
 
 # The host runs the lab's other sites too (molecule/shared/vars/sites.yml); the tests are about blog.
-OTHER_SITES = [site["name"] for site in yaml.safe_load(SCENARIO_SITES.read_text())["postgresql_sites"] if site["name"] != "blog"]
+OTHER_SITES = [site["name"] for site in yaml.safe_load(SCENARIO_SITES.read_text())["opspack_sites"] if site["name"] != "blog"]
 
 
 def last_drill(engine: str | None = "postgresql") -> dict:
@@ -445,7 +445,7 @@ def test_the_hosts_timer_takes_every_backup_and_a_failed_job_leaves_a_marker(hos
     assert timer.is_enabled and timer.is_running
     jobs = json.loads(host.file("/etc/opspack/backup/jobs.json").content_string)
     names = [job["name"] for job in jobs["jobs"]]
-    sites = [site["name"] for site in yaml.safe_load(SCENARIO_SITES.read_text())["postgresql_sites"]]
+    sites = [site["name"] for site in yaml.safe_load(SCENARIO_SITES.read_text())["opspack_sites"]]
     assert [name for name in names if name.endswith("-postgresql")] == [f"{site}-postgresql" for site in sites], names
     assert "blog-files-shared_uploads" in names and names[-1] == "redis", names
     credential = host.file("/etc/opspack/backup/credentials/redis-password")

@@ -42,7 +42,7 @@ from opspack.testing.scenario import (  # the scenarios' shared helpers
     sql,
 )
 from opspack.testing import client
-from opspack.testing.config import assert_no_secret, tool_env
+from opspack.testing.config import assert_no_secret, sites_with, tool_env
 from opspack.testing.playbooks import ENV
 
 
@@ -230,7 +230,7 @@ def test_smoke_tests_pass_in_one_line_and_fail_naming_the_check(host):
     ran = playbook("smoke")
     out = ran.stdout + ran.stderr
     assert ran.returncode == 0 and "smoke blog@vps1: PASS" in out and "certificate verified" in out, out[-3000:]
-    bad = playbook("smoke", "-e", '{"release_smoke_paths": ["/no-such-page"], "release_smoke_cert_days": 100000}')
+    bad = playbook("smoke", *sites_with("blog", smoke_paths=["/no-such-page"]), "-e", "release_smoke_cert_days=100000")
     out = bad.stdout + bad.stderr
     assert bad.returncode != 0 and "smoke blog@vps1: FAIL" in out
     assert "not 200: /no-such-page" in out and "certificate expires in" in out
@@ -356,9 +356,9 @@ def test_a_cutover_refuses_bad_input_before_anything_changes(host):
 # --- A site that migrates with its own (framework) command -----------------------------------
 
 # The sample's manage.py stands in for a framework's migration command (tests/sample_site).
-MIGRATE = {"release_migrate_command": ["venv/bin/python", "manage.py", "migrate"],
-           "release_migrate_rollback_command": [
-               "/bin/sh", "-c", 'exec venv/bin/python manage.py migrate --to-release "$OPSPACK_TARGET_RELEASE_DIR"']}
+MIGRATE = sites_with("shop", migrations={
+    "command": ["venv/bin/python", "manage.py", "migrate"],
+    "rollback_command": ["/bin/sh", "-c", 'exec venv/bin/python manage.py migrate --to-release "$OPSPACK_TARGET_RELEASE_DIR"']})
 
 
 def framework_state(host) -> str:
@@ -375,20 +375,20 @@ def framework_state(host) -> str:
 def test_a_site_migrating_with_its_own_command_goes_forward_and_back(host):
     bring_to(host, "2.0.0", "shop")
     before = framework_state(host)
-    alone = deploy("4.0.0", "-e", json.dumps({"release_migrate_command": MIGRATE["release_migrate_command"]}), site="shop")
-    assert alone.returncode != 0 and "no rollback command" in alone.stdout + alone.stderr
+    alone = deploy("4.0.0", *sites_with("shop", migrations={"command": ["venv/bin/python", "manage.py", "migrate"]}), site="shop")
+    assert alone.returncode != 0 and "site shop: migrations: command and rollback_command go together" in alone.stdout + alone.stderr
     assert framework_state(host) == before and get(host, site="shop")[1] == "2.0.0"
 
-    ran = deploy("4.0.0", "-e", json.dumps(MIGRATE), site="shop")
+    ran = deploy("4.0.0", *MIGRATE, site="shop")
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
     assert get(host, site="shop")[1] == "4.0.0" and framework_state(host) == "1|name,value"
 
-    bad = deploy("4.1.0", "-e", json.dumps(MIGRATE), site="shop")  # migrates, then fails its health gate
+    bad = deploy("4.1.0", *MIGRATE, site="shop")  # migrates, then fails its health gate
     out = bad.stdout + bad.stderr
     assert bad.returncode != 0 and "Health gate on the new slot" in out and "the site rollback command ran" in out, out[-3000:]
     assert framework_state(host) == "1|name,value", "4.1.0's column was reverted by the rollback command"
     assert get(host, site="shop")[1] == "4.0.0"
 
-    back = playbook("rollback", "-e", json.dumps(MIGRATE), site="shop")  # to 2.0.0, which has none
+    back = playbook("rollback", *MIGRATE, site="shop")  # to 2.0.0, which has none
     assert back.returncode == 0, (back.stdout + back.stderr)[-3000:]
     assert get(host, site="shop")[1] == "2.0.0" and framework_state(host) == "|"

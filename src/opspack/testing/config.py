@@ -37,6 +37,22 @@ def operator_vars(public_key: Path) -> dict:
     return {"access_operator_user": OPERATOR, "access_operator_ssh_keys": [public_key.read_text().strip()]}
 
 
+def scenario_sites() -> list[dict]:
+    """The scenarios' site definitions (opspack_sites of SCENARIO_SITES)."""
+    return yaml.safe_load(SCENARIO_SITES.read_text())["opspack_sites"]
+
+
+def sites_with(site: str, **fields) -> tuple[str, str]:
+    """`-e` with the scenarios' opspack_sites where one site's fields are changed (a mapping
+    field is merged key by key): a one-run variation of a site, as an operator would edit it."""
+    import json
+    sites = scenario_sites()
+    entry = next(entry for entry in sites if entry["name"] == site)
+    for key, value in fields.items():
+        entry[key] = {**entry.get(key, {}), **value} if isinstance(value, dict) else value
+    return "-e", json.dumps({"opspack_sites": sites})
+
+
 def extra_vars(files=SITE_VARS_FILES) -> tuple[str, ...]:
     """`-e @file` for each variables file, as an operator passes them."""
     return tuple(arg for path in files for arg in ("-e", f"@{path}"))
