@@ -28,9 +28,10 @@ def https_port(host) -> int:
     return lab_port(host, "https")
 
 
-def get(port: int, ca: Path, path: str = "/", site: str = "blog", timeout: float = 10) -> tuple[int, dict, str]:
-    """GET https://SITE.lab.test/PATH on 127.0.0.1:PORT: status, headers (lower-case names), body."""
-    connection = LabHTTPSConnection(f"{site}.lab.test", port, timeout=timeout,
+def get(port: int, ca: Path, path: str = "/", site: str = "blog", timeout: float = 10,
+        server_name: str | None = None) -> tuple[int, dict, str]:
+    """GET https://SITE.lab.test/PATH (or SERVER_NAME) on 127.0.0.1:PORT: status, headers (lower-case names), body."""
+    connection = LabHTTPSConnection(server_name or f"{site}.lab.test", port, timeout=timeout,
                                     context=ssl.create_default_context(cafile=str(ca)))
     try:
         connection.request("GET", path)
@@ -52,8 +53,9 @@ class RequestLoop:
 
     def __init__(self, port: int, ca: Path, *, site: str = "blog", path: str = "/",
                  limit: int = 20000, seconds: float = 240.0, interval: float = 0.0,
-                 wanted: str | None = None, settle: float = 1.0):
+                 wanted: str | None = None, settle: float = 1.0, server_name: str | None = None):
         self.port, self.ca, self.site, self.path = port, ca, site, path
+        self.server_name = server_name or f"{site}.lab.test"
         self.limit, self.seconds, self.interval, self.wanted, self.settle = limit, seconds, interval, wanted, settle
         self.statuses: dict[str, int] = {}
         self.versions: set[str] = set()
@@ -68,7 +70,7 @@ class RequestLoop:
             if self._stop.is_set() or time.monotonic() > deadline:
                 return
             asked = time.monotonic()
-            connection = LabHTTPSConnection(f"{self.site}.lab.test", self.port, timeout=10, context=context)
+            connection = LabHTTPSConnection(self.server_name, self.port, timeout=10, context=context)
             release = None
             try:
                 connection.request("GET", self.path)
