@@ -4,6 +4,8 @@ and `opspack sites convert`."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,12 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a control-node file or directory the hosts' state goes with (e.g. the lab CA); repeatable")
     lab_commands.add_parser("status", parents=[common], help="show each host's container, systemd and SSH state")
     lab_commands.add_parser("down", parents=[common], help="remove the hosts (the cached image is kept)")
-    lab_commands.add_parser("report", parents=[common],
-                            help="what each provisioned host serves: HTTP redirect, verified HTTPS, health")
+    lab_report = lab_commands.add_parser("report", parents=[common],
+                                         help="what each provisioned host serves (HTTP redirect, verified HTTPS, health, for "
+                                              "each site of the lab) and who may log in over SSH")
+    lab_report.add_argument("--sites", type=Path, default=Path("inventories/lab-site.yml"),
+                            help="the lab's variables file with opspack_sites (default: inventories/lab-site.yml)")
+    lab_report.add_argument("--operator", default="ops", help="the operator user provisioning made (default: ops)")
 
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--records", type=Path, default=Path("inventories/lab/records"),
-                       help="the records directory: records/ beside the inventory (default: inventories/lab/records)")
+    where.add_argument("--records", type=Path, default=Path(os.environ.get("OPSPACK_RECORDS_DIR") or "inventories/lab/records"),
+                       help="the records directory: records/ beside the inventory, or $OPSPACK_RECORDS_DIR as the "
+                            "records callback reads it (default: $OPSPACK_RECORDS_DIR, else inventories/lab/records)")
+    where.add_argument("--json", action="store_true", help="print JSON for tools instead of a table")
     commands.add_parser("matrix", parents=[where], help="the sites matrix: which site runs what, and how it went")
     history = commands.add_parser("history", parents=[where], help="every recorded operation, oldest first")
     history.add_argument("--site", help="only this site")
@@ -68,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("matrix", "history", "incidents"):
         try:
-            if args.command == "matrix":
+            if args.json:
+                data = {"matrix": lambda: records.matrix_rows(args.records),
+                        "history": lambda: records.history_entries(args.records, args.site),
+                        "incidents": lambda: {"text": records.incidents(args.records)}}[args.command]()
+                print(json.dumps(data, indent=2, sort_keys=True))
+            elif args.command == "matrix":
                 print(records.matrix(args.records))
             elif args.command == "history":
                 print(records.history(args.records, args.site))
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"snapshot {manifest['key']}: {', '.join(manifest['images'].values())} ({args.to})")
             return 0
         if args.lab_command == "report":
-            return report(lab.state_dir)
+            return report(lab.state_dir, args.sites, args.operator)
         if args.lab_command == "status":
             healthy, table = lab.status()
             print(table)

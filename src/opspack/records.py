@@ -25,27 +25,45 @@ def _read(directory: Path, name: str) -> str:
                            "(or pass --records DIR: records/ beside your inventory)") from error
 
 
-def matrix(directory: Path) -> str:
+def _matrix_table(directory: Path) -> tuple[str, list[list[str]]]:
     text = _read(directory, MATRIX)
     if START in text and END in text:
         text = text.split(START, 1)[1].split("\n", 1)[1].split(END, 1)[0]
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
             for line in text.splitlines() if line.startswith("|") and not set(line) <= set("|-: ")]
+    return text, rows
+
+
+def matrix_rows(directory: Path) -> list[dict]:
+    """The sites matrix as one mapping per row, keyed by the column headers."""
+    _, rows = _matrix_table(directory)
+    return [dict(zip(rows[0], row)) for row in rows[1:]] if rows else []
+
+
+def matrix(directory: Path) -> str:
+    text, rows = _matrix_table(directory)
     if not rows:
         return text
     widths = [max(len(row[index]) if index < len(row) else 0 for row in rows) for index in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
-def history(directory: Path, site: str | None = None) -> str:
-    lines = []
+def history_entries(directory: Path, site: str | None = None) -> list[dict]:
+    """Every recorded operation (of SITE), oldest first, as the callback wrote it."""
+    entries = []
     for raw in _read(directory, HISTORY).splitlines():
         try:
             entry = json.loads(raw)
         except ValueError:
             continue
-        if site and entry.get("site") != site:
-            continue
+        if not site or entry.get("site") == site:
+            entries.append(entry)
+    return entries
+
+
+def history(directory: Path, site: str | None = None) -> str:
+    lines = []
+    for entry in history_entries(directory, site):
         detail = entry.get("release") or entry.get("backup_id") or ""
         if entry.get("step"):
             detail += f"  failed at: {entry['step']}"

@@ -8,6 +8,7 @@ as far as connecting would report them unreachable, which every refusal below as
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -104,3 +105,34 @@ def test_two_sites_with_one_domain_are_refused_before_connecting(inventory):
 def test_an_old_per_role_site_variable_is_refused_naming_its_new_place(inventory):
     edit(inventory / "group_vars" / "all" / "main.yml", "release_keep: 5", "release_keep: 5\nrelease_health_path: /ping")
     assert "release_health_path is now part of the site definition: opspack_sites[].health_path" in refuse(inventory)
+
+
+PLAYBOOKS = sorted(path.stem for path in (ROOT / "playbooks").glob("*.yml"))
+
+
+def plays_and_hosts(listing: str) -> dict[str, list[str]]:
+    """`ansible-playbook --list-hosts` output as {play: [hosts]}."""
+    plays, current = {}, None
+    for line in listing.splitlines():
+        play = re.match(r"\s*play #\d+ \(([^)]*)\): (.*?)\s+TAGS", line)
+        if play:
+            current = play.group(2)
+            plays[current] = []
+        elif current and line.startswith("      ") and line.strip() and not line.strip().startswith("pattern:"):
+            plays[current].append(line.strip())
+    return plays
+
+
+@pytest.mark.parametrize("narrow", [("--limit", "web-2"), ("-e", "opspack_hosts=web-2"), ("-e", "release_hosts=web-2")])
+def test_every_play_of_every_playbook_runs_on_the_narrowed_hosts_only(inventory, narrow):
+    # --limit on every playbook; the variables (the same expression in every play) on a few.
+    for name in PLAYBOOKS if narrow[0] == "--limit" else ["login", "provision", "backup", "smoke"]:
+        ran = ansible(str(Path(sys.executable).parent / "ansible-playbook"), inventory, f"opspack.platform.{name}",
+                      "--list-hosts", *narrow)
+        assert ran.returncode == 0, (name, (ran.stdout + ran.stderr)[-2000:])
+        plays = plays_and_hosts(ran.stdout)
+        assert plays, (name, ran.stdout)
+        assert all(hosts == ["web-2"] for hosts in plays.values()), (name, plays)
+    whole = plays_and_hosts(ansible(str(Path(sys.executable).parent / "ansible-playbook"), inventory,
+                                    "opspack.platform.deploy", "--list-hosts").stdout)
+    assert all(sorted(hosts) == ["staging-1", "web-1", "web-2"] for hosts in whole.values()), whole

@@ -62,3 +62,17 @@ def test_a_file_without_sites_is_an_error(tmp_path):
     empty.write_text("release_keep: 3\n")
     ran = subprocess.run([sys.executable, "-m", "opspack.cli", "sites", "convert", str(empty)], capture_output=True, text=True)
     assert ran.returncode == 1 and "no sites found" in ran.stderr
+
+
+def test_the_lab_report_reads_the_labs_sites_from_its_variables_file(tmp_path):
+    from opspack.lab import LabError
+    from opspack.report import lab_sites
+    assert lab_sites(Path(__file__).resolve().parents[2] / "inventories" / "lab-site.yml") == ["blog.lab.test"]
+    empty = tmp_path / "vars.yml"
+    empty.write_text("release_keep: 3\n")
+    try:
+        lab_sites(empty)
+    except LabError as error:
+        assert "defines no site" in str(error)
+    else:
+        raise AssertionError("a file without sites was accepted")
