@@ -10,6 +10,7 @@ each, which must see no failed request."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -115,6 +116,10 @@ def test_upgrade_failure_rollback_and_smoke_of_both_sites_fail_no_request(operat
         for site in ("blog", "api"):
             ran = run(operator, "smoke", "-e", f"release_site={site}")
             assert ran.returncode == 0 and f"smoke {site}@web-1: PASS" in ran.stdout, (ran.stdout + ran.stderr)[-3000:]
+    # The figures, for the notes (.cache/test-logs/example-inventory.json).
+    figures = example.ROOT / ".cache" / "test-logs" / "example-inventory.json"
+    figures.parent.mkdir(parents=True, exist_ok=True)
+    figures.write_text(json.dumps({name: seen.statuses for name, seen in (("blog", blog), ("api", api))}, sort_keys=True) + "\n")
     for name, seen in (("blog", blog), ("api", api)):
         assert seen.total > 100, f"{name}: the loop asked too little to prove anything ({seen.statuses})"
         assert seen.failed == 0, f"{name}: failed requests during the sequence: {seen.statuses}"
@@ -123,8 +128,6 @@ def test_upgrade_failure_rollback_and_smoke_of_both_sites_fail_no_request(operat
 def test_ansible_runner_deploys_with_the_records_outside_its_private_data_dir(operator, host, tmp_path):
     """As AWX runs it: ansible-runner with a private data dir, the vault password and the lab's
     facts on the command line, the records callback writing to a directory that outlives the job."""
-    import json
-
     import ansible_runner
 
     data, records = tmp_path / "job", WORK / "awx-records"
@@ -142,7 +145,7 @@ def test_ansible_runner_deploys_with_the_records_outside_its_private_data_dir(op
     assert serving(host, "api") == "1.1.0"
     history = [json.loads(line) for line in (records / "history.jsonl").read_text().splitlines()]
     assert [(entry["site"], entry["environment"], entry["operation"], entry["result"]) for entry in history][-1] == \
-        ("api", "awx", "deploy", "ok")
+        ("api", "awx", "upgrade", "ok")
     assert not list(data.rglob("history.jsonl")), "records landed in the throwaway job directory"
     for path in [*records.rglob("*"), *data.rglob("*")]:
         if path.is_file():

@@ -26,12 +26,20 @@ VAULT_SECRETS = tuple(str(value) for value in yaml.safe_load((EXAMPLE / "group_v
 HOST = "web-1"
 DOMAINS = {"blog": "blog.example.com", "api": "api.example.com"}
 
-# The lab hosts are Debian 12 (CPython 3.11 on x86_64): the wheels are chosen for them.
-WHEEL_TARGET = ["--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
+# The lab hosts are Debian 12 (CPython 3.11.2 on x86_64): the wheels are chosen for them, down to
+# the micro version (redis needs async-timeout below Python 3.11.3; a wheel set resolved for
+# another 3.11 lacks it).
+WHEEL_TARGET = ["--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11.2",
                 "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
                 "--platform", "manylinux_2_28_x86_64"]
-BLOG_REQUIREMENTS = "gunicorn==23.0.0\npsycopg2-binary==2.9.10\nredis==5.2.1\n"
-API_REQUIREMENTS = "httpbin==0.10.2\ngunicorn==23.0.0\n"
+# redis needs async-timeout below Python 3.11.3 (Debian 12 has 3.11.2): named here because pip
+# download does not evaluate python_full_version markers for the target interpreter (it asks
+# its own), so a wheel set made on another 3.11 would lack it.
+BLOG_REQUIREMENTS = "gunicorn==23.0.0\npsycopg2-binary==2.9.10\nredis==5.2.1\nasync-timeout==5.0.1\n"
+# httpbin 0.10.2 leaves Flask unpinned, and the flasgger it gets as a wheel (0.9.5) needs
+# flask.Markup and flask.json.JSONEncoder (gone in Flask 3 and 2.3): an app's requirements pin
+# what it was tested with, as these do.
+API_REQUIREMENTS = "httpbin==0.10.2\ngunicorn==23.0.0\nflask==2.2.5\nwerkzeug==2.2.3\n"
 # httpbin's releases: two good ones, and one that forgot its app in requirements.txt (gunicorn
 # cannot import httpbin: the health gate fails and the release never gets traffic).
 API_RELEASES = {"1.0.0": API_REQUIREMENTS, "1.1.0": API_REQUIREMENTS, "1.2.0": "gunicorn==23.0.0\n"}
@@ -61,7 +69,8 @@ def _ship(tree: Path, requirements: str) -> Path:
 
 def releases(dest: Path) -> dict[str, dict[str, Path]]:
     """{site: {version: release tree}} for blog (the sample site) and api (httpbin)."""
-    if not (dest / "api" / "1.2.0").exists():
+    stamp = hashlib.sha256(repr((WHEEL_TARGET, BLOG_REQUIREMENTS, API_RELEASES)).encode()).hexdigest()
+    if not (dest / ".built").is_file() or (dest / ".built").read_text() != stamp:
         shutil.rmtree(dest, ignore_errors=True)
         subprocess.run([sys.executable, str(SAMPLE_SITE / "build_releases.py"), str(dest / "blog")], check=True,
                        capture_output=True)
@@ -72,6 +81,7 @@ def releases(dest: Path) -> dict[str, dict[str, Path]]:
             tree.mkdir(parents=True)
             (tree / "VERSION").write_text(version + "\n")
             _ship(tree, requirements)
+        (dest / ".built").write_text(stamp)
     return {site: {tree.name: tree for tree in (dest / site).iterdir()} for site in ("blog", "api")}
 
 
