@@ -91,18 +91,26 @@ class LookupModule(LookupBase):
         groups = self._value(variables, "groups", {}) or {}
         host = variables.get("inventory_hostname", "localhost")
         known = set(groups) | {h for members in groups.values() for h in members} | {"all", host}
-        reserved = {22: "SSH", 80: "nginx", 443: "nginx", 9100: "the node exporter"}
+        # The host's own services (from the roles' variables, their defaults when unset).
+        exporter = str(self._value(variables, "monitoring_node_exporter_listen", "127.0.0.1:9100"))
         postgresql_port = int(self._value(variables, "postgresql_port", 5432))
         redis_port = int(self._value(variables, "redis_port", 6379))
-        reserved[postgresql_port] = "PostgreSQL"
-        reserved[redis_port] = "Redis"
+        reserved = {80: "nginx", 443: "nginx", int(self._value(variables, "access_ssh_port", 22)): "SSH",
+                    postgresql_port: "PostgreSQL", redis_port: "Redis"}
+        if exporter.rpartition(":")[2].isdigit():
+            reserved[int(exporter.rpartition(":")[2])] = "the node exporter"
+        # Only the names of the host's own Redis users (their passwords are not needed here).
+        raw_redis_users = variables.get("redis_users") or []
+        host_redis_users = [self._templar.template(user.get("name")) for user in raw_redis_users
+                            if isinstance(user, dict) and user.get("name")] if isinstance(raw_redis_users, list) else []
         try:
             sites = normalize(templated, base_dir=self._value(variables, "app_runtime_base_dir", "/srv"))
             view = views(sites, host, self._value(variables, "group_names", []) or [], known,
                          slots=tuple(self._value(variables, "app_runtime_slots", ["blue", "green"])),
                          reserved=reserved, base_dir=self._value(variables, "app_runtime_base_dir", "/srv"),
                          postgresql_port=postgresql_port, redis_port=redis_port,
-                         redis_default_acl=self._value(variables, "redis_user_default_acl", "~* &* +@all -@dangerous"))
+                         redis_default_acl=self._value(variables, "redis_user_default_acl", "~* &* +@all -@dangerous"),
+                         host_redis_users=host_redis_users)
         except SiteDefinitionError as error:
             raise AnsibleLookupError(f"{error} (host {host}; nothing was changed)") from None
         out = []

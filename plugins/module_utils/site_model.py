@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import zlib
 
-from ansible_collections.opspack.platform.plugins.module_utils.common import SITE_NAME, OpspackError
+from ansible_collections.opspack.platform.plugins.module_utils.common import OpspackError
 
 # What an `auto` port is drawn from: buckets of ten ports, chosen by a hash of the site's name,
 # so a site keeps its port when other sites come and go (an app port must never move under a
@@ -56,14 +56,24 @@ DATABASE_FIELDS = {"name": None, "user": None, "password": REQUIRED}
 REDIS_FIELDS = {"user": None, "password": REQUIRED, "db": 0, "acl": ""}
 MIGRATIONS_FIELDS = {"dir": "migrations", "command": [], "rollback_command": []}
 BACKUP_FIELDS = {"critical_tables": [], "drill_query": ""}
-# The runbooks' monitoring thresholds (read by the checks that alert on them).
+# The runbooks' monitoring thresholds, kept with the site for the health checks and alerts
+# (validated now; nothing reads them yet).
 THRESHOLD_FIELDS = {"cpu_percent": 80, "memory_percent": 85, "disk_percent": 80, "error_rate_percent": 0.5,
                     "p95_seconds": 2, "queue_length": 1000}
 # Fields whose values are secrets: never in a message, never in the public view of a site.
 SECRET_FIELDS = ("database.password", "redis.password", "secrets")
 
-DOMAIN = re.compile(r"(?=.{1,253}$)(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
-URL_PATH = re.compile(r"/[^\s?#]*(\?[^\s#]*)?")
+# A site's name becomes its service user, units, directories, database and backups: the
+# strictest of those rules (app_runtime's), so a name is refused here, before anything changes.
+SITE_DEFINITION_NAME = re.compile(r"[a-z][a-z0-9-]{0,23}")
+# No wildcard: certificates are issued per name (ACME http-01 cannot validate a wildcard).
+DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+# Paths go into nginx locations and URLs: plain characters only (no quotes, braces, ; or $).
+URL_PATH = re.compile(r"/[A-Za-z0-9._~%/-]*(\?[A-Za-z0-9._~%&=/-]*)?")
+# Accounts a site's user must never be (app_runtime sets a site user's home and shell).
+SYSTEM_USERS = {"root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy", "www-data",
+                "backup", "list", "irc", "nobody", "postgres", "redis", "sshd", "messagebus", "prometheus", "_apt"}
+PG_RESERVED = {"postgres", "template0", "template1", "public"}
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 UNIX_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 PG_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -80,6 +90,8 @@ LEGACY_VARIABLES = {
     "release_system_packages": "system_packages",
     "release_migrations_dir": "migrations: {dir}",
     "release_shared_links": "shared_paths",
+    "app_runtime_default_port": "port (auto, or a number per site)",
+    "nginx_upstream_port": "port (auto, or a number per site)",
     "release_migrate_command": "migrations: {command}",
     "release_migrate_rollback_command": "migrations: {rollback_command}",
 }
@@ -129,16 +141,17 @@ def _boolean(site, field, value):
         return value
     if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
         return value.lower() in ("true", "yes", "on", "1")
-    raise _problem(site, field, f"must be true or false, not {value!r}")
+    raise _problem(site, field, "must be true or false")
 
 
 def _integer(site, field, value, low, high):
+    # The value is never echoed: a secret given in the wrong field must not reach a message.
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise _problem(site, field, f"must be a number from {low} to {high}, not {value!r}") from None
+        raise _problem(site, field, f"must be a number from {low} to {high}") from None
     if isinstance(value, bool) or not low <= number <= high or str(value).strip() != str(number):
-        raise _problem(site, field, f"must be a number from {low} to {high}, not {value!r}")
+        raise _problem(site, field, f"must be a number from {low} to {high}")
     return number
 
 
@@ -166,9 +179,9 @@ def normalize_site(raw, base_dir="/srv"):
     if not isinstance(raw, dict):
         raise SiteDefinitionError(f"opspack_sites: every entry must be a mapping, not {raw!r}")
     name = raw.get("name")
-    if not isinstance(name, str) or not re.fullmatch(SITE_NAME, name):
-        raise SiteDefinitionError(f"opspack_sites: site {name!r}: name: lower-case letters, digits, - and _, "
-                                  "starting with a letter or digit (it names directories, units and databases)")
+    if not isinstance(name, str) or not SITE_DEFINITION_NAME.fullmatch(name):
+        raise SiteDefinitionError(f"opspack_sites: site {name!r}: name: lower-case letters, digits and -, starting with "
+                                  "a letter, at most 24 (it names the site's user, units, directories and database)")
     unknown = sorted(set(raw) - set(SITE_FIELDS))
     if unknown:
         hint = ""
@@ -190,11 +203,11 @@ def normalize_site(raw, base_dir="/srv"):
     site["domains"] = [domain.lower() for domain in _strings(name, "domains", site["domains"], allow_empty=False)]
     for domain in site["domains"]:
         if not DOMAIN.fullmatch(domain):
-            raise _problem(name, "domains", f"{domain!r} is not a host name")
+            raise _problem(name, "domains", f"{domain!r} is not a host name (no wildcards: each name gets its certificate)")
 
     app = _fill(name, "app", site["app"], APP_FIELDS)
     if app["kind"] not in APP_KINDS:
-        raise _problem(name, "app.kind", f"{app['kind']!r} is not one of {', '.join(APP_KINDS)}")
+        raise _problem(name, "app.kind", f"must be one of {', '.join(APP_KINDS)}")
     app["workers"] = _integer(name, "app.workers", app["workers"], 1, 64)
     for key in ("module", "web_command", "worker_command"):
         if not isinstance(app[key], str) or "\n" in app[key]:
@@ -203,12 +216,14 @@ def normalize_site(raw, base_dir="/srv"):
         raise _problem(name, "app", "give module (e.g. module: app:application, served by the gunicorn or uvicorn "
                        "of the release's requirements) or web_command")
     if app["module"] and not re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_][\w.()]*)?", app["module"]):
-        raise _problem(name, "app.module", f"{app['module']!r} is not MODULE:CALLABLE")
+        raise _problem(name, "app.module", "is not MODULE:CALLABLE")
     site["app"] = app
 
     user = site["user"] if site["user"] is not None else name
     if not isinstance(user, str) or not UNIX_NAME.fullmatch(user):
-        raise _problem(name, "user", f"{user!r} is not a user name")
+        raise _problem(name, "user", "is not a user name (lower-case letters, digits, _ and -)")
+    if user in SYSTEM_USERS or user.startswith("systemd-"):
+        raise _problem(name, "user", f"{user} is a system account: a site runs as a user of its own")
     site["user"] = user
 
     if site["port"] == "auto":
@@ -218,10 +233,13 @@ def normalize_site(raw, base_dir="/srv"):
         site["port"] = _integer(name, "port", site["port"], 1024, 65000)
         site["port_auto"] = False
 
-    for key in ("health_path",):
-        if not isinstance(site[key], str) or not URL_PATH.fullmatch(site[key]):
-            raise _problem(name, key, f"{site[key]!r} is not a URL path (starting with /)")
-    site["smoke_paths"] = _strings(name, "smoke_paths", site["smoke_paths"], URL_PATH, "a URL path (starting with /)")
+    if not isinstance(site["health_path"], str) or not URL_PATH.fullmatch(site["health_path"]):
+        raise _problem(name, "health_path", f"{site['health_path']!r} is not a URL path (/ then letters, digits, . _ ~ % / -)")
+    if site["health_path"].split("?")[0] == "/" or site["health_path"].startswith("/opspack-"):
+        raise _problem(name, "health_path", "must be a path of its own: it stays proxied during maintenance "
+                       "(not /, and not /opspack-*, which nginx answers itself)")
+    site["smoke_paths"] = _strings(name, "smoke_paths", site["smoke_paths"], URL_PATH,
+                                   "a URL path (/ then letters, digits, . _ ~ % / -)")
     if site["release_header"] and (not isinstance(site["release_header"], str)
                                    or not HEADER_NAME.fullmatch(site["release_header"])):
         raise _problem(name, "release_header", f"{site['release_header']!r} is not a header name")
@@ -231,17 +249,24 @@ def normalize_site(raw, base_dir="/srv"):
         for key in ("name", "user"):
             database[key] = database[key] if database[key] is not None else name.replace("-", "_")
             if not isinstance(database[key], str) or not PG_NAME.fullmatch(database[key]):
-                raise _problem(name, f"database.{key}", f"{database[key]!r} is not a PostgreSQL name "
-                               "(lower-case letters, digits and _)")
+                raise _problem(name, f"database.{key}", "is not a PostgreSQL name (lower-case letters, digits and _)")
+            if database[key] in PG_RESERVED or database[key].startswith("pg_"):
+                raise _problem(name, f"database.{key}", f"{database[key]} is PostgreSQL's own: give the site one of its own")
         database["password"] = _secret(name, "database.password", database["password"])
         site["database"] = database
     if site["redis"] is not None:
         redis = _fill(name, "redis", site["redis"], REDIS_FIELDS)
         redis["user"] = redis["user"] if redis["user"] is not None else name
         if not isinstance(redis["user"], str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", redis["user"]):
-            raise _problem(name, "redis.user", f"{redis['user']!r} is not a Redis user name")
+            raise _problem(name, "redis.user", "is not a Redis user name (letters, digits, _ . -)")
+        if redis["user"] == "default":
+            raise _problem(name, "redis.user", "default is Redis's own user, which opspack disables")
         redis["db"] = _integer(name, "redis.db", redis["db"], 0, 15)
         redis["password"] = _secret(name, "redis.password", redis["password"])
+        if not re.fullmatch(r"\S{16,}", redis["password"]):
+            raise _problem(name, "redis.password", "must be at least 16 characters without spaces (as the redis role requires)")
+        if not isinstance(redis["acl"], str) or "\n" in redis["acl"]:
+            raise _problem(name, "redis.acl", "must be one line of ACL rules")
         site["redis"] = redis
 
     migrations = _fill(name, "migrations", site["migrations"], MIGRATIONS_FIELDS)
@@ -260,6 +285,11 @@ def normalize_site(raw, base_dir="/srv"):
 
     site["shared_paths"] = _strings(name, "shared_paths", site["shared_paths"], re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*"),
                                     "a relative path inside the release")
+    for path in site["shared_paths"]:
+        parts = path.split("/")
+        if "." in parts or ".." in parts or parts[0] in ("venv", "wheels"):
+            raise _problem(name, "shared_paths", f"{path} must be a path inside the release, not . or .., nor the "
+                           "venv or wheels opspack builds there")
     site["system_packages"] = _strings(name, "system_packages", site["system_packages"],
                                        re.compile(r"[a-z0-9][a-z0-9+.-]+"), "a Debian package name")
     site["system_site_packages"] = _boolean(name, "system_site_packages", site["system_site_packages"])
@@ -328,6 +358,27 @@ def runs_on(site, host, host_groups, known_names):
     return any(target == host or target == "all" or target in host_groups for target in site["hosts"])
 
 
+def check_accounts(sites, host_redis_users=()):
+    """On one host: a site's user, database and database role are its own, and a Redis user is
+    one site's (or several sites' alike), never also one of the host's own (redis_users)."""
+    users, db_names, db_users = {}, {}, {}
+    for site in sites:
+        if site["user"] in users:
+            raise _problem(site["name"], "user", f"{site['user']} is also the user of site {users[site['user']]}: "
+                           "each site runs as its own user")
+        users[site["user"]] = site["name"]
+        if site["database"] is not None:
+            for key, seen in (("name", db_names), ("user", db_users)):
+                value = site["database"][key]
+                if value in seen:
+                    raise _problem(site["name"], f"database.{key}", f"{value} is also the database {key} of site "
+                                   f"{seen[value]}: each site has a database and role of its own")
+                seen[value] = site["name"]
+        if site["redis"] is not None and site["redis"]["user"] in host_redis_users:
+            raise _problem(site["name"], "redis.user", f"{site['redis']['user']} is also a user of redis_users (the "
+                           "host's own): give the site a user of its own")
+
+
 def check_host(sites, slots, reserved):
     """Ports on one host: each site's slots take port .. port+len(slots)-1, and no two sites, and
     no service of the host (reserved: {port: what}), may share one."""
@@ -373,10 +424,11 @@ def public(site):
 
 
 def views(sites, host, host_groups, known_names, slots=("blue", "green"), reserved=None, base_dir="/srv",
-          postgresql_port=5432, redis_port=6379, redis_default_acl="~* &* +@all -@dangerous"):
+          postgresql_port=5432, redis_port=6379, redis_default_acl="~* &* +@all -@dangerous", host_redis_users=()):
     """What each role takes for this host, from the sites that run on it."""
     here = [site for site in sites if runs_on(site, host, host_groups, known_names)]
     check_host(here, list(slots), reserved or {})
+    check_accounts(here, host_redis_users)
     redis_users = {}
     for site in here:
         if site["redis"] is not None:

@@ -33,8 +33,9 @@ def _vault_name(site: str, what: str) -> str:
     return "vault_" + re.sub(r"[^a-z0-9]+", "_", f"{site}_{what}".lower()).strip("_")
 
 
-def convert(variables: dict) -> tuple[list[dict], list[str]]:
-    """The opspack_sites entries of the old variables, and the vault variables they refer to."""
+def convert(variables: dict) -> tuple[list[dict], list[str], list[str]]:
+    """The opspack_sites entries of the old variables, the vault variables they refer to, and the
+    redis_users entries that became sites' own users (to remove from redis_users)."""
     apps = {site["name"]: site for site in variables.get("app_runtime_sites") or []}
     nginx = {site["name"]: site for site in variables.get("nginx_sites") or []}
     databases = {site["name"]: site for site in variables.get("postgresql_sites") or []}
@@ -43,6 +44,8 @@ def convert(variables: dict) -> tuple[list[dict], list[str]]:
     names = list(dict.fromkeys(list(apps) + list(nginx) + list(databases)))
     if not names:
         raise ConvertError("no sites found: give the file(s) that set app_runtime_sites, nginx_sites or postgresql_sites")
+    redis_acls = {user.get("name"): user.get("acl", "") for user in variables.get("redis_users") or [] if isinstance(user, dict)}
+    moved_redis_users: list[str] = []
     vault: list[str] = []
     sites = []
     for name in names:
@@ -80,9 +83,13 @@ def convert(variables: dict) -> tuple[list[dict], list[str]]:
         redis_url = site_secrets.pop("REDIS_URL", None)
         if redis_url:
             parts = urlsplit(redis_url)
-            site["redis"] = {"user": unquote(parts.username or "default"),
-                             "password": "{{ " + _vault_name(name, "redis_password") + " }}",
+            user = unquote(parts.username or "default")
+            site["redis"] = {"user": user, "password": "{{ " + _vault_name(name, "redis_password") + " }}",
                              "db": int((parts.path or "/0").strip("/") or 0)}
+            if redis_acls.get(user):
+                site["redis"]["acl"] = redis_acls[user]
+            if user in redis_acls:
+                moved_redis_users.append(user)
             vault.append(_vault_name(name, "redis_password"))
         if app.get("env"):
             site["env"] = dict(app["env"])
@@ -96,7 +103,7 @@ def convert(variables: dict) -> tuple[list[dict], list[str]]:
         if web.get("maintenance_file"):
             site["maintenance_file"] = web["maintenance_file"]
         sites.append(site)
-    return sites, vault
+    return sites, vault, list(dict.fromkeys(moved_redis_users))
 
 
 def render(paths: list[Path]) -> str:
@@ -106,11 +113,14 @@ def render(paths: list[Path]) -> str:
         if not isinstance(loaded, dict):
             raise ConvertError(f"{path}: not a file of variables")
         variables.update(loaded)
-    sites, vault = convert(variables)
+    sites, vault, moved = convert(variables)
     out = ["---", "# Written by `opspack sites convert` from " + ", ".join(str(p) for p in paths) + ".",
            "# Check `hosts` (the old variables applied to every host their file applied to) and the",
            "# domains, then remove the old variables (every playbook refuses them from now on).",
            yaml.safe_dump({"opspack_sites": sites}, sort_keys=False, default_flow_style=False, width=1000).rstrip()]
+    if moved:
+        out += ["", "# Remove from redis_users (each is now a site's own Redis user, its ACL carried over): "
+                + ", ".join(moved)]
     if vault:
         out += ["", "# Define these in the inventory's vault file, with the values of the old variables:"]
         out += [f"#   {name}: ..." for name in dict.fromkeys(vault)]

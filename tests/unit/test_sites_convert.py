@@ -3,6 +3,7 @@ model accepts, with every secret turned into a vault reference (never copied).""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ app_runtime_site_secrets:
     DATABASE_URL: postgresql://blog:old-canary-db-0001@127.0.0.1:5432/blog
     REDIS_URL: redis://app:old-canary-redis-0001@127.0.0.1:6379/2
     API_TOKEN: old-canary-token-0001
+redis_users:
+  - {name: app, password: old-canary-redis-0001, acl: "~app:* +@all -@dangerous"}
+  - {name: opsadmin, password: old-canary-redis-0002}
 release_health_path: /ping
 release_smoke_paths: [/, /about]
 release_migrate_command: [venv/bin/python, manage.py, migrate]
@@ -42,15 +46,19 @@ def test_old_variables_become_one_definition_per_site_without_a_secret(tmp_path)
                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2])
     assert "old-canary" not in ran.stdout + ran.stderr
     assert "#   vault_blog_db_password: ..." in ran.stdout and "#   vault_blog_api_token: ..." in ran.stdout
-    entries = yaml.safe_load(ran.stdout)["opspack_sites"]
+    # The references, as the lookup would template them from a vault (values of 20 characters).
+    entries = yaml.safe_load(re.sub(r"\{\{ (vault_\w+) \}\}", r"\1-value-000000000", ran.stdout))["opspack_sites"]
     sites = {site["name"]: site for site in site_model.normalize(entries)}
     blog, shop = sites["blog"], sites["shop"]
     assert blog["domains"] == ["blog.example.com"] and blog["port"] == 8000 and blog["health_path"] == "/ping"
     assert blog["smoke_paths"] == ["/", "/about"] and blog["env"] == {"MODE": "prod"}
     assert blog["app"]["web_command"] == "/srv/blog/slots/%i/venv/bin/gunicorn app:app"
-    assert blog["database"] == {"name": "blog", "user": "blog", "password": "{{ vault_blog_db_password }}"}
-    assert blog["redis"] == {"user": "app", "password": "{{ vault_blog_redis_password }}", "db": 2, "acl": ""}
-    assert blog["secrets"] == {"API_TOKEN": "{{ vault_blog_api_token }}"}
+    assert "password: '{{ vault_blog_db_password }}'" in ran.stdout
+    assert blog["database"] == {"name": "blog", "user": "blog", "password": "vault_blog_db_password-value-000000000"}
+    assert blog["redis"] == {"user": "app", "password": "vault_blog_redis_password-value-000000000", "db": 2,
+                             "acl": "~app:* +@all -@dangerous"}
+    assert "# Remove from redis_users (each is now a site's own Redis user, its ACL carried over): app\n" in ran.stdout
+    assert blog["secrets"] == {"API_TOKEN": "vault_blog_api_token-value-000000000"}
     assert blog["migrations"]["command"] == ["venv/bin/python", "manage.py", "migrate"]
     assert blog["backup"]["critical_tables"] == ["posts"]
     assert shop["port"] == 8100 and shop["user"] == "shopuser" and shop["app"]["worker_command"] == "/bin/worker"

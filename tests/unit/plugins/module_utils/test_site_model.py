@@ -115,6 +115,26 @@ def test_sites_run_only_where_their_hosts_say():
     ([with_(BLOG, migrations={"command": "manage.py migrate", "rollback_command": ["x"]})], "site blog: migrations.command: must be a list"),
     ([with_(BLOG, env={"SECRET_KEY": "x"})], "site blog: env.SECRET_KEY: also given in secrets"),
     ([with_(BLOG, domains=["bad_domain!"])], "site blog: domains: 'bad_domain!' is not a host name"),
+    ([with_(BLOG, domains=["*.example.com"])], "site blog: domains: '*.example.com' is not a host name (no wildcards"),
+    ([with_(BLOG, name="my_site")], "site 'my_site': name: lower-case letters, digits and -"),
+    ([with_(BLOG, name="a" * 25)], "name: lower-case letters, digits and -, starting with a letter, at most 24"),
+    # what would break the host or another site
+    ([with_(BLOG, shared_paths=["uploads/../.."])], "site blog: shared_paths: uploads/../.. must be a path inside the release"),
+    ([with_(BLOG, shared_paths=["venv"])], "site blog: shared_paths: venv must be a path inside the release"),
+    ([with_(BLOG, user="root")], "site blog: user: root is a system account"),
+    ([with_(BLOG, user="www-data")], "site blog: user: www-data is a system account"),
+    ([BLOG, with_(API, user="blog")], "site api: user: blog is also the user of site blog"),
+    ([BLOG, with_(API, database={"user": "blog", "password": "x"})], "site api: database.user: blog is also the database user of site blog"),
+    ([BLOG, with_(API, database={"name": "blog", "password": "x"})], "site api: database.name: blog is also the database name of site blog"),
+    ([with_(BLOG, database={"name": "postgres", "password": "x"})], "site blog: database.name: postgres is PostgreSQL's own"),
+    ([with_(BLOG, redis={"user": "default", "password": "redis-secret-value-1"})], "site blog: redis.user: default is Redis's own"),
+    ([with_(BLOG, redis={"password": "short"})], "site blog: redis.password: must be at least 16 characters"),
+    ([with_(BLOG, redis={"password": "redis-secret-value-1", "acl": "~* +@all\nuser evil on"})], "site blog: redis.acl: must be one line"),
+    # nginx locations: plain paths, never / nor nginx's own
+    ([with_(BLOG, health_path="/")], "site blog: health_path: must be a path of its own"),
+    ([with_(BLOG, health_path="/opspack-health")], "site blog: health_path: must be a path of its own"),
+    ([with_(BLOG, health_path='/h"; return 200; #')], "site blog: health_path: '/h\"; return 200; #' is not a URL path"),
+    ([with_(BLOG, smoke_paths=["/a{b}"])], "site blog: smoke_paths: '/a{b}' is not a URL path"),
 ])
 def test_a_bad_definition_is_refused_naming_the_site_and_the_field(sites, words):
     message = refused(*sites)
@@ -123,9 +143,18 @@ def test_a_bad_definition_is_refused_naming_the_site_and_the_field(sites, words)
 
 def test_a_message_never_holds_a_secret():
     for bad in (with_(BLOG, database={"password": "db-secret-value-1\nx"}), with_(BLOG, secrets={"K": "app-secret\nvalue"}),
-                with_(BLOG, redis={"password": "redis-secret-value-1", "db": 99})):
+                with_(BLOG, redis={"password": "redis-secret-value-1", "db": 99}),
+                # a secret put in the wrong field by mistake is not echoed either
+                with_(BLOG, redis={"password": "redis-secret-value-1", "db": "app-secret-value-9"}),
+                with_(BLOG, port="app-secret-value-9"), with_(BLOG, system_site_packages="app-secret-value-9")):
         message = refused(bad)
         assert "secret-value" not in message and "app-secret" not in message, message
+
+
+def test_a_site_redis_user_is_never_one_of_the_hosts_own():
+    sites = site_model.normalize([copy.deepcopy(BLOG)])
+    with pytest.raises(SiteDefinitionError, match="site blog: redis.user: blog is also a user of redis_users"):
+        site_model.views(sites, "vps1", ["web"], KNOWN, reserved=RESERVED, host_redis_users=["opsadmin", "blog"])
 
 
 def test_two_sites_may_share_a_redis_user_only_alike():
