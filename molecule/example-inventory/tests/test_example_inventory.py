@@ -1,6 +1,6 @@
 """The example inventory as a new operator uses it: a copy of inventories/example whose only edits
-are web-1's address (this lab host) and a vault encrypted from vault.yml.example, the lab's own
-facts in one extra-vars file (its CA, its Docker gateway, its key). Two apps side by side on the
+are web-1's entry (this lab host's address, and the lab's own facts as its host variables: its
+CA, its Docker gateway, its key) and a vault encrypted from vault.yml.example. Two apps side by side on the
 host: the sample site (blog: PostgreSQL, Redis, SQL migrations) and httpbin from PyPI (api: no
 database, no Redis, health /status/200), each release shipping the wheels of its requirements,
 each served by the gunicorn console script of its own venv. No command has `-e @file` for a
@@ -30,15 +30,15 @@ CA = WORK / "opspack-lab-ca" / "ca.crt"
 
 @pytest.fixture(scope="module")
 def operator():
-    inventory, password, facts = example.inventory(WORK, EPHEMERAL / "lab")
-    return {"inventory": inventory, "password": password, "facts": facts, "releases": example.releases(WORK / "releases")}
+    inventory, password = example.inventory(WORK, EPHEMERAL / "lab")
+    return {"inventory": inventory, "password": password, "releases": example.releases(WORK / "releases")}
 
 
 def run(operator, name: str, *args: str) -> subprocess.CompletedProcess:
     """ansible-playbook opspack.platform.NAME as the operator runs it, on web-1 only (the example's
     other hosts are placeholders: --limit is how an operator runs part of a fleet)."""
     ran = subprocess.run(["ansible-playbook", "-i", str(operator["inventory"]), "--vault-password-file", str(operator["password"]),
-                          "-e", f"@{operator['facts']}", "--limit", example.HOST, f"opspack.platform.{name}", *args],
+                          "--limit", example.HOST, f"opspack.platform.{name}", *args],
                          capture_output=True, text=True, cwd=WORK, env=tool_env(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
                                                                                 ANSIBLE_CONFIG=str(example.ROOT / "ansible.cfg")))
     out = ran.stdout + ran.stderr
@@ -126,8 +126,8 @@ def test_upgrade_failure_rollback_and_smoke_of_both_sites_fail_no_request(operat
 
 
 def test_ansible_runner_deploys_with_the_records_outside_its_private_data_dir(operator, host, tmp_path):
-    """As AWX runs it: ansible-runner with a private data dir, the vault password and the lab's
-    facts on the command line, the records callback writing to a directory that outlives the job."""
+    """As AWX runs it: ansible-runner with a private data dir, the vault password on the command
+    line, the records callback writing to a directory that outlives the job."""
     import ansible_runner
 
     data, records = tmp_path / "job", WORK / "awx-records"
@@ -140,7 +140,7 @@ def test_ansible_runner_deploys_with_the_records_outside_its_private_data_dir(op
         "release_site": "api", "release_version": "1.1.0", "release_source": str(operator["releases"]["api"]["1.1.0"])}))
     run = ansible_runner.run(private_data_dir=str(data), playbook=str(example.ROOT / "playbooks" / "deploy.yml"),
                              inventory=str(operator["inventory"]), quiet=True,
-                             cmdline=f"--limit {example.HOST} --vault-password-file {operator['password']} -e @{operator['facts']}")
+                             cmdline=f"--limit {example.HOST} --vault-password-file {operator['password']}")
     assert run.rc == 0, run.stdout.read()[-4000:]
     assert serving(host, "api") == "1.1.0"
     history = [json.loads(line) for line in (records / "history.jsonl").read_text().splitlines()]

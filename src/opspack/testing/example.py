@@ -1,7 +1,7 @@
 """The example inventory (inventories/example) used as a new operator uses it, on a lab host: a
-copy whose only edits are the host's address (the lab's SSH coordinates) and a vault made from
-vault.yml.example with a password file; plus the lab's own facts (its CA instead of Let's
-Encrypt, its Docker gateway, its SSH key) as one extra-vars file. And the two apps it runs,
+copy whose only edits are web-1's entry in hosts.yml (the lab's SSH coordinates, and the lab's
+own facts as that host's variables: its CA instead of Let's Encrypt, its Docker gateway, its SSH
+key) and a vault made from vault.yml.example with a password file. And the two apps it runs,
 each release shipping the wheels of its requirements: the sample site (tests/sample_site) and
 httpbin, a real WSGI app from PyPI."""
 
@@ -85,9 +85,23 @@ def releases(dest: Path) -> dict[str, dict[str, Path]]:
     return {site: {tree.name: tree for tree in (dest / site).iterdir()} for site in ("blog", "api")}
 
 
-def inventory(workdir: Path, lab_dir: Path, lab_host: str = "vps1") -> tuple[Path, Path, Path]:
-    """Copy the example into WORKDIR/inventory with HOST at LAB_HOST's address and a vault;
-    returns (inventory, vault password file, lab facts file)."""
+# What the lab host needs that a VPS does not, as web-1's host variables.
+def lab_facts(lab_dir: Path) -> dict:
+    return {
+        # The lab cannot reach Let's Encrypt: its own CA signs the sites' certificates.
+        "nginx_certificate_mode": "lab_ca",
+        # Docker's port proxy makes every connection come from the bridge gateway: never ban it.
+        "firewall_ssh_ignore_ip": ["127.0.0.1/8", "172.16.0.0/12"],
+        # The lab's key is the operator's.
+        "access_operator_ssh_keys": [(lab_dir / "id_ed25519.pub").read_text().strip()],
+        # No nightly backup fires while a test runs.
+        "backup_schedule_on_calendar": "2099-01-01 00:00:00",
+    }
+
+
+def inventory(workdir: Path, lab_dir: Path, lab_host: str = "vps1") -> tuple[Path, Path]:
+    """Copy the example into WORKDIR/inventory with HOST at LAB_HOST's address (and the lab's
+    facts) and a vault; returns (inventory, vault password file)."""
     copy = workdir / "inventory"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(EXAMPLE, copy)
@@ -98,7 +112,7 @@ def inventory(workdir: Path, lab_dir: Path, lab_host: str = "vps1") -> tuple[Pat
     inventory_data = yaml.safe_load(hosts.read_text())
     production = inventory_data["all"]["children"]["production"]["hosts"]
     assert HOST in production, f"the example inventory has no {HOST}"
-    production[HOST] = {**coordinates, **connection}
+    production[HOST] = {**coordinates, **connection, **lab_facts(lab_dir)}
     hosts.write_text(yaml.safe_dump(inventory_data, sort_keys=False))
 
     password = workdir / "vault-password"
@@ -108,15 +122,4 @@ def inventory(workdir: Path, lab_dir: Path, lab_host: str = "vps1") -> tuple[Pat
     subprocess.run(["ansible-vault", "encrypt", "--vault-password-file", str(password), str(vault)],
                    check=True, capture_output=True, env=tool_env())
 
-    facts = workdir / "lab-facts.yml"
-    facts.write_text(yaml.safe_dump({
-        # The lab cannot reach Let's Encrypt: its own CA signs the sites' certificates.
-        "nginx_certificate_mode": "lab_ca",
-        # Docker's port proxy makes every connection come from the bridge gateway: never ban it.
-        "firewall_ssh_ignore_ip": ["127.0.0.1/8", "172.16.0.0/12"],
-        # The lab's key is the operator's.
-        "access_operator_ssh_keys": [(lab_dir / "id_ed25519.pub").read_text().strip()],
-        # No nightly backup fires while a test runs.
-        "backup_schedule_on_calendar": "2099-01-01 00:00:00",
-    }, sort_keys=False))
-    return copy, password, facts
+    return copy, password
