@@ -21,14 +21,15 @@ options:
     description:
       - The view. C(sites) (every site on the host without secrets), C(site) with O(name) (one
         of them), C(site_names), C(postgresql_sites), C(redis_users), C(nginx_sites),
-        C(app_runtime_sites), C(app_runtime_site_secrets), C(backup_site_checks), or C(summary)
+        C(app_runtime_sites), C(app_runtime_site_secrets), C(backup_site_checks), C(site_hosts) with
+        O(name) (the inventory hosts that run it), C(all_site_names), or C(summary)
         (lines safe to print), or C(check) (the summary, after refusing the per-role site variables
         that opspack_sites replaced).
     type: list
     elements: str
     required: true
   name:
-    description: The site of the C(site) view.
+    description: The site of the C(site) and C(site_hosts) views.
     type: str
 """
 
@@ -126,6 +127,16 @@ class LookupModule(LookupBase):
                 out.append(summary(view))
             elif term == "summary":
                 out.append(summary(view))
+            elif term == "site_hosts":
+                # The inventory's hosts that run the site (its hosts: groups, hosts or all).
+                name = self.get_option("name")
+                found = [site for site in sites if site["name"] == name]
+                if not found:
+                    raise AnsibleLookupError(f"site {name!r} is not defined in opspack_sites")
+                members = set()
+                for target in found[0]["hosts"]:
+                    members.update(groups.get(target, []) if target in groups else [target])
+                out.append(sorted(members))
             elif term == "site":
                 name = self.get_option("name")
                 found = [site for site in view["sites"] if site["name"] == name]
