@@ -54,7 +54,7 @@ from ansible.errors import AnsibleError, AnsibleLookupError, AnsibleUndefinedVar
 from ansible.plugins.lookup import LookupBase
 
 from ansible_collections.opspack.platform.plugins.module_utils.site_model import (
-    LEGACY_VARIABLES, SiteDefinitionError, normalize, summary, views)
+    LEGACY_VARIABLES, SiteDefinitionError, hosts_running, normalize, summary, views)
 
 
 class LookupModule(LookupBase):
@@ -104,11 +104,12 @@ class LookupModule(LookupBase):
         raw_redis_users = variables.get("redis_users") or []
         host_redis_users = [self._templar.template(user.get("name")) for user in raw_redis_users
                             if isinstance(user, dict) and user.get("name")] if isinstance(raw_redis_users, list) else []
+        base_dir = self._value(variables, "app_runtime_base_dir", "/srv")
         try:
-            sites = normalize(templated, base_dir=self._value(variables, "app_runtime_base_dir", "/srv"))
+            sites = normalize(templated, base_dir=base_dir)
             view = views(sites, host, self._value(variables, "group_names", []) or [], known,
                          slots=tuple(self._value(variables, "app_runtime_slots", ["blue", "green"])),
-                         reserved=reserved, base_dir=self._value(variables, "app_runtime_base_dir", "/srv"),
+                         reserved=reserved, base_dir=base_dir,
                          postgresql_port=postgresql_port, redis_port=redis_port,
                          redis_default_acl=self._value(variables, "redis_user_default_acl", "~* &* +@all -@dangerous"),
                          host_redis_users=host_redis_users)
@@ -133,10 +134,7 @@ class LookupModule(LookupBase):
                 found = [site for site in sites if site["name"] == name]
                 if not found:
                     raise AnsibleLookupError(f"site {name!r} is not defined in opspack_sites")
-                members = set()
-                for target in found[0]["hosts"]:
-                    members.update(groups.get(target, []) if target in groups else [target])
-                out.append(sorted(members))
+                out.append(hosts_running(found[0], groups))
             elif term == "site":
                 name = self.get_option("name")
                 found = [site for site in view["sites"] if site["name"] == name]

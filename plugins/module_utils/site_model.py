@@ -358,6 +358,14 @@ def runs_on(site, host, host_groups, known_names):
     return any(target == host or target == "all" or target in host_groups for target in site["hosts"])
 
 
+def hosts_running(site, groups):
+    """The inventory's hosts that run the site (groups: the inventory's {group: [hosts]}, with all)."""
+    members = set()
+    for target in site["hosts"]:
+        members.update(groups[target] if target in groups else [target])
+    return sorted(members)
+
+
 def check_accounts(sites, host_redis_users=()):
     """On one host: a site's user, database and database role are its own, and a Redis user is
     one site's (or several sites' alike), never also one of the host's own (redis_users)."""
@@ -379,21 +387,26 @@ def check_accounts(sites, host_redis_users=()):
                            "host's own): give the site a user of its own")
 
 
+def slot_ports(site, slots):
+    """The port of each slot on 127.0.0.1: the site's port for the first, the next ones after it."""
+    return {slot: site["port"] + index for index, slot in enumerate(slots)}
+
+
 def check_host(sites, slots, reserved):
     """Ports on one host: each site's slots take port .. port+len(slots)-1, and no two sites, and
     no service of the host (reserved: {port: what}), may share one."""
     taken = {}
     for site in sites:
-        span = range(site["port"], site["port"] + len(slots))
-        for port in span:
+        ports = slot_ports(site, slots)
+        for slot, port in ports.items():
             if port in reserved:
-                raise _problem(site["name"], "port", f"{port} (slot {slots[port - site['port']]}) is the port of "
-                               f"{reserved[port]}: give the site another port")
+                raise _problem(site["name"], "port", f"{port} (slot {slot}) is the port of {reserved[port]}: "
+                               "give the site another port")
             if port in taken:
                 other = taken[port]
                 how = " (both from port: auto; give one of them a port)" if site["port_auto"] and other["port_auto"] else ""
-                raise _problem(site["name"], "port", f"{port} (slot {slots[port - site['port']]}) is also a port of site "
-                               f"{other['name']} on this host{how}; ports {site['port']}-{span[-1]} are the site's slots")
+                raise _problem(site["name"], "port", f"{port} (slot {slot}) is also a port of site {other['name']} on this "
+                               f"host{how}; ports {site['port']}-{max(ports.values())} are the site's slots")
             taken[port] = site
 
 
@@ -413,10 +426,12 @@ def web_command(site, base_dir="/srv"):
     return f"{venv}/gunicorn --bind 127.0.0.1:${{PORT}} --workers {app['workers']} {app['module']}"
 
 
-def public(site):
-    """A site without its secrets: what releases, checks and messages may read."""
+def public(site, slots):
+    """A site without its secrets: what releases, checks and messages may read (with the port of
+    each of its slots)."""
     out = {key: value for key, value in site.items() if key != "secrets"}
     out["secret_names"] = sorted(site["secrets"])
+    out["slot_ports"] = slot_ports(site, slots)
     for key in ("database", "redis"):
         if site[key] is not None:
             out[key] = {k: v for k, v in site[key].items() if k != "password"}
@@ -452,7 +467,7 @@ def views(sites, host, host_groups, known_names, slots=("blue", "green"), reserv
         if env:
             secrets[site["name"]] = env
     return {
-        "sites": [public(site) for site in here],
+        "sites": [public(site, list(slots)) for site in here],
         "site_names": [site["name"] for site in here],
         "all_site_names": [site["name"] for site in sites],
         "postgresql_sites": [{"name": site["name"], "db_name": site["database"]["name"], "db_user": site["database"]["user"],

@@ -7,7 +7,6 @@ as far as connecting would report them unreachable, which every refusal below as
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -16,15 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from opspack.testing.config import tool_env
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "inventories" / "example"
 VAULT_PASSWORD = "example-vault-password-for-tests"
 
 
 def ansible(tool: str, inventory: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_TIMEOUT="3", ANSIBLE_FORCE_COLOR="0",
-               ANSIBLE_NOCOLOR="1", OPSPACK_RECORDS_DIR=str(inventory.parent / "records"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    env = tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_TIMEOUT="3", ANSIBLE_FORCE_COLOR="0",
+                   ANSIBLE_NOCOLOR="1", OPSPACK_RECORDS_DIR=str(inventory.parent / "records"))
     return subprocess.run([tool, "-i", str(inventory), "--vault-password-file", str(inventory.parent / "vault-pass"), *args],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 

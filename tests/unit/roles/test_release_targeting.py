@@ -4,12 +4,13 @@ before any task that would change a host."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from opspack.testing.config import tool_env
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -20,9 +21,7 @@ def test_a_deploy_where_no_host_runs_the_site_is_refused(tmp_path):
         "children": {"web": {"hosts": {"a": local}}, "api": {"hosts": {"b": local}}},
         "vars": {"opspack_sites": [{"name": "api", "hosts": "api", "domains": ["api.example.com"],
                                      "app": {"module": "httpbin:app"}}]}}}))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               OPSPACK_RECORDS_DIR=str(tmp_path / "records"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    env = tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", OPSPACK_RECORDS_DIR=str(tmp_path / "records"))
     ran = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
                           "opspack.platform.deploy", "-e", "release_site=api", "-e", "release_version=1.0.0",
                           "-e", f"release_source={tmp_path / 'nothing'}", "--limit", "a"],

@@ -41,6 +41,7 @@ def with_(site, **fields):
 def test_every_role_gets_its_part_of_one_definition():
     got = view(BLOG, API)
     assert got["site_names"] == ["blog", "api"]
+    assert got["sites"][0]["slot_ports"] == {"blue": 8000, "green": 8001}
     assert got["postgresql_sites"] == [{"name": "blog", "db_name": "blog", "db_user": "blog", "db_password": "db-secret-value-1"}]
     assert got["redis_users"] == [{"name": "blog", "password": "redis-secret-value-1", "acl": "~* &* +@all -@dangerous"}]
     assert [(s["name"], s["server_names"], s["upstream_port"]) for s in got["nginx_sites"]] == [
@@ -84,6 +85,11 @@ def test_an_auto_port_is_stable_whatever_else_the_host_runs():
 def test_sites_run_only_where_their_hosts_say():
     db_only = with_(API, hosts="db")
     assert view(BLOG, db_only, groups=["web"])["site_names"] == ["blog"]
+    groups = {"all": ["vps1", "vps2", "vps3"], "web": ["vps1", "vps2"], "db": ["vps3"]}
+    blog, api, anywhere = site_model.normalize([BLOG, with_(API, hosts=["db", "vps1"]), with_(API, name="x", hosts="all", domains=["x.example.com"])])
+    assert site_model.hosts_running(blog, groups) == ["vps1", "vps2"]
+    assert site_model.hosts_running(api, groups) == ["vps1", "vps3"]
+    assert site_model.hosts_running(anywhere, groups) == ["vps1", "vps2", "vps3"]
     assert view(BLOG, db_only, host="vps2", groups=["db"])["site_names"] == ["api"]
     assert view(with_(API, hosts="vps2"), host="vps2", groups=[])["site_names"] == ["api"]
 
