@@ -47,7 +47,7 @@ lab-tests: venv
 
 molecule: test-lab
 
-# One scenario from zero to verified: make scenario S=release-lifecycle (docs/testing.md has the
+# One scenario from zero to verified: make scenario S=release-lifecycle (docs/development/testing.md has the
 # loop for working against a lab that stays up).
 S ?= provision
 scenario: venv

@@ -3,6 +3,8 @@ collection must work outside this repository: its example inventory passes the s
 nothing but the installed tarball on the collection path."""
 
 import os
+import posixpath
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +42,29 @@ def test_tarball_holds_collection_content_only(tarball):
                      "README.md", "docs/sites.md", "inventories/example/hosts.yml",
                      "inventories/example/group_vars/all/vault.yml.example", "changelogs/config.yaml"):
         assert expected in names, expected
+
+
+def test_the_shipped_docs_link_only_to_what_ships(tarball):
+    """A user of the installed collection can follow every link of its docs; the repository's
+    development docs (the lab, the test suite) stay out, and only README, the repository's front
+    page too, may point at them."""
+    with tarfile.open(tarball) as archive:
+        names = set(archive.getnames())
+        docs = {member.name: archive.extractfile(member).read().decode() for member in archive.getmembers()
+                if member.isfile() and member.name.endswith(".md")}
+    assert not [name for name in names if name.startswith("docs/development")]
+    assert {"docs/state.md", "docs/sites.md", "docs/awx.md"} <= names
+    broken = []
+    for name, text in docs.items():
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
+            if path.startswith("docs/development/") and name == "README.md":
+                continue
+            if path not in names and not any(other.startswith(path + "/") for other in names):
+                broken.append(f"{name} -> {target}")
+    assert not broken, broken
 
 
 def test_the_installed_collection_checks_its_example_inventory_outside_the_repository(tarball, tmp_path):
