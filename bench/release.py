@@ -74,7 +74,7 @@ def main() -> int:
                         "-e", f"release_source={Path(scratch) / 'sample' / version}"]
             run(deploy("1.0.0"), env)
             https_port = BASE_PORT + 2
-            ca = lab_dir / "opspack-lab-ca" / "ca.crt"
+            ca = lab_dir / "lab-ca" / "ca.crt"
             ping = [run(["ansible", "all", *inventory, "-e", "ansible_user=ops", "-b", "-m", "ansible.builtin.ping"], env)
                     for _ in range(3)]
             upgrades, upgrade_switch, rollbacks, rollback_switch, failures, requests = [], [], [], [], 0, 0

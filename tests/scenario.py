@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
         "ANSIBLE_CONFIG": str(ephemeral / "ansible.cfg"),
         # The verifier env of .config/molecule/config.yml.
         "OPSPACK_SCENARIO_DIR": str(scenario_dir),
-        "OPSPACK_TEST_LAB_CA": str(ephemeral / "opspack-lab-ca"),
+        "OPSPACK_TEST_LAB_CA": str(ephemeral / "lab-ca"),
     })
     import pytest  # after the environment is set: the scenario's helpers read it at import
 

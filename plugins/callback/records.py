@@ -38,14 +38,26 @@ requirements:
   - enable it in ansible.cfg (C(callbacks_enabled = opspack.platform.records))
 options:
   records_dir:
-    description: Directory of the records; by default C(records/) beside the inventory (never inside an
-      inventory directory).
+    description: Directory of the records; by default C(records/) of the inventory's state directory
+      (see O(state_dir)).
     type: path
     env:
       - name: OPSPACK_RECORDS_DIR
     ini:
       - section: opspack_records
         key: records_dir
+  state_dir:
+    description:
+      - The inventory's state directory on the control node (lookup C(opspack.platform.state_dir)),
+        C(~/.local/share/opspack/<inventory name>) by default. Every opspack playbook reports the
+        directory its roles use (which the inventory variable C(opspack_state_dir) may set) through
+        C(set_stats), and that report wins over this option.
+    type: path
+    env:
+      - name: OPSPACK_STATE_DIR
+    ini:
+      - section: opspack
+        key: state_dir
   environment:
     description: Environment name for the matrix; by default the name of the inventory's directory.
     type: str
@@ -75,9 +87,9 @@ from ansible import context
 from ansible.plugins.callback import CallbackBase
 from ansible.utils.display import Display
 
-from ansible_collections.opspack.platform.plugins.filter import paths
 from ansible_collections.opspack.platform.plugins.lookup import controller_run
 from ansible_collections.opspack.platform.plugins.module_utils.common import write_bytes_atomic
+from ansible_collections.opspack.platform.plugins.plugin_utils import state_dir
 from ansible_collections.opspack.platform.plugins.module_utils.events import KINDS, first_line, utc_stamp
 
 display = Display()
@@ -106,13 +118,6 @@ def version_of(release) -> str | None:
 
 def allowlisted(entry: dict) -> dict:
     return {key: entry[key] for key in HISTORY_FIELDS if entry.get(key) not in (None, "", [])}
-
-
-def records_beside(source: str) -> str:
-    """records/ beside the inventory, by the rule the roles' beside_inventory filter applies."""
-    source = os.path.normpath(source)
-    inventory_dir = os.path.dirname(source) if os.path.isfile(source) else source
-    return paths.beside_inventory(inventory_dir, [source] if os.path.isdir(source) else [], "records")
 
 
 def atomic_write(path: str, text: str) -> None:
@@ -301,22 +306,19 @@ class CallbackModule(CallbackBase):
             return self.get_option(name)
         except KeyError:
             return os.environ.get({"records_dir": "OPSPACK_RECORDS_DIR", "environment": "OPSPACK_ENVIRONMENT",
-                                   "operator": "OPSPACK_OPERATOR"}[name])
+                                   "operator": "OPSPACK_OPERATOR", "state_dir": "OPSPACK_STATE_DIR"}[name])
 
-    def _records_dir(self) -> str:
+    def _records_dir(self, reported: str | None = None) -> str:
+        """The records option, else records/ of the state directory the run's playbooks reported
+        (what the roles use, so drills and history land together), else of the configured one."""
         configured = self._option("records_dir")
         if configured:
-            return os.path.expanduser(configured)
-        source = self._sources[0] if self._sources else os.getcwd()
-        return records_beside(source)
+            return os.path.abspath(os.path.expanduser(configured))
+        directory = state_dir.state_dir(reported or self._option("state_dir"), self._sources)
+        return state_dir.part(directory, "records")
 
     def _environment(self) -> str:
-        configured = self._option("environment")
-        if configured:
-            return configured
-        source = os.path.normpath(self._sources[0]) if self._sources else os.getcwd()
-        directory = source if os.path.isdir(source) else os.path.dirname(source)
-        return os.path.basename(directory) or "default"
+        return self._option("environment") or state_dir.inventory_name(self._sources)
 
     def _operator(self) -> str:
         return self._option("operator") or controller_run.operator()
@@ -456,7 +458,8 @@ class CallbackModule(CallbackBase):
         if not self._done:
             return
         self._done = fold_maintenance(self._done)
-        directory = self._records_dir()
+        reported = (getattr(stats, "custom", None) or {}).get("_run", {}).get("opspack_state_dir")
+        directory = self._records_dir(reported if isinstance(reported, str) else None)
         try:
             for warning in Records(directory).write(self._done, self._last_known_good):
                 display.warning(f"records: {warning}")

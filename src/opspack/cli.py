@@ -55,9 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     lab_report.add_argument("--operator", default="ops", help="the operator user provisioning made (default: ops)")
 
     where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--records", type=Path, default=Path(os.environ.get("OPSPACK_RECORDS_DIR") or "inventories/lab/records"),
-                       help="the records directory: records/ beside the inventory, or $OPSPACK_RECORDS_DIR as the "
-                            "records callback reads it (default: $OPSPACK_RECORDS_DIR, else inventories/lab/records)")
+    where.add_argument("--records", type=Path, default=os.environ.get("OPSPACK_RECORDS_DIR") or None, metavar="DIR",
+                       help="the records directory (default: $OPSPACK_RECORDS_DIR, else records/ of the state directory)")
+    where.add_argument("--state-dir", type=Path, default=os.environ.get("OPSPACK_STATE_DIR") or None, metavar="DIR",
+                       help="the inventory's control-node state directory (default: $OPSPACK_STATE_DIR, else asked of "
+                            "Ansible as the playbooks find it: opspack_state_dir, ansible.cfg, ~/.local/share/opspack/<inventory>)")
+    where.add_argument("-i", "--inventory", metavar="INVENTORY",
+                       help="the inventory whose records to show (default: ansible.cfg's)")
+    where.add_argument("--vault-password-file", metavar="FILE",
+                       help="for an inventory with vault-encrypted variables, when Ansible is asked where its state is")
     where.add_argument("--json", action="store_true", help="print JSON for tools instead of a table")
     commands.add_parser("matrix", parents=[where], help="the sites matrix: which site runs what, and how it went")
     history = commands.add_parser("history", parents=[where], help="every recorded operation, oldest first")
@@ -76,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("matrix", "history", "incidents"):
         try:
+            args.records = args.records or records.locate(args.state_dir, args.inventory, args.vault_password_file)
             if args.json:
                 data = {"matrix": lambda: records.matrix_rows(args.records),
                         "history": lambda: records.history_entries(args.records, args.site),

@@ -461,7 +461,7 @@ class Lab:
                      snapshot_key: str | None) -> None:
         known = "".join(f"[127.0.0.1]:{host.ports.ssh} {key}\n" for host, key in zip(planned, host_keys))
         write_atomically(self.known_hosts, known)
-        write_atomically(self.inventory, render_inventory(self.name, planned, self.key_file, self.known_hosts))
+        write_atomically(self.inventory, render_inventory(self.name, planned, self.key_file, self.known_hosts, self.state_dir))
         write_atomically(self.state_file, json.dumps(
             {"name": self.name, "image": images[planned[0].name], "snapshot": snapshot_key,
              "key_file": str(self.key_file), "known_hosts": str(self.known_hosts),
@@ -587,7 +587,7 @@ def ssh_greets(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def render_inventory(name: str, hosts: list[LabHost], key_file: Path, known_hosts: Path) -> str:
+def render_inventory(name: str, hosts: list[LabHost], key_file: Path, known_hosts: Path, state_dir: Path) -> str:
     lines = [
         f"# Written by 'opspack lab up --name {name}'; 'opspack lab down' removes it. Not for git.",
         "all:",
@@ -609,6 +609,11 @@ def render_inventory(name: str, hosts: list[LabHost], key_file: Path, known_host
         f"        ansible_ssh_private_key_file: {json.dumps(str(key_file))}",
         # Host keys are pinned from the hosts themselves: real verification, as on a real VPS.
         f"        ansible_ssh_common_args: {json.dumps(f'-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes')}",
+        # The lab keeps opspack's control-node state (records, artifacts, backups, lab CA) with its
+        # own files, so one directory holds everything of a lab (all's variables: `opspack matrix`
+        # asks Ansible for it on the implicit localhost, which reads no other group's).
+        "  vars:",
+        f"    opspack_state_dir: {json.dumps(str(state_dir))}",
         "",
     ]
     return "\n".join(lines)

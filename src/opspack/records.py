@@ -4,6 +4,9 @@ a terminal. They read the files only; the callback is the one writer."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 MATRIX = "loop-sites-matrix.md"
@@ -17,12 +20,38 @@ class RecordsError(Exception):
     """The records cannot be read; the message says where to look."""
 
 
+def locate(state_dir: Path | None, inventory: str | None = None, vault_password_file: str | None = None) -> Path:
+    """records/ of the state directory; when none is given, the one the playbooks use, asked of
+    Ansible (the lookup opspack.platform.state_dir with the inventory's own variables and
+    ansible.cfg), so the rule lives in one place."""
+    if state_dir:
+        return Path(state_dir).expanduser() / "records"
+    ansible = Path(sys.executable).parent / "ansible"
+    command = [str(ansible) if ansible.exists() else "ansible", "localhost", "-m", "ansible.builtin.debug",
+               "-a", "msg={{ lookup('opspack.platform.state_dir', 'records') }}"]
+    command += ["-i", inventory] if inventory else []
+    command += ["--vault-password-file", vault_password_file] if vault_password_file else []
+    env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal",
+               ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="0", ANSIBLE_LOCALHOST_WARNING="0")
+    try:
+        ran = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+        answer = json.loads(ran.stdout.split("=>", 1)[1]) if ran.returncode == 0 and "=>" in ran.stdout else {}
+    except (OSError, ValueError, subprocess.TimeoutExpired) as error:
+        ran, answer = None, {"error": str(error)}
+    if not isinstance(answer, dict) or not answer.get("msg"):
+        why = (ran.stderr if ran else answer.get("error", "")).strip().splitlines()
+        raise RecordsError("could not ask Ansible where this inventory's records are"
+                           + (f" ({why[-1]})" if why else "")
+                           + ": pass --state-dir DIR (or --records DIR), or --vault-password-file for a vaulted inventory")
+    return Path(answer["msg"])
+
+
 def _read(directory: Path, name: str) -> str:
     try:
         return (directory / name).read_text(encoding="utf-8")
     except FileNotFoundError as error:
         raise RecordsError(f"no {name} in {directory}: no run has written records there yet "
-                           "(or pass --records DIR: records/ beside your inventory)") from error
+                           "(pass -i INVENTORY, --state-dir DIR or --records DIR for another inventory's)") from error
 
 
 def _matrix_table(directory: Path) -> tuple[str, list[list[str]]]:

@@ -46,7 +46,7 @@ def ssh_login(state: dict, host: dict, user: str) -> bool:
 
 
 def report(lab_dir: Path, sites_file: Path = Path("inventories/lab-site.yml"), operator: str = "ops") -> int:
-    ca_file = lab_dir / "opspack-lab-ca" / "ca.crt"
+    ca_file = lab_dir / "lab-ca" / "ca.crt"
     try:
         state = json.loads((lab_dir / "lab.json").read_text())
         context = ssl.create_default_context(cafile=str(ca_file))

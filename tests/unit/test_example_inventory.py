@@ -24,7 +24,7 @@ VAULT_PASSWORD = "example-vault-password-for-tests"
 
 def ansible(tool: str, inventory: Path, *args: str) -> subprocess.CompletedProcess:
     env = tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_TIMEOUT="3", ANSIBLE_FORCE_COLOR="0",
-                   ANSIBLE_NOCOLOR="1", OPSPACK_RECORDS_DIR=str(inventory.parent / "records"))
+                   ANSIBLE_NOCOLOR="1", XDG_DATA_HOME=str(inventory.parent / "data"))
     return subprocess.run([tool, "-i", str(inventory), "--vault-password-file", str(inventory.parent / "vault-pass"), *args],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
@@ -105,6 +105,13 @@ def test_two_sites_with_one_domain_are_refused_before_connecting(inventory):
 def test_an_old_per_role_site_variable_is_refused_naming_its_new_place(inventory):
     edit(inventory / "group_vars" / "all" / "main.yml", "release_keep: 5", "release_keep: 5\nrelease_health_path: /ping")
     assert "release_health_path is now part of the site definition: opspack_sites[].health_path" in refuse(inventory)
+
+
+def test_hosts_given_different_state_directories_are_refused_before_connecting(inventory):
+    """One run, one control-node state directory: staging's own would split the records from the backups."""
+    edit(inventory / "group_vars" / "staging" / "main.yml", "api_domains:", "opspack_state_dir: /srv/opspack-state/staging\napi_domains:")
+    out = refuse(inventory)
+    assert "opspack_state_dir differs between the hosts of this run" in out and "/srv/opspack-state/staging" in out
 
 
 PLAYBOOKS = sorted(path.stem for path in (ROOT / "playbooks").glob("*.yml"))

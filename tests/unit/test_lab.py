@@ -89,7 +89,7 @@ def test_no_mirror_is_a_clear_error(tmp_path):
 def test_inventory_pins_host_keys_and_uses_the_lab_key(tmp_path):
     hosts = [lab.LabHost(name, f"opspack-lab-{name}", lab.host_ports(22000, index))
              for index, name in enumerate(lab.host_names(2), start=1)]
-    text = lab.render_inventory("lab", hosts, tmp_path / "id_ed25519", tmp_path / "known_hosts")
+    text = lab.render_inventory("lab", hosts, tmp_path / "id_ed25519", tmp_path / "known_hosts", tmp_path)
     inventory = yaml.safe_load(text)
     group = inventory["all"]["children"]["lab"]
     assert group["hosts"]["vps2"] == {

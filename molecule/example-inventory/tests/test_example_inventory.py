@@ -24,8 +24,12 @@ from opspack.testing.scenario import record
 
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent-molecule-ephemeral-directory"))
 WORK = EPHEMERAL / "operator"
-# The lab CA the nginx role keeps beside the operator's inventory (a directory: next to it).
-CA = WORK / "opspack-lab-ca" / "ca.crt"
+# The operator's XDG data home: the inventory's state directory is its default there,
+# ~/.local/share/opspack/<inventory name> (the copy is named like README's, inventories/mine).
+DATA_HOME = WORK / "data"
+STATE = DATA_HOME / "opspack" / "mine"
+# The lab CA the nginx role keeps in the state directory.
+CA = STATE / "lab-ca" / "ca.crt"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,8 @@ def run(operator, name: str, *args: str) -> subprocess.CompletedProcess:
     ran = subprocess.run(["ansible-playbook", "-i", str(operator["inventory"]), "--vault-password-file", str(operator["password"]),
                           "--limit", example.HOST, f"opspack.platform.{name}", *args],
                          capture_output=True, text=True, cwd=WORK, env=tool_env(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-                                                                                ANSIBLE_CONFIG=str(example.ROOT / "ansible.cfg")))
+                                                                                ANSIBLE_CONFIG=str(example.ROOT / "ansible.cfg"),
+                                                                                XDG_DATA_HOME=str(DATA_HOME)))
     out = ran.stdout + ran.stderr
     for secret in example.VAULT_SECRETS:
         assert secret not in out, f"a vault secret leaked into the output of {name}"
@@ -73,6 +78,12 @@ def test_provisioning_from_the_example_converges_and_a_second_run_changes_nothin
     assert second.returncode == 0 and re.search(rf"{example.HOST}\s*: ok=\d+\s+changed=0 ", out), out[-4000:]
     # Each site got what its definition says, and only that.
     assert host.user("api").exists and host.user("blog").exists
+    # The control node's state went to the default state directory, nothing beside or into the inventory.
+    assert CA.is_file(), f"no lab CA in the default state directory {STATE}"
+    inventory = operator["inventory"]
+    stray = [path for folder in (inventory, inventory.parent) for path in folder.iterdir()
+             if path.name in ("records", "artifacts", "backups", "lab-ca", "opspack-lab-ca")]
+    assert not stray, f"control-node state written beside or into the inventory: {stray}"
     blog_env = host.file("/srv/blog/shared/env")
     assert blog_env.mode == 0o640 and blog_env.contains("DATABASE_URL=") and blog_env.contains("REDIS_URL=")
     assert blog_env.contains("SECRET_KEY=") and not host.file("/srv/api/shared/env").exists
@@ -127,17 +138,20 @@ def test_upgrade_failure_rollback_and_smoke_of_both_sites_fail_no_request(operat
 
 def test_ansible_runner_deploys_with_the_records_outside_its_private_data_dir(operator, host, tmp_path):
     """As AWX runs it: ansible-runner with a private data dir, the vault password on the command
-    line, the records callback writing to a directory that outlives the job."""
+    line, the state directory on storage that outlives the job given as an extra variable
+    (opspack_state_dir, docs/awx.md): the records callback learns it from the run."""
     import ansible_runner
 
-    data, records = tmp_path / "job", WORK / "awx-records"
+    data, records = tmp_path / "job", STATE / "records"
     (data / "env").mkdir(parents=True)
     (data / "env" / "envvars").write_text(json.dumps({
         "ANSIBLE_CONFIG": str(example.ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_CALLBACKS_ENABLED": "opspack.platform.records", "OPSPACK_RECORDS_DIR": str(records),
-        "OPSPACK_ENVIRONMENT": "awx"}))
+        "ANSIBLE_CALLBACKS_ENABLED": "opspack.platform.records", "OPSPACK_ENVIRONMENT": "awx",
+        # A job's home is throwaway: the default state directory would be lost with it.
+        "XDG_DATA_HOME": str(data / "home")}))
     (data / "env" / "extravars").write_text(json.dumps({
-        "release_site": "api", "release_version": "1.1.0", "release_source": str(operator["releases"]["api"]["1.1.0"])}))
+        "release_site": "api", "release_version": "1.1.0", "release_source": str(operator["releases"]["api"]["1.1.0"]),
+        "opspack_state_dir": str(STATE)}))
     run = ansible_runner.run(private_data_dir=str(data), playbook=str(example.ROOT / "playbooks" / "deploy.yml"),
                              inventory=str(operator["inventory"]), quiet=True,
                              cmdline=f"--limit {example.HOST} --vault-password-file {operator['password']}")

@@ -100,9 +100,9 @@ def lab_facts(lab_dir: Path) -> dict:
 
 
 def inventory(workdir: Path, lab_dir: Path, lab_host: str = "vps1") -> tuple[Path, Path]:
-    """Copy the example into WORKDIR/inventory with HOST at LAB_HOST's address (and the lab's
+    """Copy the example into WORKDIR/mine (as README's `cp -r inventories/example inventories/mine`) with HOST at LAB_HOST's address (and the lab's
     facts) and a vault; returns (inventory, vault password file)."""
-    copy = workdir / "inventory"
+    copy = workdir / "mine"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(EXAMPLE, copy)
     lab_hosts = yaml.safe_load((lab_dir / "hosts.yml").read_text())["all"]["children"]["lab"]

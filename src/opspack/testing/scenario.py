@@ -21,7 +21,7 @@ EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent-mo
 INVENTORY = EPHEMERAL / "inventory"
 RECORDS = EPHEMERAL / "records"
 SAMPLE = EPHEMERAL / "sample"
-CA = EPHEMERAL / "opspack-lab-ca" / "ca.crt"
+CA = EPHEMERAL / "lab-ca" / "ca.crt"
 SERVER_NAME = "blog.lab.test"
 SITE_DIR = "/srv/blog"
 # The lab's secrets (read from its variables files): no output, record or copy may hold them.

@@ -124,7 +124,7 @@ def build(snapshot_key: str, target: Path) -> None:
         if key() != snapshot_key:
             raise lab.LabError("the tree changed while its snapshot was built (the key is no longer "
                                f"{snapshot_key}): nothing was kept; run again")
-        builder.snapshot(target, snapshot_key, {"opspack-lab-ca": lab_dir / "opspack-lab-ca"})
+        builder.snapshot(target, snapshot_key, {"lab-ca": lab_dir / "lab-ca"})
         log(f"snapshot {snapshot_key} taken in {time.monotonic() - started:.0f} s: {target}")
     finally:
         builder.down()

@@ -615,3 +615,43 @@ def test_a_record_never_breaks_the_run(callback, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "could not read a result of Release | Release the deploy lock: boom" in err
     assert "could not read a failure of Release | Switch traffic: boom" in err
+
+
+def test_the_records_go_to_the_state_directory_the_run_reported(tmp_path, monkeypatch):
+    """The playbooks tell the callback the state directory their roles use (set_stats, which an
+    inventory variable may set): that wins over the callback's own state_dir; records_dir wins over both."""
+    from ansible.executor.stats import AggregateStats
+    monkeypatch.setattr(context, "CLIARGS", ImmutableDict(check=False))
+    monkeypatch.delenv("OPSPACK_RECORDS_DIR", raising=False)
+    monkeypatch.setenv("OPSPACK_STATE_DIR", str(tmp_path / "configured"))
+    stats = AggregateStats()
+    stats.set_custom_stats("opspack_state_dir", str(tmp_path / "reported"))
+    plugin = new_callback()
+    deploy(plugin)
+    plugin.v2_playbook_on_stats(stats)
+    assert (tmp_path / "reported" / "records" / "history.jsonl").is_file()
+    assert not (tmp_path / "configured").exists()
+    # Without a report (a playbook of the operator's own that does not import login.yml).
+    plugin = new_callback()
+    deploy(plugin)
+    plugin.v2_playbook_on_stats(AggregateStats())
+    assert (tmp_path / "configured" / "records" / "history.jsonl").is_file()
+    monkeypatch.setenv("OPSPACK_RECORDS_DIR", str(tmp_path / "records-only"))
+    plugin = new_callback()
+    deploy(plugin)
+    plugin.v2_playbook_on_stats(stats)
+    assert (tmp_path / "records-only" / "history.jsonl").is_file()
+
+
+def test_without_any_setting_the_records_go_to_the_default_state_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(context, "CLIARGS", ImmutableDict(check=False))
+    for name in ("OPSPACK_RECORDS_DIR", "OPSPACK_STATE_DIR", "OPSPACK_ENVIRONMENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    plugin = new_callback()
+    plugin._sources = [str(tmp_path / "inventories" / "production" / "hosts.yml")]
+    deploy(plugin)
+    plugin.v2_playbook_on_stats(None)
+    [entry] = [json.loads(line) for line in
+               (tmp_path / "data" / "opspack" / "production" / "records" / "history.jsonl").read_text().splitlines()]
+    assert entry["environment"] == "production"
