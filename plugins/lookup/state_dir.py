@@ -29,12 +29,12 @@ options:
     required: false
   state_dir:
     description:
-      - The state directory. An absolute path (or C(~/...)) is clearest; a relative one is taken from
-        the current directory, or from C(ansible.cfg)'s directory when set there.
+      - The state directory, when the inventory variable C(opspack_state_dir) (templated, so it may
+        use C(inventory_dir)) does not name it. An absolute path (or C(~/...)) is clearest; a
+        relative one is taken from the current directory, or from C(ansible.cfg)'s directory when
+        set there.
       - Under AWX, put it on persistent storage (docs/awx.md).
     type: path
-    vars:
-      - name: opspack_state_dir
     env:
       - name: OPSPACK_STATE_DIR
     ini:
@@ -80,7 +80,10 @@ class LookupModule(LookupBase):
         variables = variables or {}
         if len(terms) > 1:
             raise AnsibleLookupError("state_dir takes at most one part: " + ", ".join(state_dir.PARTS))
-        directory = state_dir.state_dir(self.get_option("state_dir"), variables.get("ansible_inventory_sources") or [])
+        # The variable is templated here: an option's vars source hands a lookup the raw string.
+        configured = variables.get("opspack_state_dir")
+        configured = self._templar.template(configured) if configured else self.get_option("state_dir")
+        directory = state_dir.state_dir(configured, variables.get("ansible_inventory_sources") or [])
         if not terms:
             return [directory]
         if terms[0] == "records" and self.get_option("records_dir"):

@@ -30,7 +30,9 @@ def test_the_inventorys_own_state_directory_is_found_through_ansible(tmp_path):
     inventory = tmp_path / "inventories" / "production"
     (inventory / "group_vars" / "all").mkdir(parents=True)
     (inventory / "hosts.yml").write_text("all:\n  hosts:\n    web-1:\n      ansible_host: 192.0.2.10\n")
-    (inventory / "group_vars" / "all" / "main.yml").write_text(f"opspack_state_dir: {tmp_path / 'kept'}\n")
+    # Templated, as inventories write it (a raw "{{ ... }}" path would land somewhere odd).
+    (inventory / "group_vars" / "all" / "main.yml").write_text(
+        f"state_root: {tmp_path}\nopspack_state_dir: \"{{{{ state_root }}}}/kept\"\n")
     history_in(tmp_path / "kept")
     ran = opspack("history", "--json", "-i", str(inventory), cwd=tmp_path, XDG_DATA_HOME=str(tmp_path / "data"))
     assert ran.returncode == 0, ran.stderr
