@@ -107,7 +107,7 @@ def main() -> int:
             # background: measuring before it is done times the archiver, not the backups.
             settled = host.shell_as_postgres(
                 "psql -XAtq -c CHECKPOINT >/dev/null && for i in $(seq 1 300); do "
-                "ls /var/lib/postgresql/15/main/pg_wal/archive_status | grep -q '[.]ready$' || { echo $i; exit 0; }; "
+                "ls /var/lib/postgresql/*/main/pg_wal/archive_status | grep -q '[.]ready$' || { echo $i; exit 0; }; "
                 "sleep 1; done; echo never")
             print(f"bench: WAL archive settled after {settled} s", flush=True)
 

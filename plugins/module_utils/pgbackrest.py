@@ -228,10 +228,26 @@ def scratch_argument_spec(default_dir: str, default_port: int) -> dict:
         "stanza": {"type": "str", "default": "main"},
         "scratch_dir": {"type": "path", "default": default_dir},
         "scratch_port": {"type": "int", "default": default_port},
-        "pg_bin_dir": {"type": "path", "default": "/usr/lib/postgresql/15/bin"},
-        "production_data_dir": {"type": "path", "default": "/var/lib/postgresql/15/main"},
+        "pg_bin_dir": {"type": "path"},
+        "production_data_dir": {"type": "path"},
         "timeout": {"type": "int", "default": 600},
     }
+
+
+def cluster_paths(params: dict, lib_dir: str = "/usr/lib/postgresql", data_root: str = "/var/lib/postgresql") -> None:
+    """pg_bin_dir and production_data_dir, when not given, from the one PostgreSQL major installed
+    (Debian's and Ubuntu's layout: <lib_dir>/<major>/bin, <data_root>/<major>/main)."""
+    if params.get("pg_bin_dir") and params.get("production_data_dir"):
+        return
+    try:
+        majors = sorted(name for name in os.listdir(lib_dir) if os.path.isfile(os.path.join(lib_dir, name, "bin", "pg_ctl")))
+    except FileNotFoundError:
+        majors = []
+    if len(majors) != 1:
+        raise BackupError(f"PostgreSQL servers installed: {', '.join(majors) or 'none'} (in {lib_dir}): "
+                          "give pg_bin_dir and production_data_dir for the cluster to recover")
+    params["pg_bin_dir"] = params.get("pg_bin_dir") or os.path.join(lib_dir, majors[0], "bin")
+    params["production_data_dir"] = params.get("production_data_dir") or os.path.join(data_root, majors[0], "main")
 
 
 def plan(module, result: dict) -> tuple[datetime.datetime, dict]:
@@ -240,6 +256,7 @@ def plan(module, result: dict) -> tuple[datetime.datetime, dict]:
     result["target_time"] = target.isoformat().replace("+00:00", "Z")
     if target > utc_now() + datetime.timedelta(seconds=1):
         raise BackupError(f"target time {result['target_time']} is in the future")
+    cluster_paths(module.params)
     chosen = choose_set(backup_sets(run(module, "--output=json", "info"), module.params["stanza"]), target)
     result.update(backup_set=chosen["label"], backup_set_stopped_at=to_iso(chosen["stop"]))
     return target, chosen

@@ -58,17 +58,18 @@ options:
     type: int
     default: 5499
   pg_bin_dir:
-    description: Directory of the PostgreSQL server programs of the cluster's version.
+    description:
+      - Directory of the PostgreSQL server programs of the cluster's version.
+      - By default C(/usr/lib/postgresql/<major>/bin) of the one major installed (refused when there are several).
     type: path
-    default: /usr/lib/postgresql/15/bin
   production_data_dir:
     description:
       - The production cluster's data directory. Its C(pg_tblspc) is read, never written, to refuse
         a recovery that would replay the creation of a tablespace the backup set does not hold
         (PostgreSQL's redo would empty production's tablespace directory). Tablespaces the set
         holds are restored below O(scratch_dir) (C(--tablespace-map-all)).
+      - By default C(/var/lib/postgresql/<major>/main) of the one major installed.
     type: path
-    default: /var/lib/postgresql/15/main
   timeout:
     description: Seconds to wait for recovery to finish.
     type: int

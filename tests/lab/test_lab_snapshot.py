@@ -36,7 +36,7 @@ def test_hosts_from_one_snapshot_are_provisioned_and_each_has_its_own_identity(e
             # Provisioned: root login is off, the operator comes in with the lab key, the site runs.
             ssh = ["ssh", "-i", state["key_file"], "-p", str(state["hosts"][0]["ssh_port"]), "-o", "BatchMode=yes",
                    "-o", f"UserKnownHostsFile={state['known_hosts']}", "-o", "StrictHostKeyChecking=yes"]
-            services = subprocess.run([*ssh, "ops@127.0.0.1", "sudo systemctl is-active postgresql@15-main nginx redis-server"],
+            services = subprocess.run([*ssh, "ops@127.0.0.1", "sudo sh -c 'systemctl is-active postgresql@$(ls /etc/postgresql)-main nginx redis-server'"],
                                       capture_output=True, text=True, check=False, timeout=60)
             assert services.stdout.split() == ["active"] * 3, services.stdout + services.stderr
             as_root = subprocess.run([*ssh, "root@127.0.0.1", "true"], capture_output=True, text=True, check=False, timeout=60)

@@ -2,6 +2,8 @@
 
 import re
 
+from opspack.testing import targets
+
 EXPOSED_PORTS_ALLOWED = {22, 80, 443}
 
 
@@ -9,7 +11,7 @@ def test_every_service_is_active(host):
     assert host.run("systemctl is-system-running").stdout.strip() == "running"
     failed = host.run("systemctl --failed --plain --no-legend").stdout.strip()
     assert failed == ""
-    for unit in ("ssh", "nftables", "fail2ban", "postgresql@15-main", "redis-server", "nginx",
+    for unit in ("ssh", "nftables", "fail2ban", targets.postgresql_unit(host), "redis-server", "nginx",
                  "prometheus-node-exporter", "unattended-upgrades"):
         assert host.service(unit).is_running, unit
         assert host.service(unit).is_enabled, unit

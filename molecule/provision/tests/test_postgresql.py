@@ -11,7 +11,8 @@ import shlex
 
 import pytest
 
-UNIT = "postgresql@15-main"
+from opspack.testing import targets
+
 PORT = 5432
 DB_NAME = os.environ.get("OPSPACK_TEST_DB_NAME", "blog")
 DB_USER = os.environ.get("OPSPACK_TEST_DB_USER", "blog")
@@ -40,7 +41,7 @@ def tcp_login(host, address, user, db, password=None):
 
 
 def test_service_is_active_and_enabled_at_boot(host):
-    assert host.service(UNIT).is_running
+    assert host.service(targets.postgresql_unit(host)).is_running
     # Debian starts clusters at boot through postgresql.service.
     assert host.service("postgresql").is_enabled
 
@@ -61,7 +62,8 @@ def test_listens_on_loopback_only(host):
 
 def _hba_rules(host):
     """Non-comment pg_hba.conf lines as lists of fields."""
-    content = host.file("/etc/postgresql/15/main/pg_hba.conf").content_string
+    major = targets.of(host)["target_postgresql_version"]
+    content = host.file(f"/etc/postgresql/{major}/main/pg_hba.conf").content_string
     rules = []
     for line in content.splitlines():
         line = line.split("#", 1)[0].strip()

@@ -77,3 +77,19 @@ def test_a_recovered_cluster_is_told_as_a_pass_with_its_set(monkeypatch, capsys)
     told = run_in_process(monkeypatch, capsys, pitr_drill.main, target_time="2026-11-21T10:00:00Z", site="blog")["opspack_event"]
     assert told["result"] == "fail" and told["step"] == "recover to the target", told
     assert told["reason"] == "recovery did not stop before the target" and told["backup_id"] == "20261120-025500F"
+
+
+def test_the_cluster_paths_come_from_the_one_postgresql_major_installed(tmp_path):
+    lib = tmp_path / "lib"
+    (lib / "17" / "bin").mkdir(parents=True)
+    (lib / "17" / "bin" / "pg_ctl").write_text("")
+    params = {"pg_bin_dir": None, "production_data_dir": None}
+    pgbackrest.cluster_paths(params, lib_dir=str(lib), data_root="/data")
+    assert params == {"pg_bin_dir": str(lib / "17" / "bin"), "production_data_dir": "/data/17/main"}
+    given = {"pg_bin_dir": "/opt/pg/bin", "production_data_dir": "/srv/pg"}
+    pgbackrest.cluster_paths(given, lib_dir=str(lib))
+    assert given == {"pg_bin_dir": "/opt/pg/bin", "production_data_dir": "/srv/pg"}
+    (lib / "15" / "bin").mkdir(parents=True)
+    (lib / "15" / "bin" / "pg_ctl").write_text("")
+    with pytest.raises(BackupError, match="PostgreSQL servers installed: 15, 17 .*give pg_bin_dir"):
+        pgbackrest.cluster_paths({"pg_bin_dir": None, "production_data_dir": None}, lib_dir=str(lib))

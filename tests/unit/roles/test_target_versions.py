@@ -1,0 +1,62 @@
+"""One place names a target's versions: the target role's vars files. A PostgreSQL major, a
+Debian or Ubuntu release, a pgBackRest version found anywhere else in the collection's code
+(roles, plugins, playbooks) would go stale on the next target."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+TARGET_VARS = ROOT / "roles" / "target" / "vars"
+PATTERNS = {
+    "a PostgreSQL major": re.compile(r"postgresql[-@/]1\d\b|PostgreSQL 1\d\b|postgresql_version[^\n]*['\"]1\d['\"]"),
+    "a Debian or Ubuntu release": re.compile(r"\b(bookworm|trixie|noble|jammy|bullseye)\b|Debian 1\d\b|Ubuntu 2\d\.\d\d"),
+    "a pgBackRest version": re.compile(r"pgbackrest[= ]2\.\d+|pgBackRest 2\.\d+|pgbackrest\w*version[^\n]*['\"]2\.\d+"),
+}
+
+
+def code_files():
+    for folder in ("roles", "plugins", "playbooks"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if not path.is_file() or path.suffix not in (".yml", ".yaml", ".py", ".j2") or "__pycache__" in path.parts:
+                continue
+            if path.is_relative_to(ROOT / "roles" / "target"):
+                continue  # the one place (its vars files), and the role that reads them
+            yield path
+
+
+def galaxy_platforms_removed(path: Path, text: str) -> str:
+    """A role's meta/main.yml lists the releases it supports for Galaxy: that list is the point."""
+    if path.name == "main.yml" and path.parent.name == "meta":
+        meta = yaml.safe_load(text)
+        meta.get("galaxy_info", {}).pop("platforms", None)
+        return yaml.safe_dump(meta)
+    return text
+
+
+def test_no_version_of_a_target_outside_its_vars_file():
+    found = []
+    for path in code_files():
+        text = galaxy_platforms_removed(path, path.read_text())
+        for what, pattern in PATTERNS.items():
+            for match in pattern.finditer(text):
+                line = text[:match.start()].count("\n") + 1
+                found.append(f"{path.relative_to(ROOT)}:{line}: {what} ({match.group(0)})")
+    assert not found, "\n".join(found)
+
+
+def test_every_target_vars_file_has_every_variable():
+    files = sorted(TARGET_VARS.glob("*.yml"))
+    targets = {path.stem: yaml.safe_load(path.read_text()) for path in files if path.stem != "main"}
+    assert set(targets) == {"debian12", "debian13", "ubuntu2404"}
+    keys = {name: set(values) for name, values in targets.items()}
+    first = keys["debian12"]
+    for name, variables in keys.items():
+        assert variables == first, f"{name}: {sorted(variables ^ first)}"
+        assert targets[name]["target_name"] == name
+        assert set(targets[name]["target_packages"]) == set(targets["debian12"]["target_packages"]), name
+    supported = yaml.safe_load((ROOT / "roles" / "target" / "defaults" / "main.yml").read_text())["target_supported"]
+    assert sorted(supported) == sorted(targets)
