@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from opspack import __version__
-from opspack.lab import DEFAULT_BASE_PORT, MAX_HOSTS, Lab, LabError
+from opspack.lab import DEFAULT_BASE_PORT, DEFAULT_TARGET, MAX_HOSTS, MIRROR_ENV, TARGETS, Lab, LabError
 from opspack.report import report
 from opspack import records, sites
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"opspack {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    lab = commands.add_parser("lab", help="local Debian 12 VPS hosts to rehearse runbooks on")
+    lab = commands.add_parser("lab", help="local Debian VPS hosts (12 or 13) to rehearse runbooks on")
     lab_commands = lab.add_subparsers(dest="lab_command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--name", default="lab", help="lab name; several labs can run side by side (default: lab)")
@@ -37,7 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--base-port", type=int, default=DEFAULT_BASE_PORT,
                     help=f"first 127.0.0.1 port; host N gets SSH, HTTP, HTTPS at base+10*(N-1)+0,1,2 (default: {DEFAULT_BASE_PORT})")
     up.add_argument("--snapshot", type=Path, metavar="DIR",
-                    help="start the hosts from a snapshot taken with 'opspack lab snapshot' (its images and key)")
+                    help="start the hosts from a snapshot taken with 'opspack lab snapshot' (its images, key and OS)")
+    # Checked by the lab (one line listing the targets), not by argparse's choices.
+    up.add_argument("--os", dest="os_target", metavar="TARGET",
+                    help=f"the hosts' OS: {', '.join(TARGETS)} (default: {DEFAULT_TARGET}; with --snapshot, the snapshot's)")
+    up.add_argument("--mirror", metavar="URL",
+                    help=f"Debian mirror to build the image from, instead of the one in this machine's /etc/apt "
+                         f"(default: ${MIRROR_ENV}); used only when the image is built")
     snapshot = lab_commands.add_parser(
         "snapshot", parents=[common],
         help="commit the running hosts as images later labs start from (--snapshot); the hosts are stopped")
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(args.name, args.dir, log)
     try:
         if args.lab_command == "up":
-            hosts = lab.up(args.hosts, args.base_port, args.snapshot)
+            hosts = lab.up(args.hosts, args.base_port, args.snapshot, args.os_target, args.mirror)
             for host in hosts:
                 print(f"{host.name}: ssh -i {lab.key_file} -p {host.ports.ssh} root@127.0.0.1"
                       f"  (http 127.0.0.1:{host.ports.http}, https 127.0.0.1:{host.ports.https})")

@@ -1,8 +1,9 @@
-"""The opspack lab: local Debian 12 hosts that look like freshly handed-over cloud VPSes.
+"""The opspack lab: local Debian hosts that look like freshly handed-over cloud VPSes.
 
 Each host is a container running systemd and sshd, reached over SSH on a 127.0.0.1 port
 with a key generated for the lab, exactly as a real VPS is reached. Operators use it to
-rehearse a runbook; the test suite uses it to prove every capability end to end.
+rehearse a runbook; the test suite uses it to prove every capability end to end. A lab runs
+one OS target (TARGETS, `opspack lab up --os`): Debian 12 or Debian 13.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-SUITE = "bookworm"
 # What a fresh cloud VPS has: an init system, sshd, Python for Ansible, sudo. Nothing else.
 PACKAGES = (
     "systemd",
@@ -39,6 +39,65 @@ LAB_SERVICE_DROPIN = "[Service]\nPrivateUsers=no\n"
 SSH_HOSTKEY_DROPIN = (
     "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n"
 )
+# Lab-only, Debian 13: systemd 257 keeps CAP_SYS_ADMIN across the switch to User= so that it can
+# load a unit's seccomp filters (LockPersonality=, ProtectKernel*=, SystemCallArchitectures=,
+# SystemCallFilter=...) after it, and these containers have no CAP_SYS_ADMIN, so such units fail
+# with 217/USER "Failed to keep CAP_SYS_ADMIN" (an open upstream issue; a real VM is not affected).
+# systemd skips that path when the unit's filter denies capset: it loads the filters under
+# NoNewPrivileges instead, as systemd before 255 did. Given to every service, since the image cannot
+# know the units roles will install. Never on a real server.
+TRIXIE_SECCOMP_DROPIN = (
+    "# opspack lab only, never on a real server. systemd 257 in a container without CAP_SYS_ADMIN fails\n"
+    "# units that combine User= with seccomp hardening (217/USER); a filter that denies capset makes it\n"
+    "# load their filters under NoNewPrivileges instead.\n"
+    "[Service]\nSystemCallFilter=~capset:EPERM\n"
+)
+# ...except where it would be felt: any seccomp filter implies NoNewPrivileges in a container
+# without CAP_SYS_ADMIN, and under NoNewPrivileges no process of an SSH login or a cron job could
+# gain privileges with sudo (or any setuid program). A drop-in of the same name in a unit's own
+# directory replaces the global one for that unit.
+SECCOMP_OPT_OUT = "# opspack lab only: this unit keeps no lab seccomp filter, so that sudo works under it\n[Service]\n"
+SECCOMP_DROPIN_NAME = "20-lab-seccomp.conf"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """An OS a lab host can run: what debootstrap installs and what is lab-only about it."""
+
+    name: str           # the --os value
+    distribution: str   # as Ansible reports it (ansible_distribution), for messages
+    version: str        # ansible_distribution_major_version
+    suite: str          # the archive suite debootstrap installs
+    # Extra lab-only files of the image: (path in the image, content).
+    dropins: tuple[tuple[str, str], ...] = ()
+    # Whose archive `suite` is in; the mirror is read from the machine for this archive only.
+    archive: str = "debian"
+
+    @property
+    def label(self) -> str:
+        return f"{self.distribution} {self.version} {self.suite}"
+
+
+TARGETS: dict[str, Target] = {target.name: target for target in (
+    Target("debian12", "Debian", "12", "bookworm"),
+    Target("debian13", "Debian", "13", "trixie", dropins=(
+        (f"etc/systemd/system/service.d/{SECCOMP_DROPIN_NAME}", TRIXIE_SECCOMP_DROPIN),
+        *((f"etc/systemd/system/{unit}.d/{SECCOMP_DROPIN_NAME}", SECCOMP_OPT_OUT)
+          for unit in ("ssh.service", "cron.service")),
+    )),
+    # Wanted later: Target("ubuntu2404", "Ubuntu", "24.04", "noble", archive="ubuntu", ...). It needs
+    # a debootstrap that knows noble and the Ubuntu keyring (Debian 12's has neither), a mirror of
+    # the Ubuntu archive (a setting: the machine's apt configuration names only Debian's), and a
+    # readiness check that connects (Lab._wait_ready): noble's sshd is socket-activated.
+)}
+# What a new VPS gets today.
+DEFAULT_TARGET = "debian13"
+# Snapshots and lab.json files written before there were targets: all were Debian 12.
+LEGACY_TARGET = "debian12"
+# The Debian suite names a machine's own apt configuration may use; the lab's hosts get the
+# machine's sources with that name changed to their target's suite.
+DEBIAN_SUITES = ("bullseye", "bookworm", "trixie", "forky", "oldstable", "stable", "testing")
+MIRROR_ENV = "OPSPACK_LAB_MIRROR"
 RECIPE_VERSION = 1
 IMAGE_REPOSITORY = "opspack/lab-vps"
 # Lab hosts committed after a converge (`opspack lab snapshot`): later labs start from them in
@@ -85,16 +144,27 @@ class HostPorts:
         return (self.ssh, self.http, self.https)
 
 
-def recipe_hash() -> str:
-    """Hash of everything that goes into the image: a new recipe means a new image tag."""
+def resolve_target(name: str | None) -> Target:
+    """The target called `name` (None: the default); an unknown name is refused in one line."""
+    name = DEFAULT_TARGET if name is None else name
+    if name not in TARGETS:
+        raise LabError(f"--os {name!r} is not a lab target: choose one of {', '.join(TARGETS)}", exit_code=2)
+    return TARGETS[name]
+
+
+def recipe_hash(target: str = DEFAULT_TARGET) -> str:
+    """Hash of everything that goes into a target's image: a new recipe means a new image tag."""
+    chosen = resolve_target(target)
     recipe = json.dumps(
-        [RECIPE_VERSION, SUITE, PACKAGES, LAB_SERVICE_DROPIN, SSH_HOSTKEY_DROPIN], sort_keys=True
+        [RECIPE_VERSION, chosen.name, chosen.archive, chosen.suite, PACKAGES, LAB_SERVICE_DROPIN,
+         SSH_HOSTKEY_DROPIN, chosen.dropins],
+        sort_keys=True,
     )
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
-def image_ref() -> str:
-    return f"{IMAGE_REPOSITORY}:{SUITE}-{recipe_hash()}"
+def image_ref(target: str = DEFAULT_TARGET) -> str:
+    return f"{IMAGE_REPOSITORY}:{target}-{recipe_hash(target)}"
 
 
 def host_names(count: int) -> list[str]:
@@ -139,33 +209,109 @@ def taken_ports(ports: Iterable[int], in_use: Callable[[int], bool] = port_in_us
     return [port for port in ports if in_use(port)]
 
 
-def find_apt_sources(etc_apt: Path = Path("/etc/apt")) -> tuple[str, Path]:
-    """The Debian mirror this machine uses and the file that names it.
+def _deb822_stanzas(text: str) -> Iterable[dict[str, list[str]]]:
+    for stanza in re.split(r"\n\s*\n", text):
+        fields = {}
+        for line in stanza.splitlines():
+            if line.startswith("#") or ":" not in line:
+                continue
+            key, value = line.split(":", 1)
+            fields[key.strip().lower()] = value.split()
+        yield fields
 
-    The lab image is bootstrapped from that mirror and gets a copy of that file, so apt
-    inside the hosts reaches the same mirror; no mirror name is ever written into the repo.
+
+def _one_line_entries(text: str) -> Iterable[list[str]]:
+    for line in text.splitlines():
+        # "deb [options] URI SUITE COMPONENTS...": drop the options before reading fields.
+        parts = re.sub(r"\[[^]]*\]", " ", line).split()
+        if len(parts) >= 3 and parts[0] == "deb":
+            yield parts
+
+
+def find_apt_sources(etc_apt: Path = Path("/etc/apt"), suite: str = "bookworm") -> tuple[str, Path, str]:
+    """The Debian mirror this machine uses, the file that names it, and the suite it names there.
+
+    A file naming `suite` itself wins; else the first one naming any Debian suite (DEBIAN_SUITES),
+    whose suite names the caller changes (rewrite_suites). The lab image is bootstrapped from that
+    mirror and gets a copy of that file, so apt inside the hosts reaches the same mirror; no
+    mirror name is ever written into the repo.
     """
+    found: list[tuple[str, Path, str]] = []
     for sources in sorted((etc_apt / "sources.list.d").glob("*.sources")):
-        for stanza in sources.read_text().split("\n\n"):
-            fields = {}
-            for line in stanza.splitlines():
-                if line.startswith("#") or ":" not in line:
-                    continue
-                key, value = line.split(":", 1)
-                fields[key.strip().lower()] = value.split()
-            if SUITE in fields.get("suites", []) and fields.get("uris"):
-                return fields["uris"][0], sources
+        for fields in _deb822_stanzas(sources.read_text()):
+            if "deb" not in fields.get("types", ["deb"]) or not fields.get("uris"):
+                continue
+            found += [(fields["uris"][0], sources, name) for name in fields.get("suites", [])]
     classic = etc_apt / "sources.list"
     if classic.exists():
-        for line in classic.read_text().splitlines():
-            # "deb [options] URI SUITE COMPONENTS...": drop the options before reading fields.
-            parts = re.sub(r"\[[^]]*\]", " ", line).split()
-            if len(parts) >= 3 and parts[0] == "deb" and parts[2] == SUITE:
-                return parts[1], classic
+        found += [(parts[1], classic, parts[2]) for parts in _one_line_entries(classic.read_text())]
+    for wanted in (suite, *DEBIAN_SUITES):
+        for uri, path, name in found:
+            if name == wanted:
+                return uri, path, name
     raise LabError(
-        f"no Debian {SUITE} mirror found in {etc_apt}/sources.list.d/*.sources or {etc_apt}/sources.list: "
-        "the lab image is built from the machine's own Debian mirror"
+        f"no Debian mirror found in {etc_apt}/sources.list.d/*.sources or {etc_apt}/sources.list: "
+        f"set {MIRROR_ENV} (or pass --mirror) to the URL of a Debian archive mirror"
     )
+
+
+def rewrite_suites(text: str, old: str, new: str) -> str:
+    """An apt sources file with suite `old` and its companions (old-updates, old-security...) renamed
+    to `new`: the Suites fields of a deb822 .sources file, the suite of each one-line sources.list
+    entry. URIs, components, options and comments are kept as they are."""
+    if old == new:
+        return text
+
+    def rename(suite: str) -> str:
+        if suite == old:
+            return new
+        if suite.startswith(f"{old}-"):
+            return new + suite[len(old):]
+        return suite
+
+    def suites_field(match: re.Match) -> str:
+        return match.group(1) + re.sub(r"\S+", lambda word: rename(word.group(0)), match.group(2))
+
+    def one_line(match: re.Match) -> str:
+        return match.group(1) + rename(match.group(2)) + match.group(3)
+
+    lines = []
+    for line in text.splitlines(keepends=True):
+        line = re.sub(r"^(Suites:[ \t]*)(.*)", suites_field, line, flags=re.IGNORECASE)
+        line = re.sub(r"^(\s*deb(?:-src)?\s+(?:\[[^]]*\]\s+)?\S+\s+)(\S+)(.*)", one_line, line, flags=re.DOTALL)
+        lines.append(line)
+    return "".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class AptSources:
+    """Where a target's image comes from and the apt sources file its hosts get."""
+
+    mirror: str   # what debootstrap installs from
+    path: str     # the file's place in the image, under etc/apt
+    text: str
+    origin: str   # for messages: which file or setting it came from
+
+
+def apt_sources(target: Target, mirror: str | None = None, etc_apt: Path = Path("/etc/apt")) -> AptSources:
+    """The mirror and sources file of a target's image: `mirror` (--mirror, else $OPSPACK_LAB_MIRROR)
+    when set, else the machine's own apt configuration with its suite names changed to the
+    target's."""
+    origin = "--mirror" if mirror else MIRROR_ENV
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    if mirror:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", mirror):
+            raise LabError(f"mirror {mirror!r} is not an http(s) URL of a Debian archive mirror (--mirror or {MIRROR_ENV})",
+                           exit_code=2)
+        text = (f"# Written by 'opspack lab up' from --mirror or {MIRROR_ENV}.\n"
+                f"Types: deb\nURIs: {mirror}\nSuites: {target.suite} {target.suite}-updates\nComponents: main\n"
+                "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+        return AptSources(mirror, "sources.list.d/debian.sources", text, origin)
+    uri, sources_file, suite = find_apt_sources(etc_apt, target.suite)
+    path = "sources.list" if sources_file.name == "sources.list" else f"sources.list.d/{sources_file.name}"
+    text = rewrite_suites(sources_file.read_text(), suite, target.suite)
+    origin = str(sources_file) if suite == target.suite else f"{sources_file}, {suite} read as {target.suite}"
+    return AptSources(uri, path, text, origin)
 
 
 def cache_root() -> Path:
@@ -249,34 +395,33 @@ def image_exists(ref: str) -> bool:
     return run(["docker", "image", "inspect", ref], check=False).returncode == 0
 
 
-def build_image(ref: str, log: Log, work_root: Path) -> None:
-    """debootstrap a minimal Debian 12 with systemd and sshd, then import it as an image."""
+def build_image(ref: str, target: Target, log: Log, work_root: Path, mirror: str | None = None) -> None:
+    """debootstrap a minimal system of the target with systemd and sshd, then import it as an image."""
     if shutil.which("debootstrap") is None:
         if not (is_root() and is_debian()):
             raise LabError("building the lab image needs debootstrap and root: install debootstrap (apt-get install debootstrap) and run as root")
         apt_install(["debootstrap"], log)
     if not is_root():
         raise LabError("building the lab image runs debootstrap, which needs root: run 'opspack lab up' once as root")
-    mirror, sources_file = find_apt_sources()
+    sources = apt_sources(target, mirror)
     work_root.mkdir(parents=True, exist_ok=True)
     build_dir = Path(tempfile.mkdtemp(prefix="lab-image-", dir=work_root))
     rootfs = build_dir / "rootfs"
     started = time.monotonic()
-    log(f"building lab image {ref} with debootstrap (first run only, about 1-2 minutes)")
+    log(f"building lab image {ref} ({target.label}) with debootstrap from the mirror of {sources.origin} "
+        "(first run only, a few minutes)")
     try:
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), mirror],
-            timeout=900)
+        run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", target.suite, str(rootfs),
+             sources.mirror], timeout=900)
         apt_dir = rootfs / "etc/apt"
         (apt_dir / "sources.list").unlink(missing_ok=True)
-        target = apt_dir / ("sources.list" if sources_file.name == "sources.list" else f"sources.list.d/{sources_file.name}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(sources_file, target)
-        dropin = rootfs / "etc/systemd/system/service.d/10-lab.conf"
-        dropin.parent.mkdir(parents=True, exist_ok=True)
-        dropin.write_text(LAB_SERVICE_DROPIN)
-        ssh_dropin = rootfs / "etc/systemd/system/ssh.service.d/10-lab-hostkeys.conf"
-        ssh_dropin.parent.mkdir(parents=True, exist_ok=True)
-        ssh_dropin.write_text(SSH_HOSTKEY_DROPIN)
+        (apt_dir / sources.path).parent.mkdir(parents=True, exist_ok=True)
+        (apt_dir / sources.path).write_text(sources.text)
+        lab_files = (("etc/systemd/system/service.d/10-lab.conf", LAB_SERVICE_DROPIN),
+                     ("etc/systemd/system/ssh.service.d/10-lab-hostkeys.conf", SSH_HOSTKEY_DROPIN), *target.dropins)
+        for path, text in lab_files:
+            (rootfs / path).parent.mkdir(parents=True, exist_ok=True)
+            (rootfs / path).write_text(text)
         for host_key in (rootfs / "etc/ssh").glob("ssh_host_*"):
             host_key.unlink()
         # An empty machine-id gives every host its own at first boot.
@@ -286,7 +431,7 @@ def build_image(ref: str, log: Log, work_root: Path) -> None:
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run(
             ["docker", "import", "--change", 'CMD ["/sbin/init"]',
-             "--message", f"opspack lab recipe {recipe_hash()}", "-", ref],
+             "--message", f"opspack lab recipe {recipe_hash(target.name)} ({target.label})", "-", ref],
             stdin=tar.stdout, capture_output=True, text=True, check=False,
         )
         tar.stdout.close()
@@ -342,19 +487,33 @@ class Lab:
         return dict(line.split("\t", 1) for line in result.stdout.splitlines() if "\t" in line)
 
     # -- up --------------------------------------------------------------------------------
-    def up(self, hosts: int, base_port: int, snapshot: Path | None = None) -> list[LabHost]:
-        """Start the hosts from the base image, or from a snapshot's images (then with the
-        snapshot's key, which its hosts' operator accounts already trust)."""
+    def up(self, hosts: int, base_port: int, snapshot: Path | None = None, os_target: str | None = None,
+           mirror: str | None = None) -> list[LabHost]:
+        """Start the hosts from the base image of `os_target` (None: DEFAULT_TARGET), or from a
+        snapshot's images (then with the snapshot's key, which its hosts' operator accounts already
+        trust, and its target). `mirror` is used only when the base image is built (apt_sources)."""
         validate_request(self.name, hosts, base_port)
+        target = resolve_target(os_target)
         ensure_engine(self.log, cache_root())
         manifest = read_snapshot(snapshot, hosts) if snapshot else None
+        if manifest:
+            taken_from = resolve_target(manifest.get("os", LEGACY_TARGET))
+            if os_target is not None and os_target != taken_from.name:
+                raise LabError(f"snapshot {manifest['key']} holds {taken_from.name} hosts, not {os_target}: "
+                               f"leave out --os or give --os {taken_from.name}", exit_code=2)
+            target = taken_from
         planned = [LabHost(name, self.container_name(name), host_ports(base_port, index))
                    for index, name in enumerate(host_names(hosts), start=1)]
         existing = self.containers()
         if existing:
+            recorded = self._state()
+            running_os = recorded.get("os", LEGACY_TARGET) if recorded else target.name
+            if running_os != target.name:
+                raise LabError(f"lab '{self.name}' runs {running_os}, not {target.name}: run 'opspack lab down --name {self.name}' "
+                               f"first, then 'opspack lab up --os {target.name}'")
             wanted = {host.container for host in planned}
             if (set(existing) == wanted and all(state == "running" for state in existing.values())
-                    and self._state_matches(planned, manifest["key"] if manifest else None)):
+                    and self._state_matches(planned, manifest["key"] if manifest else None, target)):
                 self.log(f"lab '{self.name}' is already up with {hosts} host(s)")
                 return planned
             stopped = sorted(name for name, state in existing.items() if state != "running")
@@ -375,11 +534,11 @@ class Lab:
                 shutil.copyfile(snapshot / name, self.state_dir / name)
             self.key_file.chmod(0o600)
         else:
-            ref = image_ref()
+            ref = image_ref(target.name)
             if image_exists(ref):
-                self.log(f"using cached lab image {ref}")
+                self.log(f"using cached lab image {ref} ({target.label})")
             else:
-                build_image(ref, self.log, cache_root())
+                build_image(ref, target, self.log, cache_root(), mirror)
             images = {host.name: ref for host in planned}
             self._ensure_key()
         started: list[str] = []
@@ -389,7 +548,7 @@ class Lab:
                 started.append(host.container)
                 self._start(host, images[host.name])
             host_keys = [self._wait_ready(host) for host in planned]
-            self._write_state(planned, host_keys, images, manifest["key"] if manifest else None)
+            self._write_state(planned, host_keys, images, manifest["key"] if manifest else None, target)
         except BaseException:
             # Never leave a half-started lab behind: remove what this call started.
             for container in started:
@@ -398,14 +557,20 @@ class Lab:
             raise
         return planned
 
-    def _state_matches(self, planned: list[LabHost], snapshot_key: str | None) -> bool:
-        """The running lab is the one asked for: same hosts and ports, same origin (base image or
-        which snapshot)."""
+    def _state(self) -> dict:
+        """lab.json, or {} when there is none (or it cannot be read)."""
         try:
             state = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
-            return False
-        return (state.get("hosts") == [host.as_dict() for host in planned] and state.get("snapshot") == snapshot_key
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _state_matches(self, planned: list[LabHost], snapshot_key: str | None, target: Target) -> bool:
+        """The running lab is the one asked for: same hosts and ports, same origin (base image or
+        which snapshot), same OS target."""
+        state = self._state()
+        return (bool(state) and state.get("hosts") == [host.as_dict() for host in planned]
+                and state.get("snapshot") == snapshot_key and state.get("os", LEGACY_TARGET) == target.name
                 and self.inventory.exists())
 
     def _ensure_key(self) -> None:
@@ -448,6 +613,9 @@ class Lab:
             units = ", ".join(line.split()[0] for line in failed.splitlines() if line.strip()) or "none listed"
             raise LabError(f"{host.name} did not reach systemd state 'running' within {BOOT_TIMEOUT:.0f} s (state {state}; failed units: {units})")
         authorized = self.key_file.with_suffix(".pub").read_text()
+        # Debian's ssh.service makes the host keys before sshd listens (SSH_HOSTKEY_DROPIN), so they
+        # are read from the host. Ubuntu's sshd is socket-activated: its keys appear only after the
+        # first connection, so an Ubuntu target will need a check that connects (ssh-keyscan) instead.
         run(["docker", "exec", "-i", host.container, "sh", "-c",
              "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys"], input_text=authorized)
         host_key = run(["docker", "exec", host.container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout.split()
@@ -458,12 +626,12 @@ class Lab:
         raise LabError(f"{host.name}: sshd did not answer on 127.0.0.1:{host.ports.ssh} within {BOOT_TIMEOUT:.0f} s")
 
     def _write_state(self, planned: list[LabHost], host_keys: list[str], images: dict[str, str],
-                     snapshot_key: str | None) -> None:
+                     snapshot_key: str | None, target: Target) -> None:
         known = "".join(f"[127.0.0.1]:{host.ports.ssh} {key}\n" for host, key in zip(planned, host_keys))
         write_atomically(self.known_hosts, known)
         write_atomically(self.inventory, render_inventory(self.name, planned, self.key_file, self.known_hosts, self.state_dir))
         write_atomically(self.state_file, json.dumps(
-            {"name": self.name, "image": images[planned[0].name], "snapshot": snapshot_key,
+            {"name": self.name, "os": target.name, "image": images[planned[0].name], "snapshot": snapshot_key,
              "key_file": str(self.key_file), "known_hosts": str(self.known_hosts),
              "inventory": str(self.inventory), "hosts": [host.as_dict() for host in planned]}, indent=2) + "\n")
 
@@ -509,7 +677,7 @@ class Lab:
                     shutil.copytree(source, staging / "control" / name, symlinks=True)
                 elif source.exists():
                     shutil.copy2(source, staging / "control" / name)
-            manifest = {"key": key, "base_image": state.get("image"), "images": images,
+            manifest = {"key": key, "os": state.get("os", LEGACY_TARGET), "base_image": state.get("image"), "images": images,
                         "hosts": [host["name"] for host in hosts]}
             (staging / SNAPSHOT_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             if target.exists():
@@ -531,10 +699,13 @@ class Lab:
         containers = self.containers()
         if not containers:
             return False, f"lab '{self.name}' is not up: 'opspack lab up --name {self.name}' starts it"
+        state = self._state()
         try:
-            hosts = {host["container"]: host for host in json.loads(self.state_file.read_text())["hosts"]}
-        except (OSError, ValueError, KeyError):
+            hosts = {host["container"]: host for host in state["hosts"]}
+        except (KeyError, TypeError):
             hosts = {}
+        target = TARGETS.get(state.get("os", LEGACY_TARGET)) if state else None
+        runs = f"{target.name}, {target.label}" if target else "OS unknown: no lab.json"
         rows = [("HOST", "CONTAINER", "CONTAINER STATE", "SYSTEMD", "SSH")]
         healthy = True
         for container, state in sorted(containers.items()):
@@ -547,7 +718,7 @@ class Lab:
             rows.append((host["name"] if host else "?", container, state, system, ssh))
         widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
         table = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
-        return healthy, f"lab '{self.name}': inventory {self.inventory}\n{table}"
+        return healthy, f"lab '{self.name}' ({runs}): inventory {self.inventory}\n{table}"
 
     def down(self) -> list[str]:
         if not engine_answers():
