@@ -12,6 +12,7 @@ task run, so the full task (with its check mode and diff) stays the authority.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 
 from ansible.errors import AnsibleFilterError
@@ -130,18 +131,45 @@ def packages_missing(packages, names):
     return [name for name in names if "=" in name or name not in packages]
 
 
-def unit_settled(show, name, enabled=True, started=True):
-    """True when `systemctl show -p Id -p UnitFileState -p ActiveState UNIT...` output (or a
-    registered command result holding it) says unit name is enabled and, if started, active."""
+def _shown_units(show) -> dict | None:
+    """`systemctl show` output (or a registered result holding it) as {Id: properties}; None
+    when the command did not run."""
     if isinstance(show, dict):
         if show.get("skipped") or show.get("failed") or show.get("rc", 0) != 0:
-            return False
+            return None
         show = show.get("stdout", "")
     units = {}
     for block in str(show).strip().split("\n\n"):
         fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         if "Id" in fields:
             units[fields["Id"]] = fields
+    return units
+
+
+def units_inactive(show, patterns):
+    """What is wrong with the units `systemctl show -p Id -p ActiveState PATTERN...` shows: each
+    unit a pattern matches that is not active, and each pattern that matches no unit at all
+    (a glob such as postgresql@*-main.service matches only units systemd has loaded)."""
+    units = _shown_units(show)
+    if units is None:
+        return ["systemctl show did not run"]
+    problems = []
+    for pattern in [patterns] if isinstance(patterns, str) else patterns:
+        matched = sorted(name for name in units if fnmatch.fnmatchcase(name, pattern))
+        if not matched:
+            problems.append(f"{pattern} is not loaded")
+        for name in matched:
+            if units[name].get("ActiveState") != "active":
+                problems.append(f"{name} is {units[name].get('ActiveState', 'unknown')}")
+    return problems
+
+
+def unit_settled(show, name, enabled=True, started=True):
+    """True when `systemctl show -p Id -p UnitFileState -p ActiveState UNIT...` output (or a
+    registered command result holding it) says unit name is enabled and, if started, active."""
+    units = _shown_units(show)
+    if units is None:
+        return False
     unit = units.get(name)
     if unit is None:
         return False
@@ -160,4 +188,5 @@ class FilterModule:
             "dpkg_packages": dpkg_packages,
             "packages_missing": packages_missing,
             "unit_settled": unit_settled,
+            "units_inactive": units_inactive,
         }

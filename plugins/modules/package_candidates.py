@@ -12,9 +12,9 @@ version_added: 0.2.0
 author: opspack developers (@opspack)
 description:
   - Asks apt once (C(apt-cache policy)) about every package of the plan and reports the ones it
-    could not install: unknown to the host's package sources, without an installation candidate,
-    or with no version matching the one asked for. An installed package counts as installable.
-  - Reads apt's package lists only: it never refreshes them, installs or changes anything, so a
+    could not install, whether unknown to the host's package sources, without an installation
+    candidate, or with no version matching the one asked for. An installed package counts as installable.
+  - Reads apt's package lists only and never refreshes them, installs or changes anything, so a
     caller (the preflight role) can refuse a host before the first change. Refresh the lists first
     (C(ansible.builtin.apt) with C(update_cache)) on a host whose lists may be stale or empty.
 options:
@@ -106,7 +106,7 @@ def parse_policy(text: str) -> dict[str, dict]:
 def judge(wanted: list[str], policy: dict[str, dict]) -> tuple[list[dict], list[dict]]:
     installable, missing = [], []
     for spec in wanted:
-        name, _, pattern = spec.partition("=")
+        name, pattern = spec.split("=", 1) if "=" in spec else (spec, "")
         known = policy.get(name.split(":", 1)[0])
         if known is None:
             missing.append({"name": name, "wanted": spec,

@@ -152,3 +152,23 @@ def test_dpkg_packages_reads_a_registered_result_and_treats_failure_as_unknown()
 def test_dpkg_packages_rejects_output_of_another_format():
     with pytest.raises(AnsibleFilterError, match="dpkg-query format"):
         drift.dpkg_packages("nginx 1.22\n")
+
+
+UNITS_SHOWN = """Id=nginx.service
+ActiveState=active
+
+Id=postgresql@17-main.service
+ActiveState=active
+
+Id=redis-server.service
+ActiveState=failed
+"""
+
+
+def test_units_inactive_names_each_unit_not_active_and_each_pattern_matching_none():
+    from ansible_collections.opspack.platform.plugins.filter.drift import units_inactive
+    assert units_inactive(UNITS_SHOWN, ["nginx.service", "postgresql@*-main.service"]) == []
+    assert units_inactive({"stdout": UNITS_SHOWN, "rc": 0}, ["redis-server.service", "postgresql@15-main.service",
+                                                     "opspack-blog@*.service"]) == [
+        "redis-server.service is failed", "postgresql@15-main.service is not loaded", "opspack-blog@*.service is not loaded"]
+    assert units_inactive({"failed": True}, ["nginx.service"]) == ["systemctl show did not run"]
