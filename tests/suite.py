@@ -28,7 +28,7 @@ LOGS = ROOT / ".cache" / "test-logs"
 # Longest first, so that the last job to finish starts early ("lab" is pytest tests/lab); the
 # first snapshot scenario builds the snapshot while provision, on fresh hosts, runs beside it.
 # Every scenario under molecule/ runs; one missing from this list runs last.
-LAB_ORDER = ("release-lifecycle", "provision", "lab", "release-safety", "example-inventory", "backups", "fleet", "migrations",
+LAB_ORDER = ("release-lifecycle", "release-lifecycle-debian13", "provision", "provision-debian13", "lab", "release-safety", "example-inventory", "backups", "fleet", "migrations",
              "preflight")
 OUTCOME = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)")
 # pytest's closing line ("===== 7 passed, 1 skipped in 14.11s ====="), also inside Molecule's

@@ -8,8 +8,11 @@ image's recipe, the Ansible version and this builder's recipe. Change any of the
 changes, so the next scenario builds a new snapshot; an unchanged tree reuses the one it has.
 Provisioning itself is never tested from a snapshot: the provision scenario starts fresh hosts.
 
-    python -m opspack.testing.snapshot key            # print the key of this tree
-    python -m opspack.testing.snapshot ensure --hosts 2   # build if missing; print its directory
+    python -m opspack.testing.snapshot key [--os debian13]      # print the key of this tree
+    python -m opspack.testing.snapshot ensure --hosts 2 [--os X]   # build if missing; print its directory
+
+Each OS target (`opspack lab up --os`) has its own snapshot; the default is $OPSPACK_LAB_OS, else
+the lab's default target.
 """
 
 from __future__ import annotations
@@ -61,9 +64,14 @@ def shaping_files(root: Path = ROOT) -> list[Path]:
     return files
 
 
-def key(root: Path = ROOT, vars_files=SITE_VARS_FILES) -> str:
+def os_target(name: str | None = None) -> str:
+    """The OS target asked for: NAME, else $OPSPACK_LAB_OS, else the lab's default (checked)."""
+    return lab.resolve_target(name or os.environ.get("OPSPACK_LAB_OS") or None).name
+
+
+def key(root: Path = ROOT, vars_files=SITE_VARS_FILES, target: str | None = None) -> str:
     digest = hashlib.sha256()
-    recipe = {"builder": BUILDER_VERSION, "prepare": lab.SNAPSHOT_PREPARE, "base_image": lab.image_ref(),
+    recipe = {"builder": BUILDER_VERSION, "prepare": lab.SNAPSHOT_PREPARE, "base_image": lab.image_ref(os_target(target)),
               # The ansible package carries the collections the roles use; ansible-core runs them.
               "ansible": [importlib.metadata.version(name) for name in ("ansible", "ansible-core")], "hosts": HOSTS,
               "operator": OPERATOR}
@@ -101,7 +109,7 @@ def free_base_port() -> int:
                        "on 127.0.0.1: other builds are running; wait, or set OPSPACK_SNAPSHOT_BASE_PORT")
 
 
-def build(snapshot_key: str, target: Path) -> None:
+def build(snapshot_key: str, target: Path, os_name: str) -> None:
     """Provision fresh lab hosts with the lab scenarios' variables and commit them."""
     work = target.with_name(f"{target.name}.build")
     shutil.rmtree(work, ignore_errors=True)
@@ -111,7 +119,7 @@ def build(snapshot_key: str, target: Path) -> None:
     builder.down()
     started = time.monotonic()
     try:
-        builder.up(HOSTS, free_base_port())
+        builder.up(HOSTS, free_base_port(), os_target=os_name)
         operator = work / "operator.yml"
         operator.write_text(json.dumps(operator_vars(builder.key_file.with_suffix(".pub"))))
         args = command(builder.inventory, "provision", "-e", f"@{operator}")
@@ -121,7 +129,7 @@ def build(snapshot_key: str, target: Path) -> None:
         if ran.returncode != 0:
             failed_log(target).write_text(ran.stdout + ran.stderr)
             raise lab.LabError(f"provisioning the snapshot hosts failed (exit {ran.returncode}): see {failed_log(target)}")
-        if key() != snapshot_key:
+        if key(target=os_name) != snapshot_key:
             raise lab.LabError("the tree changed while its snapshot was built (the key is no longer "
                                f"{snapshot_key}): nothing was kept; run again")
         builder.snapshot(target, snapshot_key, {"lab-ca": lab_dir / "lab-ca"})
@@ -153,12 +161,13 @@ def prune(current: str) -> None:
             log(f"removed old snapshot {old.name}")
 
 
-def ensure(hosts: int = HOSTS) -> Path:
-    """The directory of this tree's snapshot, built first if missing. Concurrent callers (two
-    scenarios at once) wait for one build instead of running two."""
+def ensure(hosts: int = HOSTS, os_name: str | None = None) -> Path:
+    """The directory of this tree's snapshot for an OS target, built first if missing. Concurrent
+    callers (two scenarios at once) wait for one build instead of running two."""
     if hosts > HOSTS:
         raise lab.LabError(f"the snapshot holds {HOSTS} hosts; a scenario asked for {hosts}", exit_code=2)
-    snapshot_key = key()
+    os_name = os_target(os_name)
+    snapshot_key = key(target=os_name)
     target = snapshots_dir() / snapshot_key
     snapshots_dir().mkdir(parents=True, exist_ok=True)
     lab.ensure_engine(log, lab.cache_root())
@@ -175,15 +184,15 @@ def ensure(hosts: int = HOSTS) -> Path:
             raise lab.LabError(f"the snapshot build of this tree failed minutes ago: see {failed} "
                                "(fix the cause, or remove that file to try again)")
         failed.unlink(missing_ok=True)
-        build(snapshot_key, target)
+        build(snapshot_key, target, os_name)
         prune(snapshot_key)
         return target
 
 
-def start_lab(name: str, lab_dir: Path, hosts: int, base_port: int) -> lab.Lab:
+def start_lab(name: str, lab_dir: Path, hosts: int, base_port: int, os_name: str | None = None) -> lab.Lab:
     """A lab of provisioned hosts from this tree's snapshot, with the snapshot's control-node
-    files (the lab CA) beside its inventory, where the roles look for them."""
-    directory = ensure(hosts)
+    files (the lab CA) in its directory, the lab's state directory, where the roles look for them."""
+    directory = ensure(hosts, os_name)
     provisioned = lab.Lab(name, lab_dir, log)
     provisioned.up(hosts, base_port, directory)
     shutil.copytree(directory / "control", lab_dir, dirs_exist_ok=True, symlinks=True)
@@ -194,15 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m opspack.testing.snapshot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("key", help="print the snapshot key of this tree")
+    key_parser = commands.add_parser("key", help="print the snapshot key of this tree")
     ensure_parser = commands.add_parser("ensure", help="build the snapshot if missing; print its directory")
     ensure_parser.add_argument("--hosts", type=int, default=HOSTS)
+    for each in (key_parser, ensure_parser):
+        each.add_argument("--os", dest="os_name", metavar="TARGET", help="the OS target (default: $OPSPACK_LAB_OS, else the lab's)")
     args = parser.parse_args(argv)
     try:
         if args.command == "key":
-            print(key())
+            print(key(target=args.os_name))
         else:
-            print(ensure(args.hosts))
+            print(ensure(args.hosts, args.os_name))
         return 0
     except lab.LabError as error:
         print(f"snapshot: error: {error}", file=sys.stderr)
