@@ -43,14 +43,18 @@ SSH_HOSTKEY_DROPIN = (
 # load a unit's seccomp filters (LockPersonality=, ProtectKernel*=, SystemCallArchitectures=,
 # SystemCallFilter=...) after it, and these containers have no CAP_SYS_ADMIN, so such units fail
 # with 217/USER "Failed to keep CAP_SYS_ADMIN" (an open upstream issue; a real VM is not affected).
-# systemd skips that path when the unit's filter denies capset: it loads the filters under
-# NoNewPrivileges instead, as systemd before 255 did. Given to every service, since the image cannot
-# know the units roles will install. Never on a real server.
+# systemd skips that path when the unit's filter does not allow capset: it then loads the filters
+# under NoNewPrivileges, as systemd before 255 did. Given to every service (transient ones too),
+# since the image cannot know the units roles will install. No per-call errno (`~capset:EPERM`):
+# in a unit with an allow-list (redis-server's @system-service) that keeps capset in the list as
+# "fails with EPERM", and systemd still takes the failing path; the errno comes from
+# SystemCallErrorNumber=EPERM instead, so a call a unit's filter forbids fails with EPERM rather
+# than killing the process. Never on a real server.
 TRIXIE_SECCOMP_DROPIN = (
     "# opspack lab only, never on a real server. systemd 257 in a container without CAP_SYS_ADMIN fails\n"
-    "# units that combine User= with seccomp hardening (217/USER); a filter that denies capset makes it\n"
-    "# load their filters under NoNewPrivileges instead.\n"
-    "[Service]\nSystemCallFilter=~capset:EPERM\n"
+    "# units that combine User= with seccomp hardening (217/USER); a filter that does not allow capset\n"
+    "# makes it load their filters under NoNewPrivileges instead.\n"
+    "[Service]\nSystemCallFilter=~capset\nSystemCallErrorNumber=EPERM\n"
 )
 # ...except where it would be felt: any seccomp filter implies NoNewPrivileges in a container
 # without CAP_SYS_ADMIN, and under NoNewPrivileges no process of an SSH login or a cron job could

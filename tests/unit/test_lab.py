@@ -70,7 +70,8 @@ def test_recipe_hash_changes_with_the_recipe(monkeypatch):
 def test_only_debian13_carries_the_seccomp_drop_in_and_ssh_and_cron_opt_out():
     assert lab.TARGETS["debian12"].dropins == ()
     files = dict(lab.TARGETS["debian13"].dropins)
-    assert "SystemCallFilter=~capset" in files["etc/systemd/system/service.d/20-lab-seccomp.conf"]
+    lines = files["etc/systemd/system/service.d/20-lab-seccomp.conf"].splitlines()
+    assert lines[lines.index("[Service]"):] == ["[Service]", "SystemCallFilter=~capset", "SystemCallErrorNumber=EPERM"]
     # Same file name in the unit's own directory: it replaces the global one there.
     for unit in ("ssh.service", "cron.service"):
         opt_out = files[f"etc/systemd/system/{unit}.d/20-lab-seccomp.conf"]
