@@ -287,6 +287,16 @@ def rewrite_suites(text: str, old: str, new: str) -> str:
     return "".join(lines)
 
 
+def check_mirror(mirror: str | None) -> str | None:
+    """The mirror setting (`mirror`, else $OPSPACK_LAB_MIRROR), None when unset; one that is not an
+    http(s) URL is refused in one line."""
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    if mirror and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", mirror):
+        raise LabError(f"mirror {mirror!r} is not an http(s) URL of a Debian archive mirror (--mirror or {MIRROR_ENV})",
+                       exit_code=2)
+    return mirror
+
+
 @dataclasses.dataclass(frozen=True)
 class AptSources:
     """Where a target's image comes from and the apt sources file its hosts get."""
@@ -302,11 +312,8 @@ def apt_sources(target: Target, mirror: str | None = None, etc_apt: Path = Path(
     when set, else the machine's own apt configuration with its suite names changed to the
     target's."""
     origin = "--mirror" if mirror else MIRROR_ENV
-    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    mirror = check_mirror(mirror)
     if mirror:
-        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", mirror):
-            raise LabError(f"mirror {mirror!r} is not an http(s) URL of a Debian archive mirror (--mirror or {MIRROR_ENV})",
-                           exit_code=2)
         text = (f"# Written by 'opspack lab up' from --mirror or {MIRROR_ENV}.\n"
                 f"Types: deb\nURIs: {mirror}\nSuites: {target.suite} {target.suite}-updates\nComponents: main\n"
                 "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
@@ -498,6 +505,7 @@ class Lab:
         trust, and its target). `mirror` is used only when the base image is built (apt_sources)."""
         validate_request(self.name, hosts, base_port)
         target = resolve_target(os_target)
+        check_mirror(mirror)
         ensure_engine(self.log, cache_root())
         manifest = read_snapshot(snapshot, hosts) if snapshot else None
         if manifest:

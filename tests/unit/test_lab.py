@@ -169,7 +169,8 @@ def test_one_line_suites_are_renamed_and_nothing_else():
     ]
 
 
-def test_a_machine_naming_stable_gets_the_targets_codename(tmp_path):
+def test_a_machine_naming_stable_gets_the_targets_codename(tmp_path, monkeypatch):
+    monkeypatch.delenv(lab.MIRROR_ENV, raising=False)
     sources = "Types: deb\nURIs: http://mirror.test/debian\nSuites: stable stable-updates\nComponents: main\n"
     got = lab.apt_sources(lab.TARGETS["debian12"], etc_apt=_etc_apt(tmp_path, deb822=sources))
     assert "Suites: bookworm bookworm-updates\n" in got.text
@@ -353,3 +354,11 @@ def test_a_snapshot_gives_its_target_and_refuses_another(tmp_path, monkeypatch, 
         lab.Lab("lab", tmp_path / "lab", print).up(1, 22000, tmp_path / "snap", os_target="debian13")
     assert str(raised.value) == "snapshot pabc holds debian12 hosts, not debian13: leave out --os or give --os debian12"
     assert raised.value.exit_code == 2
+
+
+def test_cli_refuses_a_bad_mirror_before_touching_docker(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "opspack.cli", "lab", "up", "--mirror", "ftp://mirror.test/debian",
+                             "--dir", str(tmp_path / "lab")], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr == ("opspack: error: mirror 'ftp://mirror.test/debian' is not an http(s) URL of a Debian "
+                             "archive mirror (--mirror or OPSPACK_LAB_MIRROR)\n")
