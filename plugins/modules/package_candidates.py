@@ -33,6 +33,7 @@ attributes:
     support: none
     description: Nothing to show.
   platform:
+    support: full
     platforms: debian
     description: Debian and Ubuntu (apt).
 notes:
