@@ -77,8 +77,9 @@ demo: venv
 # Speed figures as ratios to a baseline measured in the same run (never timed tests).
 bench: bench-provision bench-backup bench-release
 
+# OS=debian12|debian13 picks the hosts' target (default: the lab's, debian13).
 bench-provision: venv
-	python bench/provision.py
+	OPSPACK_LAB_OS=$(OS) python bench/provision.py
 
 bench-backup: venv
 	python bench/backup.py

@@ -6,10 +6,13 @@ issue 3: the second run takes at most 25 s for two hosts. Speed goals live here,
 
 The converged run is repeated (OPSPACK_BENCH_SETTLED_RUNS, default 5) and judged on the median:
 on these shared 2-core machines the same run varies by a quarter from one minute to the next.
+
+One OS target per run: OPSPACK_LAB_OS (`make bench-provision OS=debian12`), else the lab's default.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -23,6 +26,7 @@ LAB = "bench"
 BASE_PORT = int(os.environ.get("OPSPACK_BENCH_BASE_PORT", "26000"))
 SECOND_RUN_GOAL_S = 25.0
 SETTLED_RUNS = int(os.environ.get("OPSPACK_BENCH_SETTLED_RUNS", "5"))
+OS_TARGET = os.environ.get("OPSPACK_LAB_OS") or None
 
 
 def timed(args: list[str], env: dict) -> float:
@@ -38,7 +42,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="opspack-bench-") as scratch:
         lab_dir = Path(scratch) / "lab"
         subprocess.run(["opspack", "lab", "up", "--name", LAB, "--dir", str(lab_dir), "--hosts", "2",
-                        "--base-port", str(BASE_PORT)], check=True, cwd=ROOT)
+                        "--base-port", str(BASE_PORT), *(["--os", OS_TARGET] if OS_TARGET else [])], check=True, cwd=ROOT)
+        target = json.loads((lab_dir / "lab.json").read_text()).get("os", "?")
         try:
             key = (lab_dir / "id_ed25519.pub").read_text().strip()
             extra = Path(scratch) / "vars.yml"
@@ -60,6 +65,7 @@ def main() -> int:
             subprocess.run(["opspack", "lab", "down", "--name", LAB, "--dir", str(lab_dir)], check=False, cwd=ROOT)
     base = statistics.median(baselines)
     second = statistics.median(settled)
+    print(f"target: {target}")
     print(f"baseline (gather facts, 2 hosts):  {base:6.1f} s  (median of {', '.join(f'{b:.1f}' for b in baselines)})")
     print(f"provision, fresh hosts (2 hosts):  {first:6.1f} s  = {first / base:5.1f} x baseline")
     print(f"provision, second run (2 hosts):   {second:6.1f} s  = {second / base:5.1f} x baseline"

@@ -59,4 +59,5 @@ def test_every_target_vars_file_has_every_variable():
         assert targets[name]["target_name"] == name
         assert set(targets[name]["target_packages"]) == set(targets["debian12"]["target_packages"]), name
     supported = yaml.safe_load((ROOT / "roles" / "target" / "defaults" / "main.yml").read_text())["target_supported"]
-    assert sorted(supported) == sorted(targets)
+    # Every supported target has its vars file (a vars file may wait for its lab proof: Ubuntu).
+    assert set(supported) <= set(targets)
