@@ -34,30 +34,15 @@ description:
     at once both land and a crash leaves the previous files intact. A record that cannot be
     written is kept in C(~/.opspack/unwritten-records/) and the run says so loudly.
   - A dry run (C(--check)) writes nothing.
+  - The records go to C(records/) of the inventory's state directory (O(state_dir), the lookup
+    C(opspack.platform.state_dir)). Every opspack playbook reports the directory its roles use
+    (which the inventory variable C(opspack_state_dir) may set) through C(set_stats), and that
+    report wins over O(state_dir); O(records_dir) wins over both.
 requirements:
   - enable it in ansible.cfg (C(callbacks_enabled = opspack.platform.records))
+extends_documentation_fragment:
+  - opspack.platform.state_dir
 options:
-  records_dir:
-    description: Directory of the records; by default C(records/) of the inventory's state directory
-      (see O(state_dir)).
-    type: path
-    env:
-      - name: OPSPACK_RECORDS_DIR
-    ini:
-      - section: opspack_records
-        key: records_dir
-  state_dir:
-    description:
-      - The inventory's state directory on the control node (lookup C(opspack.platform.state_dir)),
-        C(~/.local/share/opspack/<inventory name>) by default. Every opspack playbook reports the
-        directory its roles use (which the inventory variable C(opspack_state_dir) may set) through
-        C(set_stats), and that report wins over this option.
-    type: path
-    env:
-      - name: OPSPACK_STATE_DIR
-    ini:
-      - section: opspack
-        key: state_dir
   environment:
     description: Environment name for the matrix; by default the name of the inventory's directory.
     type: str

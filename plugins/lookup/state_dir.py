@@ -19,6 +19,8 @@ description:
     inventory name being the name of the inventory's directory. It is never inside an inventory
     (Ansible would read the records as inventory) nor inside a project checkout (backups and keys
     would be one C(git add) away from a repository).
+  - C(opspack_state_dir) (an inventory or extra variable, templated, so it may use C(inventory_dir))
+    names the directory first, then O(state_dir).
   - Every opspack playbook reports the directory to the records callback (C(set_stats)), so an
     inventory variable moves the records too.
 options:
@@ -27,27 +29,8 @@ options:
     type: list
     elements: str
     required: false
-  state_dir:
-    description:
-      - The state directory, when the inventory variable C(opspack_state_dir) (templated, so it may
-        use C(inventory_dir)) does not name it. An absolute path (or C(~/...)) is clearest; a
-        relative one is taken from the current directory, or from C(ansible.cfg)'s directory when
-        set there.
-      - Under AWX, put it on persistent storage (docs/awx.md).
-    type: path
-    env:
-      - name: OPSPACK_STATE_DIR
-    ini:
-      - section: opspack
-        key: state_dir
-  records_dir:
-    description: The records directory when it is not C(records/) of the state directory (the records callback's own setting).
-    type: path
-    env:
-      - name: OPSPACK_RECORDS_DIR
-    ini:
-      - section: opspack_records
-        key: records_dir
+extends_documentation_fragment:
+  - opspack.platform.state_dir
 """
 
 EXAMPLES = r"""
