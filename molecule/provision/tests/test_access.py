@@ -4,6 +4,8 @@ import subprocess
 
 import pytest
 
+from opspack.testing import targets
+
 
 def _ssh(host, user, *options):
     """A fresh SSH login from the control node, as a person (or an attacker) would try it.
@@ -47,3 +49,6 @@ def test_sshd_effective_config_is_hardened(host):
                  "maxauthtries 3", "allowgroups opspack-ssh", "x11forwarding no"):
         assert line in config
     assert "diffie-hellman-group14-sha1" not in config and "hmac-sha1" not in config.split("macs ")[1].split("\n")[0]
+    # The key exchange the host's target offers, strongest (post-quantum hybrid) first.
+    kex = [line.split(" ", 1)[1] for line in config.splitlines() if line.startswith("kexalgorithms ")][0]
+    assert kex.split(",") == targets.of(host)["target_ssh_kex_algorithms"]
