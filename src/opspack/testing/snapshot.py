@@ -119,7 +119,11 @@ def build(snapshot_key: str, target: Path, os_name: str) -> None:
     builder.down()
     started = time.monotonic()
     try:
-        builder.up(HOSTS, free_base_port(), os_target=os_name)
+        # Builds of two keys (two trees, or two OS targets of one tree) run side by side: the free
+        # port block is chosen and taken under one lock, or both would choose the same.
+        with open(snapshots_dir() / "ports.lock", "w", encoding="utf-8") as ports:
+            fcntl.flock(ports, fcntl.LOCK_EX)
+            builder.up(HOSTS, free_base_port(), os_target=os_name)
         operator = work / "operator.yml"
         operator.write_text(json.dumps(operator_vars(builder.key_file.with_suffix(".pub"))))
         args = command(builder.inventory, "provision", "-e", f"@{operator}")
