@@ -296,11 +296,7 @@ class CallbackModule(CallbackBase):
     def _records_dir(self, reported: str | None = None) -> str:
         """The records option, else records/ of the state directory the run's playbooks reported
         (what the roles use, so drills and history land together), else of the configured one."""
-        configured = self._option("records_dir")
-        if configured:
-            return os.path.abspath(os.path.expanduser(configured))
-        directory = state_dir.state_dir(reported or self._option("state_dir"), self._sources)
-        return state_dir.part(directory, "records")
+        return state_dir.records_dir(self._option("records_dir"), reported or self._option("state_dir"), self._sources)
 
     def _environment(self) -> str:
         return self._option("environment") or state_dir.inventory_name(self._sources)

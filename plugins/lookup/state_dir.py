@@ -66,12 +66,12 @@ class LookupModule(LookupBase):
         # The variable is templated here: an option's vars source hands a lookup the raw string.
         configured = variables.get("opspack_state_dir")
         configured = self._templar.template(configured) if configured else self.get_option("state_dir")
-        directory = state_dir.state_dir(configured, variables.get("ansible_inventory_sources") or [])
+        sources = variables.get("ansible_inventory_sources") or []
         if not terms:
-            return [directory]
-        if terms[0] == "records" and self.get_option("records_dir"):
-            return [state_dir.state_dir(self.get_option("records_dir"), [])]
+            return [state_dir.state_dir(configured, sources)]
+        if terms[0] == "records":
+            return [state_dir.records_dir(self.get_option("records_dir"), configured, sources)]
         try:
-            return [state_dir.part(directory, terms[0])]
+            return [state_dir.part(state_dir.state_dir(configured, sources), terms[0])]
         except ValueError as error:
             raise AnsibleLookupError(str(error)) from None

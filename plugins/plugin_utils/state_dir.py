@@ -1,7 +1,7 @@
 # Copyright: opspack developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Where the control node keeps what opspack writes for an inventory: the one rule that the
-state_dir lookup (the roles), the records callback and the opspack command share."""
+state_dir lookup (the roles) and the records callback share (the opspack command asks the lookup)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,13 @@ def state_dir(configured, sources, environ=None) -> str:
     if configured:
         return os.path.abspath(os.path.expanduser(str(configured)))
     return default_state_dir(sources, environ)
+
+
+def records_dir(configured_records, configured_state, sources, environ=None) -> str:
+    """The records directory: the one configured for the records, else records/ of the state directory."""
+    if configured_records:
+        return state_dir(configured_records, [])
+    return part(state_dir(configured_state, sources, environ), "records")
 
 
 def part(directory: str, name: str) -> str:

@@ -43,3 +43,10 @@ def test_only_known_parts(tmp_path):
     assert state_dir.part("/s", "lab-ca") == "/s/lab-ca"
     with pytest.raises(ValueError, match="records, artifacts, backups, lab-ca"):
         state_dir.part("/s", "../etc")
+
+
+def test_the_records_directory_is_its_own_setting_else_records_of_the_state_directory(tmp_path):
+    assert state_dir.records_dir("/r", "/s", []) == "/r"
+    assert state_dir.records_dir(None, "/s", []) == "/s/records"
+    assert state_dir.records_dir(None, None, [str(tmp_path / "prod" / "hosts.yml")], {"XDG_DATA_HOME": "/d"}) == \
+        "/d/opspack/prod/records"
