@@ -232,7 +232,7 @@ def _one_line_entries(text: str) -> Iterable[list[str]]:
             yield parts
 
 
-def find_apt_sources(etc_apt: Path = Path("/etc/apt"), suite: str = "bookworm") -> tuple[str, Path, str]:
+def find_apt_sources(etc_apt: Path, suite: str) -> tuple[str, Path, str]:
     """The Debian mirror this machine uses, the file that names it, and the suite it names there.
 
     A file naming `suite` itself wins; else the first one naming any Debian suite (DEBIAN_SUITES),
