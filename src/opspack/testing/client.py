@@ -49,7 +49,9 @@ class RequestLoop:
 
     `interval` paces the requests (a benchmark must not take a core from the run it times);
     with `wanted`, `switched_after` is when answers last came from anything but that release
-    (or failed), counted from the start."""
+    (or failed), counted from the start. A loop that reached its bound before it was stopped
+    did not cover the whole operation: leaving the `with` block then fails, saying so, rather
+    than letting a test judge a partial measurement."""
 
     def __init__(self, port: int, ca: Path, *, site: str = "blog", path: str = "/",
                  limit: int = 20000, seconds: float = 240.0, interval: float = 0.0,
@@ -60,6 +62,7 @@ class RequestLoop:
         self.statuses: dict[str, int] = {}
         self.versions: set[str] = set()
         self.started = self.last_other = 0.0
+        self.exhausted = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -67,7 +70,10 @@ class RequestLoop:
         context = ssl.create_default_context(cafile=str(self.ca))
         deadline = time.monotonic() + self.seconds
         for _ in range(self.limit):
-            if self._stop.is_set() or time.monotonic() > deadline:
+            if self._stop.is_set():
+                return
+            if time.monotonic() > deadline:
+                self.exhausted = f"its {self.seconds:.0f} s"
                 return
             asked = time.monotonic()
             connection = LabHTTPSConnection(self.server_name, self.port, timeout=10, context=context)
@@ -88,6 +94,8 @@ class RequestLoop:
                 self.last_other = time.monotonic()
             if self.interval:
                 self._stop.wait(max(0.0, self.interval - (time.monotonic() - asked)))
+        if not self._stop.is_set():
+            self.exhausted = f"its {self.limit} requests"
 
     def start(self) -> "RequestLoop":
         self.started = self.last_other = time.monotonic()
@@ -103,8 +111,12 @@ class RequestLoop:
         time.sleep(self.settle)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self.stop()
+        if exc_type is None and self.exhausted:
+            raise AssertionError(f"the request loop stopped by itself after {self.exhausted}, before the operation "
+                                 f"it measured had ended ({self.total} requests, statuses {self.statuses}); "
+                                 "give it a larger bound")
 
     @property
     def switched_after(self) -> float:

@@ -84,9 +84,14 @@ def get(host, path: str = "/", site: str = "blog") -> tuple[int, str, str]:
     return status, headers.get("x-release", ""), body
 
 
-def RequestLoop(host, limit: int = 20000, seconds: float = 240.0, path: str = "/", site: str = "blog"):  # noqa: N802
-    """client.RequestLoop on the host's blog (a class in use: `with RequestLoop(host) as loop`)."""
-    return client.RequestLoop(https_port(host), CA, site=site, path=path, limit=limit, seconds=seconds)
+def RequestLoop(host, seconds: float = 600.0, interval: float = 0.01, path: str = "/", site: str = "blog"):  # noqa: N802
+    """client.RequestLoop on the host's blog (a class in use: `with RequestLoop(host) as loop`).
+
+    Paced (at most one request per `interval`) so that the time bound, not the request count,
+    decides how long it may cover: an unpaced loop once spent its 20,000 requests before a slow
+    deploy on a busy machine had switched, and took a core from that deploy while doing so."""
+    return client.RequestLoop(https_port(host), CA, site=site, path=path, seconds=seconds, interval=interval,
+                              limit=int(seconds / interval) + 1)
 
 
 def record(host, site: str = "blog") -> dict:
