@@ -4,6 +4,7 @@ line at the end counting every test of every pytest run (unit, lab, each scenari
     python tests/suite.py fast          # lint, sanity, unit: no lab
     python tests/suite.py lab           # the Molecule scenarios and tests/lab, JOBS at a time
     python tests/suite.py fast lab      # everything (make test)
+    python tests/suite.py ubuntu        # the Ubuntu 24.04 scenarios (make test-ubuntu)
 
 Lab jobs run side by side (OPSPACK_TEST_JOBS, default 2): each scenario has its own lab, ports
 and Molecule state; scenarios started from the provisioned-host snapshot wait for one build of it.
@@ -28,8 +29,12 @@ LOGS = ROOT / ".cache" / "test-logs"
 # Longest first, so that the last job to finish starts early ("lab" is pytest tests/lab); the
 # first snapshot scenario builds the snapshot while provision, on fresh hosts, runs beside it.
 # Every scenario under molecule/ runs; one missing from this list runs last.
-LAB_ORDER = ("release-lifecycle", "release-lifecycle-debian13", "provision", "provision-debian13", "lab", "release-safety", "example-inventory", "backups", "fleet", "migrations",
-             "preflight")
+LAB_ORDER = ("release-lifecycle", "release-lifecycle-debian13", "provision", "provision-debian13", "lab", "release-safety",
+             "example-inventory", "backups", "backups-debian13", "fleet", "migrations", "preflight",
+             "provision-ubuntu2404", "release-lifecycle-ubuntu2404", "backups-ubuntu2404")
+# Scenarios on a target whose archive the test machines are not promised (Ubuntu's): their own
+# tier, which fails like any other when the archive cannot be reached; never part of `lab`.
+OWN_TIER = {"ubuntu": "-ubuntu2404"}
 OUTCOME = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected|xfailed|xpassed)")
 # pytest's closing line ("===== 7 passed, 1 skipped in 14.11s ====="), also inside Molecule's
 # framed output (a prefix before it, colour codes, the line wrapped after the time).
@@ -92,15 +97,21 @@ def fast_jobs() -> list[Job]:
             Job("unit", [sys.executable, "-m", "pytest", "tests/unit"])]
 
 
-def scenarios() -> list[str]:
-    """The lab jobs' names in running order: the scenarios and "lab"."""
+def scenarios(tier: str = "lab") -> list[str]:
+    """A lab tier's jobs in running order: the scenarios (and "lab", pytest tests/lab, in the lab tier).
+    Every scenario runs in exactly one tier: an OWN_TIER one's if its name ends so, else "lab"."""
     present = sorted(path.parent.name for path in (ROOT / "molecule").glob("*/molecule.yml")) + ["lab"]
-    return [name for name in LAB_ORDER if name in present] + [name for name in present if name not in LAB_ORDER]
+    ordered = [name for name in LAB_ORDER if name in present] + [name for name in present if name not in LAB_ORDER]
+
+    def tier_of(name: str) -> str:
+        return next((own for own, suffix in OWN_TIER.items() if name.endswith(suffix)), "lab")
+
+    return [name for name in ordered if tier_of(name) == tier]
 
 
-def lab_jobs() -> list[Job]:
+def lab_jobs(tier: str = "lab") -> list[Job]:
     return [Job("lab", [sys.executable, "-m", "pytest", "tests/lab"]) if name == "lab"
-            else Job(f"molecule-{name}", ["molecule", "test", "-s", name]) for name in scenarios()]
+            else Job(f"molecule-{name}", ["molecule", "test", "-s", name]) for name in scenarios(tier)]
 
 
 def run_tier(name: str, jobs: list[Job], parallel: int) -> tuple[bool, float]:
@@ -118,16 +129,16 @@ def run_tier(name: str, jobs: list[Job], parallel: int) -> tuple[bool, float]:
 
 def main(argv: list[str]) -> int:
     tiers = argv or ["fast", "lab"]
-    unknown = [tier for tier in tiers if tier not in ("fast", "lab")]
+    unknown = [tier for tier in tiers if tier not in ("fast", "lab", *OWN_TIER)]
     if unknown:
-        print(f"suite: unknown tier(s) {', '.join(unknown)}: use fast, lab or both", file=sys.stderr)
+        print(f"suite: unknown tier(s) {', '.join(unknown)}: use fast, lab or {', '.join(OWN_TIER)}", file=sys.stderr)
         return 2
     parallel = int(os.environ.get("OPSPACK_TEST_JOBS", "2"))
     started = time.monotonic()
     results: list[tuple[str, bool, float]] = []
     all_jobs: list[Job] = []
     for tier in tiers:
-        jobs = fast_jobs() if tier == "fast" else lab_jobs()
+        jobs = fast_jobs() if tier == "fast" else lab_jobs(tier)
         all_jobs += jobs
         # The fast tier is quick and CPU-bound: one job at a time, and stop there if it fails.
         ok, seconds = run_tier(tier, jobs, 1 if tier == "fast" else parallel)

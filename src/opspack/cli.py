@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from opspack import __version__
-from opspack.lab import DEFAULT_BASE_PORT, DEFAULT_TARGET, MAX_HOSTS, MIRROR_ENV, TARGETS, Lab, LabError
+from opspack.lab import ARCHIVES, DEFAULT_BASE_PORT, DEFAULT_TARGET, MAX_HOSTS, MIRROR_ENV, TARGETS, Lab, LabError
 from opspack.report import report
 from opspack import records, sites
 
@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--os", dest="os_target", metavar="TARGET",
                     help=f"the hosts' OS: {', '.join(TARGETS)} (default: {DEFAULT_TARGET}; with --snapshot, the snapshot's)")
     up.add_argument("--mirror", metavar="URL",
-                    help=f"Debian mirror to build the image from, instead of the one in this machine's /etc/apt "
-                         f"(default: ${MIRROR_ENV}); used only when the image is built")
+                    help=f"mirror of the target's archive to build the image from (default: ${MIRROR_ENV} for "
+                         f"Debian, else the Debian mirror in this machine's /etc/apt; ${ARCHIVES['ubuntu'].mirror_env} for "
+                         "Ubuntu, else debootstrap's default); used only when the image is built")
     snapshot = lab_commands.add_parser(
         "snapshot", parents=[common],
         help="commit the running hosts as images later labs start from (--snapshot); the hosts are stopped")

@@ -3,7 +3,7 @@
 Each host is a container running systemd and sshd, reached over SSH on a 127.0.0.1 port
 with a key generated for the lab, exactly as a real VPS is reached. Operators use it to
 rehearse a runbook; the test suite uses it to prove every capability end to end. A lab runs
-one OS target (TARGETS, `opspack lab up --os`): Debian 12 or Debian 13.
+one OS target (TARGETS, `opspack lab up --os`): Debian 12, Debian 13 or Ubuntu 24.04.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ LAB_SERVICE_DROPIN = "[Service]\nPrivateUsers=no\n"
 SSH_HOSTKEY_DROPIN = (
     "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n"
 )
-# Lab-only, Debian 13: systemd 257 keeps CAP_SYS_ADMIN across the switch to User= so that it can
+# Lab-only, Debian 13 and Ubuntu 24.04: systemd 255 and later keep CAP_SYS_ADMIN across the switch to User= so that it can
 # load a unit's seccomp filters (LockPersonality=, ProtectKernel*=, SystemCallArchitectures=,
 # SystemCallFilter=...) after it, and these containers have no CAP_SYS_ADMIN, so such units fail
 # with 217/USER "Failed to keep CAP_SYS_ADMIN" (an open upstream issue; a real VM is not affected).
@@ -50,18 +50,24 @@ SSH_HOSTKEY_DROPIN = (
 # "fails with EPERM", and systemd still takes the failing path; the errno comes from
 # SystemCallErrorNumber=EPERM instead, so a call a unit's filter forbids fails with EPERM rather
 # than killing the process. Never on a real server.
-TRIXIE_SECCOMP_DROPIN = (
-    "# opspack lab only, never on a real server. systemd 257 in a container without CAP_SYS_ADMIN fails\n"
+SECCOMP_DROPIN = (
+    "# opspack lab only, never on a real server. systemd 255+ in a container without CAP_SYS_ADMIN fails\n"
     "# units that combine User= with seccomp hardening (217/USER); a filter that does not allow capset\n"
     "# makes it load their filters under NoNewPrivileges instead.\n"
     "[Service]\nSystemCallFilter=~capset\nSystemCallErrorNumber=EPERM\n"
 )
 # ...except where it would be felt: any seccomp filter implies NoNewPrivileges in a container
 # without CAP_SYS_ADMIN, and under NoNewPrivileges no process of an SSH login or a cron job could
-# gain privileges with sudo (or any setuid program). A drop-in of the same name in a unit's own
+# gain privileges with sudo (or any setuid program); Ubuntu's dbus-daemon stops when the capset
+# with which it drops its capabilities fails. A drop-in of the same name in a unit's own
 # directory replaces the global one for that unit.
 SECCOMP_OPT_OUT = "# opspack lab only: this unit keeps no lab seccomp filter, so that sudo works under it\n[Service]\n"
 SECCOMP_DROPIN_NAME = "20-lab-seccomp.conf"
+SECCOMP_DROPINS = (
+    (f"etc/systemd/system/service.d/{SECCOMP_DROPIN_NAME}", SECCOMP_DROPIN),
+    *((f"etc/systemd/system/{unit}.d/{SECCOMP_DROPIN_NAME}", SECCOMP_OPT_OUT)
+      for unit in ("ssh.service", "cron.service", "dbus.service")),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +80,11 @@ class Target:
     suite: str          # the archive suite debootstrap installs
     # Extra lab-only files of the image: (path in the image, content).
     dropins: tuple[tuple[str, str], ...] = ()
-    # Whose archive `suite` is in; the mirror is read from the machine for this archive only.
+    # Whose archive `suite` is in: "debian" (the mirror is read from the machine's apt
+    # configuration) or "ubuntu" (ARCHIVES: a setting, else debootstrap's default for the suite).
     archive: str = "debian"
+    # The archive components its hosts' apt sources name.
+    components: tuple[str, ...] = ("main",)
 
     @property
     def label(self) -> str:
@@ -84,15 +93,13 @@ class Target:
 
 TARGETS: dict[str, Target] = {target.name: target for target in (
     Target("debian12", "Debian", "12", "bookworm"),
-    Target("debian13", "Debian", "13", "trixie", dropins=(
-        (f"etc/systemd/system/service.d/{SECCOMP_DROPIN_NAME}", TRIXIE_SECCOMP_DROPIN),
-        *((f"etc/systemd/system/{unit}.d/{SECCOMP_DROPIN_NAME}", SECCOMP_OPT_OUT)
-          for unit in ("ssh.service", "cron.service")),
-    )),
-    # Wanted later: Target("ubuntu2404", "Ubuntu", "24.04", "noble", archive="ubuntu", ...). It needs
-    # a debootstrap that knows noble and the Ubuntu keyring (Debian 12's has neither), a mirror of
-    # the Ubuntu archive (a setting: the machine's apt configuration names only Debian's), and a
-    # readiness check that connects (Lab._wait_ready): noble's sshd is socket-activated.
+    Target("debian13", "Debian", "13", "trixie", dropins=SECCOMP_DROPINS),
+    # Built with Debian's current debootstrap and Debian's copy of the Ubuntu keyring (BootstrapTools):
+    # Debian 12's debootstrap has no noble script and Debian 12 packages no Ubuntu keyring. Its sshd is
+    # socket-activated, as on an Ubuntu VPS: Lab._wait_ready connects before it reads the host key.
+    # Ubuntu packages the server software in universe.
+    Target("ubuntu2404", "Ubuntu", "24.04", "noble", archive="ubuntu", components=("main", "universe"),
+           dropins=SECCOMP_DROPINS),
 )}
 # What a new VPS gets today.
 DEFAULT_TARGET = "debian13"
@@ -102,6 +109,31 @@ LEGACY_TARGET = "debian12"
 # machine's sources with that name changed to their target's suite.
 DEBIAN_SUITES = ("bullseye", "bookworm", "trixie", "forky", "oldstable", "stable", "testing")
 MIRROR_ENV = "OPSPACK_LAB_MIRROR"
+
+
+@dataclasses.dataclass(frozen=True)
+class Archive:
+    """Where a target's packages come from, and how the lab finds a mirror of it."""
+
+    mirror_env: str   # the setting naming a mirror (--mirror overrides it)
+    keyring: str      # the keyring its hosts' apt sources are signed by, as installed in the image
+    # Where a mirror comes from when no setting names one, for messages and docs.
+    default: str
+
+
+ARCHIVES = {
+    "debian": Archive(MIRROR_ENV, "/usr/share/keyrings/debian-archive-keyring.gpg",
+                      "the Debian mirror in this machine's /etc/apt sources"),
+    # This machine's apt configuration names no Ubuntu mirror; none is written into the repo either.
+    # The Ubuntu archive is not among the registries these machines are promised: a build that
+    # cannot reach it fails naming the setting (never a silent skip).
+    "ubuntu": Archive("OPSPACK_LAB_UBUNTU_MIRROR", "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
+                      "debootstrap's default mirror for the suite"),
+}
+# Debian packages that can build an Ubuntu target on any Debian machine: a debootstrap that knows
+# today's Ubuntu suites and the Ubuntu keyring. Downloaded (never installed) from the machine's Debian
+# mirror at the suite of the lab's default Debian target, and unpacked into the cache.
+BOOTSTRAP_TOOLS = ("debootstrap", "ubuntu-keyring")
 RECIPE_VERSION = 1
 IMAGE_REPOSITORY = "opspack/lab-vps"
 # Lab hosts committed after a converge (`opspack lab snapshot`): later labs start from them in
@@ -159,11 +191,12 @@ def resolve_target(name: str | None) -> Target:
 def recipe_hash(target: str = DEFAULT_TARGET) -> str:
     """Hash of everything that goes into a target's image: a new recipe means a new image tag."""
     chosen = resolve_target(target)
-    recipe = json.dumps(
-        [RECIPE_VERSION, chosen.name, chosen.archive, chosen.suite, PACKAGES, LAB_SERVICE_DROPIN,
-         SSH_HOSTKEY_DROPIN, chosen.dropins],
-        sort_keys=True,
-    )
+    recipe = [RECIPE_VERSION, chosen.name, chosen.archive, chosen.suite, PACKAGES, LAB_SERVICE_DROPIN,
+              SSH_HOSTKEY_DROPIN, chosen.dropins]
+    if chosen.components != ("main",):
+        # Appended only where set, so that the Debian targets' images keep their tags.
+        recipe.append(chosen.components)
+    recipe = json.dumps(recipe, sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
@@ -287,13 +320,14 @@ def rewrite_suites(text: str, old: str, new: str) -> str:
     return "".join(lines)
 
 
-def check_mirror(mirror: str | None) -> str | None:
-    """The mirror setting (`mirror`, else $OPSPACK_LAB_MIRROR), None when unset; one that is not an
-    http(s) URL is refused in one line."""
-    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+def check_mirror(mirror: str | None, archive: str = "debian") -> str | None:
+    """The mirror setting of an archive (`mirror`, else its environment variable), None when unset;
+    one that is not an http(s) URL is refused in one line."""
+    setting = ARCHIVES[archive].mirror_env
+    mirror = mirror or os.environ.get(setting) or None
     if mirror and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", mirror):
-        raise LabError(f"mirror {mirror!r} is not an http(s) URL of a Debian archive mirror (--mirror or {MIRROR_ENV})",
-                       exit_code=2)
+        raise LabError(f"mirror {mirror!r} is not an http(s) URL of a {archive.capitalize()} archive mirror "
+                       f"(--mirror or {setting})", exit_code=2)
     return mirror
 
 
@@ -301,23 +335,37 @@ def check_mirror(mirror: str | None) -> str | None:
 class AptSources:
     """Where a target's image comes from and the apt sources file its hosts get."""
 
-    mirror: str   # what debootstrap installs from
+    mirror: str | None   # what debootstrap installs from (None: debootstrap's default)
     path: str     # the file's place in the image, under etc/apt
     text: str
     origin: str   # for messages: which file or setting it came from
 
 
-def apt_sources(target: Target, mirror: str | None = None, etc_apt: Path = Path("/etc/apt")) -> AptSources:
-    """The mirror and sources file of a target's image: `mirror` (--mirror, else $OPSPACK_LAB_MIRROR)
-    when set, else the machine's own apt configuration with its suite names changed to the
-    target's."""
-    origin = "--mirror" if mirror else MIRROR_ENV
-    mirror = check_mirror(mirror)
+def written_sources(target: Target, mirror: str, origin: str) -> AptSources:
+    """A deb822 sources file naming `mirror` for the target's suite and its companions."""
+    archive = ARCHIVES[target.archive]
+    suites = [target.suite, f"{target.suite}-updates"]
+    if target.archive == "ubuntu":
+        # Ubuntu's archive carries its security pocket beside the others.
+        suites.append(f"{target.suite}-security")
+    text = (f"# Written by 'opspack lab up' from {origin}.\n"
+            f"Types: deb\nURIs: {mirror}\nSuites: {' '.join(suites)}\nComponents: {' '.join(target.components)}\n"
+            f"Signed-By: {archive.keyring}\n")
+    return AptSources(mirror, f"sources.list.d/{target.archive}.sources", text, origin)
+
+
+def apt_sources(target: Target, mirror: str | None = None, etc_apt: Path = Path("/etc/apt")) -> AptSources | None:
+    """The mirror and sources file of a target's image: `mirror` (--mirror, else the archive's
+    setting) when set; else, for a Debian target, the machine's own apt configuration with its suite
+    names changed to the target's; else None: debootstrap's default mirror, known once it ran
+    (sources_from_bootstrap)."""
+    setting = ARCHIVES[target.archive].mirror_env
+    origin = "--mirror" if mirror else setting
+    mirror = check_mirror(mirror, target.archive)
     if mirror:
-        text = (f"# Written by 'opspack lab up' from --mirror or {MIRROR_ENV}.\n"
-                f"Types: deb\nURIs: {mirror}\nSuites: {target.suite} {target.suite}-updates\nComponents: main\n"
-                "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-        return AptSources(mirror, "sources.list.d/debian.sources", text, origin)
+        return written_sources(target, mirror, origin)
+    if target.archive != "debian":
+        return None
     uri, sources_file, suite = find_apt_sources(etc_apt, target.suite)
     path = "sources.list" if sources_file.name == "sources.list" else f"sources.list.d/{sources_file.name}"
     text = rewrite_suites(sources_file.read_text(), suite, target.suite)
@@ -406,26 +454,126 @@ def image_exists(ref: str) -> bool:
     return run(["docker", "image", "inspect", ref], check=False).returncode == 0
 
 
+def sources_from_bootstrap(target: Target, rootfs: Path) -> AptSources:
+    """The sources of an image bootstrapped from debootstrap's default mirror, which debootstrap names
+    in the new system's sources.list."""
+    listed = rootfs / "etc/apt/sources.list"
+    for parts in _one_line_entries(listed.read_text() if listed.exists() else ""):
+        return written_sources(target, parts[1], "debootstrap's default mirror")
+    raise LabError(f"debootstrap named no mirror in {listed}: set {ARCHIVES[target.archive].mirror_env} (or pass --mirror)")
+
+
+@dataclasses.dataclass(frozen=True)
+class BootstrapTools:
+    """A debootstrap to run and the keyring it checks the archive with (None: its own default)."""
+
+    command: tuple[str, ...] = ("debootstrap",)
+    env: tuple[tuple[str, str], ...] = ()
+    keyring: Path | None = None
+
+
+def private_apt(work: Path, sources_file: Path, text: str) -> list[str]:
+    """apt-get options for an apt of its own under `work`: the given sources only, its own lists and
+    cache; this machine's apt configuration and installed packages are left untouched."""
+    (work / "lists/partial").mkdir(parents=True, exist_ok=True)
+    (work / "cache/archives/partial").mkdir(parents=True, exist_ok=True)
+    (work / "parts").mkdir(exist_ok=True)
+    one_line = sources_file.name == "sources.list"
+    (work / "sources.list").write_text(text if one_line else "")
+    if not one_line:
+        (work / "parts" / sources_file.name).write_text(text)
+    return ["-o", f"Dir::Etc::SourceList={work / 'sources.list'}", "-o", f"Dir::Etc::SourceParts={work / 'parts'}",
+            "-o", f"Dir::State::Lists={work / 'lists'}", "-o", f"Dir::Cache={work / 'cache'}",
+            "-o", "APT::Sandbox::User=root", "-qq"]
+
+
+def bootstrap_tools(target: Target, log: Log, work_root: Path, etc_apt: Path = Path("/etc/apt")) -> BootstrapTools:
+    """The debootstrap that builds `target`: this machine's for a Debian target; for an Ubuntu one,
+    BOOTSTRAP_TOOLS unpacked into the cache (downloaded once)."""
+    if target.archive == "debian":
+        if shutil.which("debootstrap") is None:
+            if not (is_root() and is_debian()):
+                raise LabError("building the lab image needs debootstrap and root: install debootstrap "
+                               "(apt-get install debootstrap) and run as root")
+            apt_install(["debootstrap"], log)
+        return BootstrapTools()
+    suite = TARGETS[DEFAULT_TARGET].suite
+    tools = work_root / f"bootstrap-tools-{suite}"
+    if not (tools / ".complete").exists():
+        if not is_debian() or shutil.which("apt-get") is None:
+            raise LabError(f"building the {target.label} image needs Debian's {' and '.join(BOOTSTRAP_TOOLS)} packages, "
+                           "which opspack downloads with this machine's apt: run it on a Debian machine")
+        uri, sources_file, found = find_apt_sources(etc_apt, suite)
+        log(f"downloading {', '.join(BOOTSTRAP_TOOLS)} ({suite}) from {uri} to build {target.label} images")
+        shutil.rmtree(tools, ignore_errors=True)
+        work_root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="bootstrap-tools-", dir=work_root))
+        try:
+            options = private_apt(work, sources_file, rewrite_suites(sources_file.read_text(), found, suite))
+            run(["apt-get", *options, "update"], timeout=600)
+            downloads = work / "debs"
+            downloads.mkdir()
+            fetched = subprocess.run(["apt-get", *options, "download", *BOOTSTRAP_TOOLS], cwd=downloads,
+                                     capture_output=True, text=True, timeout=600, check=False)
+            if fetched.returncode != 0:
+                detail = (fetched.stderr or fetched.stdout).strip().splitlines()[-1:]
+                raise LabError(f"downloading {', '.join(BOOTSTRAP_TOOLS)} ({suite}) from {uri} failed: {' '.join(detail)}")
+            debs = sorted(downloads.glob("*.deb"))
+            for deb in debs:
+                run(["dpkg-deb", "-x", str(deb), str(work / "tools")])
+            (work / "tools/.complete").write_text("".join(f"{deb.name}\n" for deb in debs))
+            os.replace(work / "tools", tools)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return BootstrapTools(command=(str(tools / "usr/sbin/debootstrap"),),
+                          env=(("DEBOOTSTRAP_DIR", str(tools / "usr/share/debootstrap")),),
+                          keyring=tools / "usr/share/keyrings/ubuntu-archive-keyring.gpg")
+
+
 def build_image(ref: str, target: Target, log: Log, work_root: Path, mirror: str | None = None) -> None:
     """debootstrap a minimal system of the target with systemd and sshd, then import it as an image."""
-    if shutil.which("debootstrap") is None:
-        if not (is_root() and is_debian()):
-            raise LabError("building the lab image needs debootstrap and root: install debootstrap (apt-get install debootstrap) and run as root")
-        apt_install(["debootstrap"], log)
     if not is_root():
         raise LabError("building the lab image runs debootstrap, which needs root: run 'opspack lab up' once as root")
     sources = apt_sources(target, mirror)
+    tools = bootstrap_tools(target, log, work_root)
     work_root.mkdir(parents=True, exist_ok=True)
     build_dir = Path(tempfile.mkdtemp(prefix="lab-image-", dir=work_root))
     rootfs = build_dir / "rootfs"
     started = time.monotonic()
-    log(f"building lab image {ref} ({target.label}) with debootstrap from the mirror of {sources.origin} "
-        "(first run only, a few minutes)")
+    origin = f"the mirror of {sources.origin}" if sources else ARCHIVES[target.archive].default
+    log(f"building lab image {ref} ({target.label}) with debootstrap from {origin} (first run only, a few minutes)")
     try:
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", target.suite, str(rootfs),
-             sources.mirror], timeout=900)
+        options = [f"--components={','.join(target.components)}"] if target.components != ("main",) else []
+        if tools.keyring:
+            options.append(f"--keyring={tools.keyring}")
+        env = dict(os.environ, **dict(tools.env))
+        if target.archive == "ubuntu":
+            # debootstrap's default Ubuntu mirror is the archive for a suite it believes supported and
+            # old-releases otherwise; it asks ubuntu-distro-info, else endoflife.date over the network,
+            # and a machine without either answers "unsupported". Every lab target is a supported
+            # release, so the lab answers for it.
+            shims = build_dir / "bin"
+            shims.mkdir()
+            (shims / "ubuntu-distro-info").write_text(f"#!/bin/sh\necho {target.suite}\n")
+            (shims / "ubuntu-distro-info").chmod(0o755)
+            env["PATH"] = f"{shims}:{env.get('PATH', os.defpath)}"
+        try:
+            bootstrap = subprocess.run(
+                [*tools.command, "--variant=minbase", f"--include={','.join(PACKAGES)}", *options, target.suite,
+                 str(rootfs), *([sources.mirror] if sources else [])],
+                env=env, capture_output=True, text=True, timeout=900, check=False)
+        except subprocess.TimeoutExpired as error:
+            raise LabError(f"debootstrap of {target.label} from {origin} did not finish within 900 s") from error
+        if bootstrap.returncode != 0:
+            detail = [line for line in (bootstrap.stderr + bootstrap.stdout).splitlines() if line.strip()][-2:]
+            raise LabError(f"debootstrap of {target.label} from {origin} failed ({' / '.join(detail)}): check that "
+                           f"the archive answers from this machine, or set {ARCHIVES[target.archive].mirror_env} "
+                           "(or pass --mirror) to a mirror that does")
+        sources = sources or sources_from_bootstrap(target, rootfs)
         apt_dir = rootfs / "etc/apt"
+        # Only the sources written here: debootstrap's sources.list and a distribution's default file go.
         (apt_dir / "sources.list").unlink(missing_ok=True)
+        (apt_dir / f"sources.list.d/{target.archive}.sources").unlink(missing_ok=True)
         (apt_dir / sources.path).parent.mkdir(parents=True, exist_ok=True)
         (apt_dir / sources.path).write_text(sources.text)
         lab_files = (("etc/systemd/system/service.d/10-lab.conf", LAB_SERVICE_DROPIN),
@@ -505,7 +653,7 @@ class Lab:
         trust, and its target). `mirror` is used only when the base image is built (apt_sources)."""
         validate_request(self.name, hosts, base_port)
         target = resolve_target(os_target)
-        check_mirror(mirror)
+        check_mirror(mirror, target.archive)
         ensure_engine(self.log, cache_root())
         manifest = read_snapshot(snapshot, hosts) if snapshot else None
         if manifest:
@@ -625,17 +773,19 @@ class Lab:
             units = ", ".join(line.split()[0] for line in failed.splitlines() if line.strip()) or "none listed"
             raise LabError(f"{host.name} did not reach systemd state 'running' within {BOOT_TIMEOUT:.0f} s (state {state}; failed units: {units})")
         authorized = self.key_file.with_suffix(".pub").read_text()
-        # Debian's ssh.service makes the host keys before sshd listens (SSH_HOSTKEY_DROPIN), so they
-        # are read from the host. Ubuntu's sshd is socket-activated: its keys appear only after the
-        # first connection, so an Ubuntu target will need a check that connects (ssh-keyscan) instead.
         run(["docker", "exec", "-i", host.container, "sh", "-c",
              "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys"], input_text=authorized)
-        host_key = run(["docker", "exec", host.container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout.split()
+        # Greeted first, read second: ssh.service makes the host keys before sshd starts
+        # (SSH_HOSTKEY_DROPIN), and on Ubuntu, whose sshd is socket-activated, it starts only when
+        # a first connection comes. The key is read from the host, never trusted from the wire.
         while time.monotonic() < deadline:
             if ssh_greets(host.ports.ssh):
-                return f"{host_key[0]} {host_key[1]}"
+                host_key = run(["docker", "exec", host.container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub"],
+                               check=False).stdout.split()
+                if len(host_key) >= 2:
+                    return f"{host_key[0]} {host_key[1]}"
             time.sleep(0.5)
-        raise LabError(f"{host.name}: sshd did not answer on 127.0.0.1:{host.ports.ssh} within {BOOT_TIMEOUT:.0f} s")
+        raise LabError(f"{host.name}: sshd did not answer on 127.0.0.1:{host.ports.ssh} with a host key within {BOOT_TIMEOUT:.0f} s")
 
     def _write_state(self, planned: list[LabHost], host_keys: list[str], images: dict[str, str],
                      snapshot_key: str | None, target: Target) -> None:

@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 import yaml
@@ -67,30 +68,32 @@ def test_recipe_hash_changes_with_the_recipe(monkeypatch):
     assert lab.recipe_hash() != before
 
 
-def test_only_debian13_carries_the_seccomp_drop_in_and_ssh_and_cron_opt_out():
+@pytest.mark.parametrize("target", ["debian13", "ubuntu2404"])
+def test_systemd_255_targets_carry_the_seccomp_drop_in_and_ssh_and_cron_opt_out(target):
     assert lab.TARGETS["debian12"].dropins == ()
-    files = dict(lab.TARGETS["debian13"].dropins)
+    files = dict(lab.TARGETS[target].dropins)
     lines = files["etc/systemd/system/service.d/20-lab-seccomp.conf"].splitlines()
     assert lines[lines.index("[Service]"):] == ["[Service]", "SystemCallFilter=~capset", "SystemCallErrorNumber=EPERM"]
     # Same file name in the unit's own directory: it replaces the global one there.
-    for unit in ("ssh.service", "cron.service"):
+    for unit in ("ssh.service", "cron.service", "dbus.service"):
         opt_out = files[f"etc/systemd/system/{unit}.d/20-lab-seccomp.conf"]
         assert "[Service]" in opt_out and "SystemCallFilter" not in opt_out
 
 
-@pytest.mark.parametrize("name", ["ubuntu2404", "bookworm", "", "Debian13"])
+@pytest.mark.parametrize("name", ["ubuntu2204", "bookworm", "", "Debian13"])
 def test_an_unknown_os_is_refused_in_one_line_listing_the_targets(name):
     with pytest.raises(lab.LabError) as raised:
         lab.resolve_target(name)
-    assert str(raised.value) == f"--os {name!r} is not a lab target: choose one of debian12, debian13"
+    assert str(raised.value) == f"--os {name!r} is not a lab target: choose one of debian12, debian13, ubuntu2404"
     assert raised.value.exit_code == 2
 
 
 def test_cli_refuses_an_unknown_os_before_touching_docker(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "opspack.cli", "lab", "up", "--os", "ubuntu2404", "--dir", str(tmp_path / "lab")],
+    result = subprocess.run([sys.executable, "-m", "opspack.cli", "lab", "up", "--os", "ubuntu2204", "--dir", str(tmp_path / "lab")],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 2
-    assert result.stderr == "opspack: error: --os 'ubuntu2404' is not a lab target: choose one of debian12, debian13\n"
+    assert result.stderr == ("opspack: error: --os 'ubuntu2204' is not a lab target: choose one of debian12, debian13, "
+                             "ubuntu2404\n")
     assert not (tmp_path / "lab").exists()
 
 
@@ -215,6 +218,45 @@ def test_no_mirror_is_a_clear_one_line_error(tmp_path, monkeypatch):
     message = str(raised.value)
     assert message.startswith("no Debian mirror found") and "set OPSPACK_LAB_MIRROR (or pass --mirror)" in message
     assert "\n" not in message
+
+
+def test_an_ubuntu_target_without_a_mirror_setting_leaves_the_mirror_to_debootstrap(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPSPACK_LAB_UBUNTU_MIRROR", raising=False)
+    # The machine's Debian mirror is never taken for Ubuntu's.
+    assert lab.apt_sources(lab.TARGETS["ubuntu2404"], etc_apt=_etc_apt(tmp_path, deb822=DEB822)) is None
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc/apt").mkdir(parents=True)
+    (rootfs / "etc/apt/sources.list").write_text("deb http://ubuntu-mirror.test/ubuntu noble main universe\n")
+    got = lab.sources_from_bootstrap(lab.TARGETS["ubuntu2404"], rootfs)
+    assert (got.mirror, got.path) == ("http://ubuntu-mirror.test/ubuntu", "sources.list.d/ubuntu.sources")
+    assert got.text.splitlines()[1:] == [
+        "Types: deb", "URIs: http://ubuntu-mirror.test/ubuntu", "Suites: noble noble-updates noble-security",
+        "Components: main universe", "Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg"]
+
+
+def test_an_ubuntu_mirror_comes_from_its_own_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv(lab.MIRROR_ENV, "http://debian.test/debian")
+    monkeypatch.setenv("OPSPACK_LAB_UBUNTU_MIRROR", "http://ubuntu.test/ubuntu")
+    got = lab.apt_sources(lab.TARGETS["ubuntu2404"], etc_apt=tmp_path)
+    assert got.mirror == "http://ubuntu.test/ubuntu" and got.origin == "OPSPACK_LAB_UBUNTU_MIRROR"
+    with pytest.raises(lab.LabError, match="not an http\\(s\\) URL of a Ubuntu archive mirror \\(--mirror or OPSPACK_LAB_UBUNTU_MIRROR"):
+        lab.apt_sources(lab.TARGETS["ubuntu2404"], "archive.test", etc_apt=tmp_path)
+
+
+def test_debootstrap_naming_no_mirror_is_a_clear_error(tmp_path):
+    with pytest.raises(lab.LabError, match="set OPSPACK_LAB_UBUNTU_MIRROR"):
+        lab.sources_from_bootstrap(lab.TARGETS["ubuntu2404"], tmp_path)
+
+
+@pytest.mark.parametrize("one_line", [True, False])
+def test_the_bootstrap_tools_apt_reads_only_its_own_sources(tmp_path, one_line):
+    name = "sources.list" if one_line else "debian.sources"
+    options = lab.private_apt(tmp_path / "apt", tmp_path / name, "THE SOURCES\n")
+    settings = dict(option.split("=", 1) for option in options if "=" in option)
+    listed = Path(settings["Dir::Etc::SourceList"]).read_text()
+    parts = {path.name: path.read_text() for path in Path(settings["Dir::Etc::SourceParts"]).iterdir()}
+    assert (listed, parts) == (("THE SOURCES\n", {}) if one_line else ("", {name: "THE SOURCES\n"}))
+    assert all(str(tmp_path) in settings[key] for key in ("Dir::State::Lists", "Dir::Cache"))
 
 
 def test_a_vendor_repository_is_not_taken_for_the_debian_mirror(tmp_path):

@@ -27,7 +27,15 @@ def test_output_without_a_summary_counts_nothing():
     assert suite.pytest_counts("Passed: 0 failure(s), 0 warning(s) in 252 files") == {}
 
 
-def test_every_scenario_runs_in_the_lab_tier():
-    names = {job.name for job in suite.lab_jobs()}
+def test_every_scenario_runs_in_exactly_one_tier_and_ubuntus_in_their_own():
+    tiers = {tier: [job.name for job in suite.lab_jobs(tier)] for tier in ("lab", *suite.OWN_TIER)}
     scenarios = {path.parent.name for path in (suite.ROOT / "molecule").glob("*/molecule.yml")}
-    assert {f"molecule-{name}" for name in scenarios} | {"lab"} == names
+    everything = [name for names in tiers.values() for name in names]
+    assert sorted(everything) == sorted({f"molecule-{name}" for name in scenarios} | {"lab"})
+    assert tiers["ubuntu"] and all(name.endswith("-ubuntu2404") for name in tiers["ubuntu"])
+    assert not [name for name in tiers["lab"] if "ubuntu" in name]
+
+
+def test_an_unknown_tier_is_refused(capsys):
+    assert suite.main(["ubuntu2404"]) == 2
+    assert "use fast, lab or ubuntu" in capsys.readouterr().err

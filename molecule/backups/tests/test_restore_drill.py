@@ -30,7 +30,8 @@ from opspack.testing.scenario import sql
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
 INVENTORY = EPHEMERAL / "inventory"
-SCENARIO = Path(os.environ["OPSPACK_SCENARIO_DIR"])
+# The backups scenario's own files, also when another scenario (backups-debian13, ...) runs these tests.
+BACKUPS_SCENARIO = Path(__file__).resolve().parents[1]
 SITE_DIR = "/var/backups/opspack/blog/postgresql"
 OFFHOST = EPHEMERAL / "backups" / "vps1" / "blog" / "postgresql"
 DRILLS = EPHEMERAL / "records" / "drills.jsonl"
@@ -357,7 +358,7 @@ def test_pitr_to_t1_has_the_t1_rows_and_not_the_t2_rows(host):
     sets = json.loads(host.check_output("runuser -u postgres -- pgbackrest --stanza=main --output=json info"))[0]["backup"]
     after_t2 = sets[-1]["label"]
     before = production_facts(host)
-    query = SCENARIO / "vars" / "pitr-query.yml"
+    query = BACKUPS_SCENARIO / "vars" / "pitr-query.yml"
     drilled = playbook("restore_drill.yml", "-e", f"restore_drill_target_time={t1}", "-e", "restore_drill_pitr_database=blog",
                        "-e", f"@{query}")
     assert drilled.returncode == 0, drilled.stdout[-3000:]

@@ -92,8 +92,12 @@ def test_unattended_upgrades_enabled_for_security(host, base_vars):
     run = host.run("unattended-upgrade --dry-run --debug")
     assert run.rc == 0, run.stderr
     allowed = re.search(r"^Allowed origins are: (.*)$", run.stdout + run.stderr, re.M)
-    assert allowed and "label=Debian-Security" in allowed.group(1)
-    assert all("label=Debian-Security" in o for o in allowed.group(1).split(", "))
+    # The configured patterns with the host's codename filled in: the security archive only.
+    release = dict(line.split("=", 1) for line in host.file("/etc/os-release").content_string.splitlines() if "=" in line)
+    codename = release["VERSION_CODENAME"].strip('"')
+    assert allowed and allowed.group(1).split(", ") == [
+        pattern.replace("${distro_codename}", codename) for pattern in base_vars["base_unattended_upgrades_origins"]]
+    assert all("security" in pattern.lower() for pattern in allowed.group(1).split(", "))
 
 
 def test_journald_retention_is_effective(host):
