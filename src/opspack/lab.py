@@ -157,7 +157,8 @@ DEFAULT_BASE_PORT = 22000
 MAX_HOSTS = 20
 BOOT_TIMEOUT = 90.0
 ENGINE_TIMEOUT = 60.0
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# Molecule's labs are mol-<scenario> (mol-release-lifecycle-ubuntu2404: 32 characters).
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
 
 Log = Callable[[str], None]
 
@@ -217,7 +218,7 @@ def host_ports(base_port: int, index: int) -> HostPorts:
 def validate_request(name: str, hosts: int, base_port: int) -> None:
     if not NAME_PATTERN.match(name):
         raise LabError(
-            f"lab name {name!r} is not valid: use 1-31 lowercase letters, digits or '-', starting with a letter",
+            f"lab name {name!r} is not valid: use 1-48 lowercase letters, digits or '-', starting with a letter",
             exit_code=2,
         )
     if not 1 <= hosts <= MAX_HOSTS:

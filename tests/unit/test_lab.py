@@ -26,6 +26,7 @@ def test_ports_are_blocks_of_ten_per_host():
         ("lab", 2, 80, "--base-port 80"),
         ("lab", 2, 65530, "--base-port 65530"),
         ("Bad_Name", 1, 22000, "lab name 'Bad_Name' is not valid"),
+        ("l" * 49, 1, 22000, "use 1-48 lowercase letters"),
     ],
 )
 def test_bad_requests_are_refused_with_exit_code_2(name, hosts, base_port, fragment):
@@ -34,6 +35,12 @@ def test_bad_requests_are_refused_with_exit_code_2(name, hosts, base_port, fragm
     assert fragment in str(raised.value)
     assert raised.value.exit_code == 2
     assert "\n" not in str(raised.value)
+
+
+def test_every_scenarios_lab_name_is_valid():
+    for scenario in (lab_root := Path(__file__).resolve().parents[2] / "molecule").glob("*/molecule.yml"):
+        lab.validate_request(f"mol-{scenario.parent.name}", 2, 22000)
+    assert lab_root.is_dir()
 
 
 def test_good_request_passes():

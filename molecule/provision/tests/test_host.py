@@ -11,10 +11,13 @@ def test_every_service_is_active(host):
     assert host.run("systemctl is-system-running").stdout.strip() == "running"
     failed = host.run("systemctl --failed --plain --no-legend").stdout.strip()
     assert failed == ""
-    for unit in ("ssh", "nftables", "fail2ban", targets.postgresql_unit(host), "redis-server", "nginx",
+    # A socket-activated sshd (Ubuntu) is started at boot by its socket, not enabled itself.
+    ssh = "ssh.socket" if targets.of(host)["target_ssh_socket_activated"] else "ssh"
+    for unit in (ssh, "nftables", "fail2ban", targets.postgresql_unit(host), "redis-server", "nginx",
                  "prometheus-node-exporter", "unattended-upgrades"):
         assert host.service(unit).is_running, unit
         assert host.service(unit).is_enabled, unit
+    assert host.service("ssh").is_running
 
 
 def test_nothing_but_ssh_and_web_listens_beyond_loopback(host):
