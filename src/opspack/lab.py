@@ -39,8 +39,8 @@ LAB_SERVICE_DROPIN = "[Service]\nPrivateUsers=no\n"
 SSH_HOSTKEY_DROPIN = (
     "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n"
 )
-# Lab-only, Debian 13 and Ubuntu 24.04: systemd 255 and later keep CAP_SYS_ADMIN across the switch to User= so that it can
-# load a unit's seccomp filters (LockPersonality=, ProtectKernel*=, SystemCallArchitectures=,
+# Lab-only, Debian 13 and Ubuntu 24.04: systemd 255 and later keep CAP_SYS_ADMIN across the switch
+# to User= so that it can load a unit's seccomp filters (LockPersonality=, ProtectKernel*=, SystemCallArchitectures=,
 # SystemCallFilter=...) after it, and these containers have no CAP_SYS_ADMIN, so such units fail
 # with 217/USER "Failed to keep CAP_SYS_ADMIN" (an open upstream issue; a real VM is not affected).
 # systemd skips that path when the unit's filter does not allow capset: it then loads the filters
@@ -132,8 +132,10 @@ ARCHIVES = {
 }
 # Debian packages that can build an Ubuntu target on any Debian machine: a debootstrap that knows
 # today's Ubuntu suites and the Ubuntu keyring. Downloaded (never installed) from the machine's Debian
-# mirror at the suite of the lab's default Debian target, and unpacked into the cache.
+# mirror at the suite of the newest Debian target, and unpacked into the cache.
 BOOTSTRAP_TOOLS = ("debootstrap", "ubuntu-keyring")
+BOOTSTRAP_TOOLS_SUITE = max((target for target in TARGETS.values() if target.archive == "debian"),
+                            key=lambda target: int(target.version)).suite
 RECIPE_VERSION = 1
 IMAGE_REPOSITORY = "opspack/lab-vps"
 # Lab hosts committed after a converge (`opspack lab snapshot`): later labs start from them in
@@ -192,12 +194,11 @@ def resolve_target(name: str | None) -> Target:
 def recipe_hash(target: str = DEFAULT_TARGET) -> str:
     """Hash of everything that goes into a target's image: a new recipe means a new image tag."""
     chosen = resolve_target(target)
-    recipe = [RECIPE_VERSION, chosen.name, chosen.archive, chosen.suite, PACKAGES, LAB_SERVICE_DROPIN,
-              SSH_HOSTKEY_DROPIN, chosen.dropins]
-    if chosen.components != ("main",):
-        # Appended only where set, so that the Debian targets' images keep their tags.
-        recipe.append(chosen.components)
-    recipe = json.dumps(recipe, sort_keys=True)
+    recipe = json.dumps(
+        [RECIPE_VERSION, chosen.name, chosen.archive, chosen.suite, chosen.components, PACKAGES,
+         LAB_SERVICE_DROPIN, SSH_HOSTKEY_DROPIN, chosen.dropins],
+        sort_keys=True,
+    )
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
@@ -498,7 +499,7 @@ def bootstrap_tools(target: Target, log: Log, work_root: Path, etc_apt: Path = P
                                "(apt-get install debootstrap) and run as root")
             apt_install(["debootstrap"], log)
         return BootstrapTools()
-    suite = TARGETS[DEFAULT_TARGET].suite
+    suite = BOOTSTRAP_TOOLS_SUITE
     tools = work_root / f"bootstrap-tools-{suite}"
     if not (tools / ".complete").exists():
         if not is_debian() or shutil.which("apt-get") is None:
