@@ -52,3 +52,24 @@ def test_every_target_vars_file_has_every_variable():
     supported = yaml.safe_load((ROOT / "roles" / "target" / "defaults" / "main.yml").read_text())["target_supported"]
     # Every supported target has its vars file (a vars file may wait for its lab proof: Ubuntu).
     assert set(supported) <= set(targets)
+
+
+def test_the_support_matrix_in_the_docs_is_what_the_vars_files_say():
+    """docs/provision.md shows the targets side by side; each vars file's first line names its
+    system and versions, and its variables the ones roles use: the three must agree."""
+    matrix = (ROOT / "docs" / "provision.md").read_text().split("## Supported systems", 1)[1]
+    rows = {cells[0]: cells[1:] for cells in (
+        [cell.strip() for cell in line.strip("|").split("|")] for line in matrix.splitlines()
+        if line.startswith("| ") and not line.startswith("| target"))}
+    for path in sorted(TARGET_VARS.glob("*.yml")):
+        if path.stem == "main":
+            continue
+        values = yaml.safe_load(path.read_text())
+        header = re.fullmatch(r"# (.+?): PostgreSQL (\S+), pgBackRest (\S+), Redis (\S+), nginx (\S+), OpenSSH (\S+), "
+                              r"Python (\S+)\.", path.read_text().splitlines()[1])
+        assert header, f"{path.name}: its first comment names the system and its versions"
+        system, postgresql, pgbackrest, *others, python = header.groups()
+        assert (postgresql, pgbackrest, python) == (values["target_postgresql_version"], values["target_pgbackrest_version"],
+                                                    values["target_python_version"]), path.name
+        assert rows.get(system) == [postgresql, pgbackrest, *others, python], f"docs/provision.md's row for {system}"
+    assert len(rows) == len(list(TARGET_VARS.glob("*.yml"))) - 1
