@@ -9,7 +9,7 @@ from opspack.testing.scenario import INVENTORY, playbook
 
 
 def test_host_is_a_systemd_vps_of_a_supported_target(host):
-    name = targets.name_from_os_release(host.file("/etc/os-release").content_string)
+    name = targets.name_of(host)
     assert targets.of(host)["target_name"] == name
     assert host.run("systemctl is-system-running").stdout.strip() == "running"
 

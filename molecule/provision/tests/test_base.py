@@ -93,8 +93,7 @@ def test_unattended_upgrades_enabled_for_security(host, base_vars):
     assert run.rc == 0, run.stderr
     allowed = re.search(r"^Allowed origins are: (.*)$", run.stdout + run.stderr, re.M)
     # The configured patterns with the host's codename filled in: the security archive only.
-    release = dict(line.split("=", 1) for line in host.file("/etc/os-release").content_string.splitlines() if "=" in line)
-    codename = release["VERSION_CODENAME"].strip('"')
+    codename = targets.os_release(host)["VERSION_CODENAME"]
     assert allowed and allowed.group(1).split(", ") == [
         pattern.replace("${distro_codename}", codename) for pattern in base_vars["base_unattended_upgrades_origins"]]
     assert all("security" in pattern.lower() for pattern in allowed.group(1).split(", "))

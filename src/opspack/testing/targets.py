@@ -5,7 +5,6 @@ so a test expects what the host's target provides instead of naming a version.""
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import yaml
 
@@ -14,11 +13,16 @@ from opspack.testing.config import ROOT
 VARS_DIR = ROOT / "roles" / "target" / "vars"
 
 
-def name_from_os_release(text: str) -> str:
-    """debian13 from /etc/os-release's ID=debian, VERSION_ID="13"; ubuntu2404 from 24.04."""
-    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    distribution = fields.get("ID", "").strip('"')
-    version = fields.get("VERSION_ID", "").strip('"')
+def os_release(host) -> dict[str, str]:
+    """A testinfra host's /etc/os-release fields (ID, VERSION_ID, VERSION_CODENAME...), unquoted."""
+    text = host.file("/etc/os-release").content_string
+    return {key: value.strip('"') for key, value in (line.split("=", 1) for line in text.splitlines() if "=" in line)}
+
+
+def name_of(host) -> str:
+    """The host's target: debian13 from ID=debian, VERSION_ID="13"; ubuntu2404 from 24.04."""
+    fields = os_release(host)
+    distribution, version = fields.get("ID", ""), fields.get("VERSION_ID", "")
     return distribution + (version.replace(".", "") if distribution == "ubuntu" else version.split(".")[0])
 
 
@@ -32,7 +36,7 @@ def target_vars(name: str) -> dict:
 
 def of(host) -> dict:
     """The target vars of a testinfra host."""
-    return target_vars(name_from_os_release(host.file("/etc/os-release").content_string))
+    return target_vars(name_of(host))
 
 
 def postgresql_unit(host, cluster: str = "main") -> str:
