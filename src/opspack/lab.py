@@ -119,6 +119,12 @@ class Archive:
     keyring: str      # the keyring its hosts' apt sources are signed by, as installed in the image
     # Where a mirror comes from when no setting names one, for messages and docs.
     default: str
+    # The pockets a written sources file names beside the suite itself.
+    pockets: tuple[str, ...] = ("updates",)
+    # Debian packages (downloaded, never installed) whose debootstrap and keyring build this
+    # archive's suites; none: this machine's debootstrap does, and the mirror comes from its apt
+    # configuration when no setting names one.
+    bootstrap_tools: tuple[str, ...] = ()
 
 
 ARCHIVES = {
@@ -127,13 +133,15 @@ ARCHIVES = {
     # This machine's apt configuration names no Ubuntu mirror; none is written into the repo either.
     # The Ubuntu archive is not among the registries these machines are promised: a build that
     # cannot reach it fails naming the setting (never a silent skip).
+    # Ubuntu's archive carries its security pocket beside the others. Debian 12's debootstrap has no
+    # script for today's Ubuntu suites and Debian 12 packages no Ubuntu keyring: the newest Debian
+    # target's debootstrap and ubuntu-keyring build them on any Debian machine.
     "ubuntu": Archive("OPSPACK_LAB_UBUNTU_MIRROR", "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
-                      "debootstrap's default mirror for the suite"),
+                      "debootstrap's default mirror for the suite", pockets=("updates", "security"),
+                      bootstrap_tools=("debootstrap", "ubuntu-keyring")),
 }
-# Debian packages that can build an Ubuntu target on any Debian machine: a debootstrap that knows
-# today's Ubuntu suites and the Ubuntu keyring. Downloaded (never installed) from the machine's Debian
-# mirror at the suite of the newest Debian target, and unpacked into the cache.
-BOOTSTRAP_TOOLS = ("debootstrap", "ubuntu-keyring")
+# The Debian suite whose packages are downloaded as an archive's bootstrap_tools, from the machine's
+# Debian mirror, and unpacked into the cache.
 BOOTSTRAP_TOOLS_SUITE = max((target for target in TARGETS.values() if target.archive == "debian"),
                             key=lambda target: int(target.version)).suite
 RECIPE_VERSION = 1
@@ -346,10 +354,7 @@ class AptSources:
 def written_sources(target: Target, mirror: str, origin: str) -> AptSources:
     """A deb822 sources file naming `mirror` for the target's suite and its companions."""
     archive = ARCHIVES[target.archive]
-    suites = [target.suite, f"{target.suite}-updates"]
-    if target.archive == "ubuntu":
-        # Ubuntu's archive carries its security pocket beside the others.
-        suites.append(f"{target.suite}-security")
+    suites = [target.suite, *(f"{target.suite}-{pocket}" for pocket in archive.pockets)]
     text = (f"# Written by 'opspack lab up' from {origin}.\n"
             f"Types: deb\nURIs: {mirror}\nSuites: {' '.join(suites)}\nComponents: {' '.join(target.components)}\n"
             f"Signed-By: {archive.keyring}\n")
@@ -366,7 +371,7 @@ def apt_sources(target: Target, mirror: str | None = None, etc_apt: Path = Path(
     mirror = check_mirror(mirror, target.archive)
     if mirror:
         return written_sources(target, mirror, origin)
-    if target.archive != "debian":
+    if ARCHIVES[target.archive].bootstrap_tools:
         return None
     uri, sources_file, suite = find_apt_sources(etc_apt, target.suite)
     path = "sources.list" if sources_file.name == "sources.list" else f"sources.list.d/{sources_file.name}"
@@ -388,11 +393,11 @@ def is_debian() -> bool:
     return Path("/etc/debian_version").exists()
 
 
-def run(args: list[str], *, check: bool = True, input_text: str | None = None,
-        timeout: float | None = None) -> subprocess.CompletedProcess:
+def run(args: list[str], *, check: bool = True, input_text: str | None = None, timeout: float | None = None,
+        env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     try:
         result = subprocess.run(
-            args, input=input_text, capture_output=True, text=True, timeout=timeout, check=False
+            args, input=input_text, capture_output=True, text=True, timeout=timeout, check=False, env=env, cwd=cwd
         )
     except FileNotFoundError as error:
         raise LabError(f"{args[0]} is not installed: {error}") from error
@@ -490,9 +495,10 @@ def private_apt(work: Path, sources_file: Path, text: str) -> list[str]:
 
 
 def bootstrap_tools(target: Target, log: Log, work_root: Path, etc_apt: Path = Path("/etc/apt")) -> BootstrapTools:
-    """The debootstrap that builds `target`: this machine's for a Debian target; for an Ubuntu one,
-    BOOTSTRAP_TOOLS unpacked into the cache (downloaded once)."""
-    if target.archive == "debian":
+    """The debootstrap that builds `target`: this machine's, or its archive's bootstrap_tools
+    unpacked into the cache (downloaded once)."""
+    archive = ARCHIVES[target.archive]
+    if not archive.bootstrap_tools:
         if shutil.which("debootstrap") is None:
             if not (is_root() and is_debian()):
                 raise LabError("building the lab image needs debootstrap and root: install debootstrap "
@@ -503,10 +509,10 @@ def bootstrap_tools(target: Target, log: Log, work_root: Path, etc_apt: Path = P
     tools = work_root / f"bootstrap-tools-{suite}"
     if not (tools / ".complete").exists():
         if not is_debian() or shutil.which("apt-get") is None:
-            raise LabError(f"building the {target.label} image needs Debian's {' and '.join(BOOTSTRAP_TOOLS)} packages, "
+            raise LabError(f"building the {target.label} image needs Debian's {' and '.join(archive.bootstrap_tools)} packages, "
                            "which opspack downloads with this machine's apt: run it on a Debian machine")
         uri, sources_file, found = find_apt_sources(etc_apt, suite)
-        log(f"downloading {', '.join(BOOTSTRAP_TOOLS)} ({suite}) from {uri} to build {target.label} images")
+        log(f"downloading {', '.join(archive.bootstrap_tools)} ({suite}) from {uri} to build {target.label} images")
         shutil.rmtree(tools, ignore_errors=True)
         work_root.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="bootstrap-tools-", dir=work_root))
@@ -515,11 +521,11 @@ def bootstrap_tools(target: Target, log: Log, work_root: Path, etc_apt: Path = P
             run(["apt-get", *options, "update"], timeout=600)
             downloads = work / "debs"
             downloads.mkdir()
-            fetched = subprocess.run(["apt-get", *options, "download", *BOOTSTRAP_TOOLS], cwd=downloads,
-                                     capture_output=True, text=True, timeout=600, check=False)
+            fetched = run(["apt-get", *options, "download", *archive.bootstrap_tools], cwd=downloads, timeout=600,
+                          check=False)
             if fetched.returncode != 0:
                 detail = (fetched.stderr or fetched.stdout).strip().splitlines()[-1:]
-                raise LabError(f"downloading {', '.join(BOOTSTRAP_TOOLS)} ({suite}) from {uri} failed: {' '.join(detail)}")
+                raise LabError(f"downloading {', '.join(archive.bootstrap_tools)} ({suite}) from {uri} failed: {' '.join(detail)}")
             debs = sorted(downloads.glob("*.deb"))
             for deb in debs:
                 run(["dpkg-deb", "-x", str(deb), str(work / "tools")])
@@ -529,7 +535,7 @@ def bootstrap_tools(target: Target, log: Log, work_root: Path, etc_apt: Path = P
             shutil.rmtree(work, ignore_errors=True)
     return BootstrapTools(command=(str(tools / "usr/sbin/debootstrap"),),
                           env=(("DEBOOTSTRAP_DIR", str(tools / "usr/share/debootstrap")),),
-                          keyring=tools / "usr/share/keyrings/ubuntu-archive-keyring.gpg")
+                          keyring=tools / archive.keyring.lstrip("/"))
 
 
 def build_image(ref: str, target: Target, log: Log, work_root: Path, mirror: str | None = None) -> None:
@@ -559,13 +565,8 @@ def build_image(ref: str, target: Target, log: Log, work_root: Path, mirror: str
             (shims / "ubuntu-distro-info").write_text(f"#!/bin/sh\necho {target.suite}\n")
             (shims / "ubuntu-distro-info").chmod(0o755)
             env["PATH"] = f"{shims}:{env.get('PATH', os.defpath)}"
-        try:
-            bootstrap = subprocess.run(
-                [*tools.command, "--variant=minbase", f"--include={','.join(PACKAGES)}", *options, target.suite,
-                 str(rootfs), *([sources.mirror] if sources else [])],
-                env=env, capture_output=True, text=True, timeout=900, check=False)
-        except subprocess.TimeoutExpired as error:
-            raise LabError(f"debootstrap of {target.label} from {origin} did not finish within 900 s") from error
+        bootstrap = run([*tools.command, "--variant=minbase", f"--include={','.join(PACKAGES)}", *options, target.suite,
+                         str(rootfs), *([sources.mirror] if sources else [])], env=env, timeout=900, check=False)
         if bootstrap.returncode != 0:
             detail = [line for line in (bootstrap.stderr + bootstrap.stdout).splitlines() if line.strip()][-2:]
             raise LabError(f"debootstrap of {target.label} from {origin} failed ({' / '.join(detail)}): check that "
