@@ -50,17 +50,21 @@ SITE_FIELDS = {
     "maintenance_file": "",
     "backup": {},
     "thresholds": {},
+    "required_env": [],
+    "queue": {},
 }
 APP_FIELDS = {"kind": "wsgi", "module": "", "web_command": "", "worker_command": "", "workers": 2}
 DATABASE_FIELDS = {"name": None, "user": None, "password": REQUIRED}
 REDIS_FIELDS = {"user": None, "password": REQUIRED, "db": 0, "acl": ""}
 MIGRATIONS_FIELDS = {"dir": "migrations", "command": [], "rollback_command": []}
 BACKUP_FIELDS = {"critical_tables": [], "drill_query": ""}
-# The runbooks' monitoring thresholds, kept with the site for the health checks and alerts
-# (validated now; nothing reads them yet).
+# The runbooks' monitoring thresholds of the health checks and alerts (plugins/module_utils/health.py).
 THRESHOLD_FIELDS = {"cpu_percent": 80, "memory_percent": 85, "disk_percent": 80, "error_rate_percent": 0.5,
                     "p95_seconds": 2, "queue_length": 1000}
 # Fields whose values are secrets: never in a message, never in the public view of a site.
+# Where the health checks read the length of the app's queue: a command (argv, run as the
+# site's user, printing a number) or a URL answering with one.
+QUEUE_FIELDS = {"command": [], "url": ""}
 SECRET_FIELDS = ("database.password", "redis.password", "secrets")
 
 # A site's name becomes its service user, units, directories, database and backups: the
@@ -321,8 +325,17 @@ def normalize_site(raw, base_dir="/srv"):
     thresholds = _fill(name, "thresholds", site["thresholds"], THRESHOLD_FIELDS)
     for key, value in thresholds.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise _problem(name, f"thresholds.{key}", f"must be a number, not {value!r}")
+            raise _problem(name, f"thresholds.{key}", "must be a number of 0 or more")
     site["thresholds"] = thresholds
+    site["required_env"] = sorted(set(_strings(name, "required_env", site["required_env"], ENV_NAME,
+                                               "an environment variable name")))
+    queue = _fill(name, "queue", site["queue"], QUEUE_FIELDS)
+    queue["command"] = _command(name, "queue.command", queue["command"])
+    if not isinstance(queue["url"], str) or (queue["url"] and not re.fullmatch(r"https?://[^\s]+", queue["url"])):
+        raise _problem(name, "queue.url", "must be an http:// or https:// URL")
+    if queue["command"] and queue["url"]:
+        raise _problem(name, "queue", "give command or url, not both")
+    site["queue"] = {key: value for key, value in queue.items() if value}
 
     site["dir"] = f"{base_dir}/{name}"
     return site
@@ -438,6 +451,24 @@ def public(site, slots):
     return out
 
 
+def health_site(site):
+    """What the health checks read of a site (plugins/module_utils/health.py): never a secret, only
+    the names of the settings it must have."""
+    required = set(site["required_env"]) | set(site["secrets"])
+    if site["database"] is not None:
+        required.add("DATABASE_URL")
+    if site["redis"] is not None:
+        required.add("REDIS_URL")
+    found = {"name": site["name"], "domains": site["domains"], "user": site["user"], "env_file": f"{site['dir']}/shared/env",
+             "required_env": sorted(required), "env_names": sorted(name for name, value in site["env"].items() if value),
+             "thresholds": site["thresholds"]}
+    if site["database"] is not None:
+        found["database"] = site["database"]["name"]
+    if site["queue"]:
+        found["queue"] = site["queue"]
+    return found
+
+
 def views(sites, host, host_groups, known_names, slots=("blue", "green"), reserved=None, base_dir="/srv",
           postgresql_port=5432, redis_port=6379, redis_default_acl="~* &* +@all -@dangerous", host_redis_users=()):
     """What each role takes for this host, from the sites that run on it."""
@@ -483,6 +514,7 @@ def views(sites, host, host_groups, known_names, slots=("blue", "green"), reserv
                                    **({"worker_command": site["app"]["worker_command"]} if site["app"]["worker_command"] else {}))
                               for site in here],
         "app_runtime_site_secrets": secrets,
+        "health_sites": [health_site(site) for site in here],
         "backup_site_checks": {site["name"]: site["backup"] for site in here
                                if site["backup"]["critical_tables"] or site["backup"]["drill_query"]},
     }

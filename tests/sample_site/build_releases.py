@@ -4,7 +4,8 @@
 
 writes DEST/<version>/ for every release in RELEASES below, each a complete tree that
 opspack.platform.release_artifact packs: app.py, manage.py, VERSION, migrations/, HEALTH_FAILS for
-the releases that fail their health check on purpose, and framework_migrations.json for the
+the releases that fail their health check on purpose, SERVES_5XX for the one that fails 5 % of its
+requests to / while its health check passes, and framework_migrations.json for the
 releases whose migrations the sample's own command (manage.py, a framework's stand-in) runs.
 """
 
@@ -24,7 +25,10 @@ RELEASES = {
     "3.0.0": ("v3-bad-migration", False),
     "4.0.0": ("v2", False),
     "4.1.0": ("v2", True),
+    "5.0.0": ("v2", False),
 }
+# version -> every how many requests to / a worker answers 500 (5 %: above the 0.5 % threshold).
+SERVES_5XX = {"5.0.0": 20}
 # The migrations of the sample's own migration command (app/manage.py), per release.
 SETTINGS_TABLE = {"id": 1, "up": "CREATE TABLE app_settings (name text PRIMARY KEY, value text)",
                   "down": "DROP TABLE app_settings"}
@@ -43,6 +47,8 @@ def build(dest: Path) -> list[Path]:
         (tree / "VERSION").write_text(version + "\n")
         if health_fails:
             (tree / "HEALTH_FAILS").write_text("this release fails its health check on purpose\n")
+        if version in SERVES_5XX:
+            (tree / "SERVES_5XX").write_text(f"{SERVES_5XX[version]}\n")
         if version in FRAMEWORK_MIGRATIONS:
             (tree / "framework_migrations.json").write_text(json.dumps(FRAMEWORK_MIGRATIONS[version], indent=2) + "\n")
         made.append(tree)

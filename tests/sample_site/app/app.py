@@ -3,7 +3,9 @@
 It is what opspack's tests deploy (opspack itself stays app-agnostic). Settings come from the
 environment the unit gives it: DATABASE_URL, REDIS_URL and the slot's PORT; the release's
 version from the VERSION file beside this one. A release built with a file named
-HEALTH_FAILS beside it answers 503 on /health/ready: the tests' failing-health version.
+HEALTH_FAILS beside it answers 503 on /health/ready: the tests' failing-health version. One built with
+SERVES_5XX (a number N) answers health but 500 on every Nth request to / of a worker: the tests'
+release that is unhealthy only under traffic.
 
   /              the version, as plain text
   /health/live   200 as long as the process runs
@@ -22,6 +24,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "VERSION"), encoding="utf-8") as handle:
     VERSION = handle.read().strip()
 HEALTH_FAILS = os.path.exists(os.path.join(HERE, "HEALTH_FAILS"))
+try:
+    with open(os.path.join(HERE, "SERVES_5XX"), encoding="utf-8") as handle:
+        ERROR_EVERY = int(handle.read().strip())
+except FileNotFoundError:
+    ERROR_EVERY = 0
+_served = {"root": 0}
 
 
 def _database():
@@ -62,7 +70,11 @@ def _notes():
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path == "/":
-        body, status, kind = f"sample site {VERSION}\n".encode(), "200 OK", "text/plain"
+        _served["root"] += 1
+        if ERROR_EVERY and _served["root"] % ERROR_EVERY == 0:
+            body, status, kind = b"failing on purpose\n", "500 Internal Server Error", "text/plain"
+        else:
+            body, status, kind = f"sample site {VERSION}\n".encode(), "200 OK", "text/plain"
     elif path == "/health/live":
         body, status, kind = b"ok\n", "200 OK", "text/plain"
     elif path == "/health/ready":

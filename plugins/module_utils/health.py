@@ -1,0 +1,884 @@
+# Copyright: opspack developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The health checks of one host and its sites: the runbooks' daily check (`ops_daily`) and the
+production verification (`prod_verify`), with the contract operators' tooling parses.
+
+This file is also the program the host runs on its own timer: the health role installs it as
+/usr/local/lib/opspack/health.py with /usr/local/sbin/ops_daily and /usr/local/sbin/prod_verify
+linking to it, so it imports nothing but Python's standard library. The module
+opspack.platform.health_check runs the same checks from a playbook.
+
+The contract (keep it exactly):
+- exit codes: 0 healthy, 1 error (a check could not run), 2 unhealthy or insufficient data;
+- a site with no request in the window: ``status=insufficient_data reason=delivered_total_0``
+  (a scheduled run counts the host green when nothing else is wrong);
+- a site whose required settings are missing: ``prod_config status=fail reason=missing_env``
+  with the names (never values);
+- output lines are aggregate-only: check names, site names (the inventory's), counts, rates and
+  thresholds; never a domain, address, path, user agent, database name or setting value.
+
+Signals: the node exporter (CPU, memory), statvfs of the data paths (disk, with a forecast from
+earlier runs), nginx's access log of the window (requests, 5xx rate, p95 of $request_time),
+PostgreSQL (connections against max_connections, long queries, lock waits, WAL archiving,
+replication lag, database growth), Redis (memory against maxmemory, evictions), the backup
+failure markers, the host's services, each site's required environment and queue length.
+
+Scheduled runs (``ops_daily --scheduled``) also keep state (CPU counters, disk history, alert
+state), ping a dead-man's switch (healthchecks.io style: ``/start``, then the URL itself on
+success or ``/<exit status>``) and send alerts to webhooks (Slack-compatible or generic JSON),
+one message per webhook per run, a breach re-sent only after ``alert_repeat_minutes``, at most
+``alert_max_per_hour`` messages an hour, and a resolved message when a breach clears.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+CONFIG_PATH = "/etc/opspack/health/config.json"
+CONFIG_VERSION = 1
+EXIT_OK, EXIT_ERROR, EXIT_UNHEALTHY = 0, 1, 2
+INSUFFICIENT_DATA = "status=insufficient_data reason=delivered_total_0"
+MISSING_ENV = "prod_config status=fail reason=missing_env"
+STATUSES = ("ok", "fail", "insufficient_data", "error", "skipped")
+
+# Host-wide limits; a site's own thresholds (the site model's) take over for its metrics, and
+# the strictest site's for the host's CPU, memory and disk.
+HOST_THRESHOLDS = {
+    "cpu_percent": 80, "memory_percent": 85, "disk_percent": 80, "disk_full_days": 7,
+    "db_connections_percent": 80, "long_query_seconds": 300, "long_queries": 0, "lock_waits": 5,
+    "replication_lag_seconds": 300, "redis_memory_percent": 85,
+}
+SITE_THRESHOLDS = {"cpu_percent": 80, "memory_percent": 85, "disk_percent": 80, "error_rate_percent": 0.5,
+                   "p95_seconds": 2, "queue_length": 1000}
+# The runbooks' P1-P4: what a breach of each check is, and who hears of it.
+SEVERITIES = {
+    "services": "P1", "error_rate": "P1", "env": "P1",
+    "p95": "P2", "queue": "P2", "disk": "P2", "db_connections": "P2", "archiving": "P2",
+    "replication_lag": "P2", "backups": "P2",
+    "cpu": "P3", "memory": "P3", "disk_forecast": "P3", "long_queries": "P3", "lock_waits": "P3",
+    "redis_memory": "P3", "error": "P3", "schedule": "P2",
+    "redis_evictions": "P4", "traffic": "P4",
+}
+CHANNELS = {"P1": "page", "P2": "page", "P3": "notify", "P4": "log"}
+HTTP_TIMEOUT = 10
+CPU_SAMPLE_SECONDS = 1.0
+DISK_HISTORY_DAYS = 14
+DISK_FORECAST_MIN_HOURS = 6
+
+# nginx's `opspack` log_format (roles/nginx): ... [time_local] "request" status bytes "ref" "ua" host=H rt=T ...
+LOG_LINE = re.compile(r'^\S+ \S+ \S+ \[(?P<time>[^\]]+)\] "(?:[^"\\]|\\.)*" (?P<status>\d{3}) \S+ '
+                      r'"(?:[^"\\]|\\.)*" "(?:[^"\\]|\\.)*" host=(?P<host>\S+) rt=(?P<rt>[0-9.]+)')
+MONTHS = {name: index for index, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
+
+
+class CheckError(Exception):
+    """A check could not run; the message is a fixed reason token (safe to print)."""
+
+
+class Finding:
+    """One check's result for the host (site None) or a site."""
+
+    def __init__(self, check, status, site=None, value=None, threshold=None, reason="", severity="", **figures):
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {STATUSES}")
+        self.check, self.status, self.site = check, status, site
+        self.value, self.threshold, self.reason, self.severity = value, threshold, reason, severity
+        self.figures = figures
+
+    @property
+    def key(self) -> str:
+        return f"{self.site or 'host'}:{self.check}"
+
+    def as_dict(self) -> dict:
+        found = {"check": self.check, "status": self.status, "site": self.site, "value": self.value,
+                 "threshold": self.threshold, "reason": self.reason, "severity": self.severity}
+        found.update(self.figures)
+        return {key: value for key, value in found.items() if value not in (None, "")}
+
+    def line(self) -> str:
+        if self.check == "env" and self.status == "fail":
+            return f"{MISSING_ENV} site={self.site} names={','.join(self.figures.get('names', []))}"
+        head = f"site={self.site}" if self.site else "host"
+        words = [head, f"check={self.check}"]
+        if self.status == "insufficient_data" and self.reason == "delivered_total_0":
+            words.append(INSUFFICIENT_DATA)
+        else:
+            words.append(f"status={self.status}")
+            if self.reason:
+                words.append(f"reason={self.reason}")
+        for name, number in (("value", self.value), ("threshold", self.threshold)):
+            if number is not None:
+                words.append(f"{name}={_number(number)}")
+        for name in sorted(self.figures):
+            if name != "names":
+                words.append(f"{name}={_number(self.figures[name])}")
+        if self.severity and self.status == "fail":
+            words.append(f"severity={self.severity}")
+        return " ".join(words)
+
+
+def _number(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.2f}" if abs(value) >= 0.1 else f"{value:.4f}"
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+def load_config(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except FileNotFoundError as exc:
+        raise CheckError("config_missing") from exc
+    except (OSError, ValueError) as exc:
+        raise CheckError("config_unreadable") from exc
+    if not isinstance(config, dict) or config.get("version") != CONFIG_VERSION:
+        raise CheckError("config_version")
+    return config
+
+
+def credential(config: dict, name: str) -> str:
+    """A secret from systemd's LoadCredential= directory, else from the credentials directory."""
+    for directory in (os.environ.get("CREDENTIALS_DIRECTORY"), config.get("credentials_dir")):
+        if directory:
+            try:
+                with open(os.path.join(directory, name), encoding="utf-8") as handle:
+                    return handle.read().strip()
+            except OSError:
+                continue
+    raise CheckError("credential_missing")
+
+
+def host_threshold(config: dict, name: str):
+    """The strictest of the host's and its sites' values."""
+    values = [site.get("thresholds", {}).get(name) for site in config.get("sites", [])]
+    values = [value for value in values if isinstance(value, (int, float))]
+    host = config.get("thresholds", {}).get(name, HOST_THRESHOLDS.get(name))
+    return min(values) if values else host
+
+
+def severity_of(config: dict, check: str) -> str:
+    return config.get("severities", {}).get(check) or SEVERITIES.get(check, "P3")
+
+
+def channel_of(config: dict, severity: str) -> str:
+    return config.get("channels", {}).get(severity) or CHANNELS.get(severity, "notify")
+
+
+# --- signals -----------------------------------------------------------------------------------
+
+def parse_metrics(text: str) -> dict:
+    """Prometheus text format: name -> list of (labels, value)."""
+    metrics: dict = {}
+    pattern = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+    for raw in text.splitlines():
+        if not raw or raw.startswith("#"):
+            continue
+        match = pattern.match(raw)
+        if not match:
+            continue
+        labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+        try:
+            value = float(match.group(3))
+        except ValueError:
+            continue
+        metrics.setdefault(match.group(1), []).append((labels, value))
+    return metrics
+
+
+def read_metrics(url: str) -> dict:
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 (the exporter's own URL)
+            return parse_metrics(response.read().decode("utf-8", "replace"))
+    except (OSError, ValueError) as exc:
+        raise CheckError("node_exporter_unreachable") from exc
+
+
+def cpu_counters(metrics: dict) -> tuple[float, float]:
+    """(all CPU seconds, idle and iowait seconds) over every CPU."""
+    samples = metrics.get("node_cpu_seconds_total")
+    if not samples:
+        raise CheckError("node_exporter_no_cpu")
+    total = sum(value for _labels, value in samples)
+    idle = sum(value for labels, value in samples if labels.get("mode") in ("idle", "iowait"))
+    return total, idle
+
+
+def cpu_percent(first: tuple[float, float], second: tuple[float, float]):
+    spent = second[0] - first[0]
+    if spent <= 0:
+        return None
+    return max(0.0, min(100.0, 100.0 * (1 - (second[1] - first[1]) / spent)))
+
+
+def memory_percent(metrics: dict) -> float:
+    try:
+        total = metrics["node_memory_MemTotal_bytes"][0][1]
+        available = metrics["node_memory_MemAvailable_bytes"][0][1]
+    except (KeyError, IndexError) as exc:
+        raise CheckError("node_exporter_no_memory") from exc
+    return 100.0 * (1 - available / total) if total else 0.0
+
+
+def disk_usage(paths) -> list[dict]:
+    """Each filesystem holding one of paths, once: used percent as df counts it."""
+    seen, found = set(), []
+    for path in paths:
+        try:
+            stat = os.statvfs(path)
+            device = os.stat(path).st_dev
+        except OSError:
+            continue
+        if device in seen or not stat.f_blocks:
+            continue
+        seen.add(device)
+        used = (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+        available = stat.f_bavail * stat.f_frsize
+        found.append({"path": path, "used": used, "available": available,
+                      "percent": 100.0 * used / (used + available) if used + available else 0.0})
+    return found
+
+
+def disk_days_left(history: list, available: float):
+    """Days until full at the growth rate of the history [[time, used], ...]; None when not growing
+    or the history spans less than DISK_FORECAST_MIN_HOURS."""
+    if len(history) < 2:
+        return None
+    (first_time, first_used), (last_time, last_used) = history[0], history[-1]
+    span = last_time - first_time
+    if span < DISK_FORECAST_MIN_HOURS * 3600 or last_used <= first_used:
+        return None
+    per_second = (last_used - first_used) / span
+    return available / per_second / 86400
+
+
+def parse_log_time(stamp: str) -> float:
+    """nginx's $time_local (06/Dec/2026:05:23:39 +0000) as a UNIX time, without strptime's cost."""
+    day, month, year = stamp[0:2], MONTHS[stamp[3:6]], stamp[7:11]
+    moment = datetime.datetime(int(year), month, int(day), int(stamp[12:14]), int(stamp[15:17]), int(stamp[18:20]))
+    sign = -1 if stamp[21] == "-" else 1
+    offset = sign * (int(stamp[22:24]) * 3600 + int(stamp[24:26]) * 60)
+    return moment.replace(tzinfo=datetime.timezone.utc).timestamp() - offset
+
+
+def read_traffic(paths, domains: dict, since: float, until: float) -> dict:
+    """Per site over [since, until]: requests, 5xx count and request times, from nginx's logs.
+    domains: lower-case name -> site. Lines of another format or host are passed over."""
+    traffic = {site: {"requests": 0, "errors": 0, "times": []} for site in set(domains.values())}
+    for path in paths:
+        try:
+            handle = open(path, encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise CheckError("nginx_log_unreadable") from exc
+        with handle:
+            for raw in handle:
+                match = LOG_LINE.match(raw)
+                if not match:
+                    continue
+                site = domains.get(match.group("host").lower())
+                if site is None:
+                    continue
+                try:
+                    moment = parse_log_time(match.group("time"))
+                except (KeyError, ValueError, IndexError):
+                    continue
+                if not since <= moment <= until:
+                    continue
+                figures = traffic[site]
+                figures["requests"] += 1
+                if match.group("status").startswith("5"):
+                    figures["errors"] += 1
+                figures["times"].append(float(match.group("rt")))
+    return traffic
+
+
+def percentile(values, fraction: float):
+    """Nearest-rank percentile; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def parse_env_file(path: str) -> dict:
+    """NAME=value lines (systemd EnvironmentFile, quoted or not) -> {NAME: value}."""
+    found = {}
+    with open(path, encoding="utf-8") as handle:
+        for raw in handle:
+            line = raw.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            name, value = line.split("=", 1)
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            found[name.strip()] = value
+    return found
+
+
+def missing_env(site: dict) -> list[str]:
+    """The site's required names that are neither set (non-empty) in its env file nor in its plain env."""
+    required = site.get("required_env", [])
+    if not required:
+        return []
+    present = set(site.get("env_names", []))
+    path = site.get("env_file")
+    if path:
+        try:
+            present |= {name for name, value in parse_env_file(path).items() if value}
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise CheckError("env_file_unreadable") from exc
+    return sorted(set(required) - present)
+
+
+def run(argv, env=None, timeout=30) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                              env=dict(os.environ, **(env or {})))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CheckError(f"{os.path.basename(argv[0])}_failed") from exc
+    if done.returncode != 0:
+        raise CheckError(f"{os.path.basename(argv[0])}_failed")
+    return done.stdout
+
+
+def psql(config: dict, sql: str) -> list[list[str]]:
+    port = str(config.get("postgresql", {}).get("port", 5432))
+    argv = ["psql", "-XAtq", "-p", port, "-d", "postgres", "-F", "\t", "-c", sql]
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", "postgres", "--"] + argv
+    try:
+        out = run(argv)
+    except CheckError as exc:
+        raise CheckError("postgresql_unreachable") from exc
+    return [row.split("\t") for row in out.splitlines() if row]
+
+
+def redis_info(config: dict) -> dict:
+    settings = config.get("redis", {})
+    argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(settings.get("port", 6379)), "--no-auth-warning"]
+    env = {}
+    if settings.get("user"):
+        argv += ["--user", settings["user"]]
+        env["REDISCLI_AUTH"] = credential(config, "redis-password")
+    try:
+        out = run(argv + ["INFO"], env=env)
+    except CheckError as exc:
+        raise CheckError("redis_unreachable") from exc
+    if "used_memory:" not in out:
+        raise CheckError("redis_refused")
+    return dict(line.split(":", 1) for line in out.replace("\r", "").splitlines() if ":" in line and not line.startswith("#"))
+
+
+def queue_length(site: dict) -> int:
+    queue = site.get("queue") or {}
+    try:
+        if queue.get("command"):
+            argv = list(queue["command"])
+            if os.geteuid() == 0 and site.get("user"):
+                argv = ["runuser", "-u", site["user"], "--"] + argv
+            text = run(argv, timeout=20)
+        else:
+            with urllib.request.urlopen(queue["url"], timeout=HTTP_TIMEOUT) as response:  # noqa: S310 (the site's own URL)
+                text = response.read(4096).decode("utf-8", "replace")
+        return int(text.strip().split()[0])
+    except (CheckError, OSError, ValueError, IndexError, KeyError) as exc:
+        raise CheckError("queue_unreadable") from exc
+
+
+def unit_active(unit: str) -> bool:
+    done = subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False)
+    return done.returncode == 0
+
+
+def unit_failed(unit: str) -> bool:
+    done = subprocess.run(["systemctl", "is-failed", "--quiet", unit], check=False)
+    return done.returncode == 0
+
+
+# --- state -------------------------------------------------------------------------------------
+
+class State:
+    """What a scheduled run keeps for the next (CPU counters, disk history, alerts); read-only
+    runs read it and write nothing."""
+
+    def __init__(self, directory: str | None, writable: bool):
+        self.directory, self.writable = directory, writable and bool(directory)
+
+    def read(self, name: str, default):
+        if not self.directory:
+            return default
+        try:
+            with open(os.path.join(self.directory, name), encoding="utf-8") as handle:
+                return json.load(handle)
+        except (OSError, ValueError):
+            return default
+
+    def write(self, name: str, data) -> None:
+        if not self.writable:
+            return
+        os.makedirs(self.directory, mode=0o750, exist_ok=True)
+        write_json(os.path.join(self.directory, name), data)
+
+
+def write_json(path: str, data) -> None:
+    handle, temp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o640)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+class Checks:
+    """Every check of one run; each adds Findings, a check that cannot run adds an error."""
+
+    def __init__(self, config: dict, state: State, now: float | None = None, strict: bool = True,
+                 scheduled: bool = False):
+        self.config, self.state, self.strict, self.scheduled = config, state, strict, scheduled
+        self.now = now if now is not None else time.time()
+        self.findings: list[Finding] = []
+
+    def add(self, check, status, site=None, value=None, threshold=None, reason="", **figures):
+        severity = severity_of(self.config, "traffic" if status == "insufficient_data" else check)
+        self.findings.append(Finding(check, status, site, value, threshold, reason, severity, **figures))
+
+    def limit(self, check, site, value, threshold, **figures):
+        """A value against its threshold (a breach is strictly above it)."""
+        self.add(check, "fail" if value > threshold else "ok", site, round(value, 4), threshold, **figures)
+
+    def guarded(self, check, step, site=None):
+        try:
+            step()
+        except CheckError as exc:
+            self.add(check, "error", site, reason=str(exc))
+        except Exception as exc:  # pylint: disable=broad-except  # a bug in one check must not hide the others
+            self.add(check, "error", site, reason=f"internal_{type(exc).__name__}")
+
+    def config_checks(self):
+        for site in self.config.get("sites", []):
+            def required(site=site):
+                missing = missing_env(site)
+                if missing:
+                    self.add("env", "fail", site["name"], reason="missing_env", names=missing)
+                else:
+                    self.add("env", "ok", site["name"], required=len(site.get("required_env", [])))
+            self.guarded("env", required, site["name"])
+
+    def all(self):
+        self.config_checks()
+        self.guarded("node", self.node)
+        self.guarded("disk", self.disk)
+        self.guarded("traffic", self.traffic)
+        if self.config.get("services"):
+            self.guarded("services", self.services)
+        if self.config.get("postgresql", {}).get("enabled"):
+            self.guarded("postgresql", self.postgresql)
+        if self.config.get("redis", {}).get("enabled"):
+            self.guarded("redis", self.redis)
+        if self.config.get("failure_marker_dir"):
+            self.guarded("backups", self.backups)
+        # Seen from a run by hand or from the control node: is the scheduled check still running?
+        if self.config.get("schedule") and not self.scheduled:
+            self.guarded("schedule", self.schedule)
+        for site in self.config.get("sites", []):
+            if site.get("queue"):
+                self.guarded("queue", lambda site=site: self.queue(site), site["name"])
+        return self.findings
+
+    def node(self):
+        url = self.config.get("node_exporter_url", "http://127.0.0.1:9100/metrics")
+        metrics = read_metrics(url)
+        counters = cpu_counters(metrics)
+        previous = self.state.read("cpu.json", {})
+        usage = None
+        # Scheduled runs compare with the last run: the average since then, not one busy second.
+        if isinstance(previous, dict) and 60 <= self.now - previous.get("time", 0) <= 2 * 86400:
+            usage = cpu_percent((previous.get("total", 0), previous.get("idle", 0)), counters)
+        if usage is None:
+            time.sleep(CPU_SAMPLE_SECONDS)
+            later = cpu_counters(read_metrics(url))
+            usage = cpu_percent(counters, later)
+            counters = later
+        self.state.write("cpu.json", {"time": self.now, "total": counters[0], "idle": counters[1]})
+        if usage is None:
+            raise CheckError("node_exporter_cpu_still")
+        self.limit("cpu", None, usage, host_threshold(self.config, "cpu_percent"))
+        self.limit("memory", None, memory_percent(metrics), host_threshold(self.config, "memory_percent"))
+
+    def disk(self):
+        found = disk_usage(self.config.get("disk_paths", ["/"]))
+        if not found:
+            raise CheckError("disk_paths_missing")
+        history = self.state.read("disk.json", {})
+        history = history if isinstance(history, dict) else {}
+        threshold = host_threshold(self.config, "disk_percent")
+        worst = max(found, key=lambda entry: entry["percent"])
+        self.limit("disk", None, worst["percent"], threshold, filesystems=len(found))
+        days_left = []
+        horizon = self.now - DISK_HISTORY_DAYS * 86400
+        for entry in found:
+            points = [point for point in history.get(entry["path"], []) if point[0] >= horizon][-59:]
+            points.append([self.now, entry["used"]])
+            history[entry["path"]] = points
+            days = disk_days_left(points, entry["available"])
+            if days is not None:
+                days_left.append(days)
+        self.state.write("disk.json", {path: history[path] for path in sorted(history)
+                                       if path in {entry["path"] for entry in found}})
+        if days_left:
+            self.add("disk_forecast", "fail" if min(days_left) < host_threshold(self.config, "disk_full_days") else "ok",
+                     None, round(min(days_left), 1), host_threshold(self.config, "disk_full_days"))
+
+    def traffic(self):
+        window = float(self.config.get("window_minutes", 1440)) * 60
+        domains = {domain.lower(): site["name"] for site in self.config.get("sites", []) for domain in site.get("domains", [])}
+        figures = read_traffic(self.config.get("nginx_logs", []), domains, self.now - window, self.now)
+        for site in self.config.get("sites", []):
+            name, found = site["name"], figures.get(site["name"], {"requests": 0, "errors": 0, "times": []})
+            limits = dict(SITE_THRESHOLDS, **site.get("thresholds", {}))
+            if not found["requests"]:
+                self.add("traffic", "insufficient_data", name, reason="delivered_total_0")
+                continue
+            self.add("traffic", "ok", name, requests=found["requests"], errors_5xx=found["errors"])
+            self.limit("error_rate", name, 100.0 * found["errors"] / found["requests"], limits["error_rate_percent"])
+            self.limit("p95", name, percentile(found["times"], 0.95), limits["p95_seconds"])
+
+    def services(self):
+        inactive = [unit for unit in self.config["services"] if not unit_active(unit)]
+        self.add("services", "fail" if inactive else "ok", None, units=len(self.config["services"]), inactive=len(inactive))
+
+    def postgresql(self):
+        long_seconds = int(host_threshold(self.config, "long_query_seconds"))
+        rows = psql(self.config, (
+            "SELECT current_setting('max_connections')::int,"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+            " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND state <> 'idle'"
+            f"   AND now() - query_start > interval '{long_seconds} seconds'),"
+            " (SELECT count(*) FROM pg_locks WHERE NOT granted),"
+            " (SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication),"
+            " (SELECT (last_failed_time IS NOT NULL AND (last_archived_time IS NULL OR last_failed_time > last_archived_time))::int"
+            "   FROM pg_stat_archiver),"
+            " current_setting('archive_mode')"))
+        max_connections, connections, long_queries, lock_waits, lag, archive_failing, archive_mode = rows[0]
+        self.limit("db_connections", None, 100.0 * int(connections) / max(int(max_connections), 1),
+                   host_threshold(self.config, "db_connections_percent"), connections=int(connections))
+        self.limit("long_queries", None, int(long_queries), host_threshold(self.config, "long_queries"))
+        self.limit("lock_waits", None, int(lock_waits), host_threshold(self.config, "lock_waits"))
+        self.limit("replication_lag", None, float(lag), host_threshold(self.config, "replication_lag_seconds"))
+        if archive_mode != "off":
+            self.add("archiving", "fail" if archive_failing == "1" else "ok", None)
+        databases = sorted({site["database"] for site in self.config.get("sites", []) if site.get("database")})
+        if databases:
+            names = ",".join("'" + name.replace("'", "''") + "'" for name in databases)
+            sizes = psql(self.config, f"SELECT datname, pg_database_size(datname) FROM pg_database WHERE datname IN ({names})")
+            sizes = {name: int(size) for name, size in sizes}
+            history = self.state.read("databases.json", {})
+            history = history if isinstance(history, dict) else {}
+            for site in self.config.get("sites", []):
+                size = sizes.get(site.get("database"))
+                if size is None:
+                    continue
+                figures = {"size_mb": round(size / 1048576, 1)}
+                before = history.get(site["database"])
+                if isinstance(before, list) and len(before) == 2 and self.now - before[0] >= 3600:
+                    figures["growth_mb_per_day"] = round((size - before[1]) / 1048576 / ((self.now - before[0]) / 86400), 2)
+                self.add("database", "ok", site["name"], **figures)
+            self.state.write("databases.json", {name: [self.now, sizes[name]] for name in sorted(sizes)})
+
+    def redis(self):
+        info = redis_info(self.config)
+        used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0) or 0)
+        if limit:
+            self.limit("redis_memory", None, 100.0 * used / limit, host_threshold(self.config, "redis_memory_percent"))
+        evicted = int(info.get("evicted_keys", 0))
+        previous = self.state.read("redis.json", {})
+        before = previous.get("evicted_keys") if isinstance(previous, dict) else None
+        if isinstance(before, int) and evicted >= before:
+            self.limit("redis_evictions", None, evicted - before, 0)
+        self.state.write("redis.json", {"evicted_keys": evicted})
+
+    def backups(self):
+        directory = self.config["failure_marker_dir"]
+        try:
+            markers = [name for name in os.listdir(directory) if not name.startswith(".")]
+        except FileNotFoundError:
+            markers = []
+        except OSError as exc:
+            raise CheckError("failure_markers_unreadable") from exc
+        self.add("backups", "fail" if markers else "ok", None, failed_jobs=len(markers))
+
+    def schedule(self):
+        """The host's own daily check: its timer waits, its last run did not fail, and it ran
+        within max_age_hours (a stopped timer or a run that never ends is a missed run)."""
+        settings = self.config["schedule"]
+        if not unit_active(settings["timer"]):
+            self.add("schedule", "fail", reason="timer_inactive")
+        elif unit_failed(settings["service"]):
+            self.add("schedule", "fail", reason="last_run_failed")
+        else:
+            last = self.state.read("last-ops_daily.json", {})
+            stamp = last.get("generated_at") if isinstance(last, dict) else None
+            if not stamp:
+                self.add("schedule", "ok", reason="not_run_yet")
+                return
+            ran = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+            hours = round((self.now - ran) / 3600, 1)
+            late = hours > settings["max_age_hours"]
+            self.add("schedule", "fail" if late else "ok", None, hours, settings["max_age_hours"],
+                     reason="missed_run" if late else "")
+
+    def queue(self, site):
+        limits = dict(SITE_THRESHOLDS, **site.get("thresholds", {}))
+        self.limit("queue", site["name"], queue_length(site), limits["queue_length"])
+
+
+def verdict(findings, strict: bool = True) -> tuple[int, str]:
+    """The contract's exit code and status word: a breach first (it is known whatever else
+    failed), then a check that could not run, then a site without traffic."""
+    statuses = {finding.status for finding in findings}
+    if "fail" in statuses:
+        return EXIT_UNHEALTHY, "unhealthy"
+    if "error" in statuses:
+        return EXIT_ERROR, "error"
+    if "insufficient_data" in statuses and strict:
+        return EXIT_UNHEALTHY, "insufficient_data"
+    return EXIT_OK, "healthy"
+
+
+def counts_green(findings) -> bool:
+    """A scheduled run is green when nothing failed or errored (a site without traffic yet is)."""
+    return not any(finding.status in ("fail", "error") for finding in findings)
+
+
+# --- alerts and the dead-man's switch ----------------------------------------------------------
+
+def post(url: str, payload: bytes | None, content_type: str = "application/json") -> None:
+    request = urllib.request.Request(url, data=payload if payload is not None else b"", method="POST",
+                                     headers={"Content-Type": content_type, "User-Agent": "opspack-health"})
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 (configured URLs)
+            response.read(1024)
+    except (OSError, ValueError) as exc:
+        raise CheckError("delivery_failed") from exc
+
+
+def alert_message(fmt: str, host: str, firing: list, resolved: list, suppressed: int) -> bytes:
+    if fmt == "slack":
+        lines = [f"[{alert['severity']}] {host} {alert['site'] or 'host'}: {alert['metric']} {_number(alert['value'])}"
+                 f" > {_number(alert['threshold'])} ({alert['channel']})" for alert in firing]
+        lines += [f"[resolved] {host} {alert['site'] or 'host'}: {alert['metric']}" for alert in resolved]
+        if suppressed:
+            lines.append(f"({suppressed} earlier alert message(s) suppressed by the rate limit)")
+        return json.dumps({"text": "\n".join(lines)}, sort_keys=True).encode()
+    return json.dumps({"source": "opspack", "host": host, "firing": firing, "resolved": resolved,
+                       "suppressed": suppressed}, sort_keys=True).encode()
+
+
+class Alerts:
+    """Which breaches to tell which webhook now: new ones, repeats after alert_repeat_minutes,
+    resolved ones; at most alert_max_per_hour messages an hour per webhook."""
+
+    def __init__(self, config: dict, state: State, now: float):
+        self.config, self.state, self.now = config, state, now
+        saved = state.read("alerts.json", {})
+        self.saved = saved if isinstance(saved, dict) else {}
+
+    def plan(self, findings) -> dict:
+        repeat = float(self.config.get("alert_repeat_minutes", 360)) * 60
+        open_before = self.saved.get("open", {})
+        firing, still_open = [], {}
+        for finding in findings:
+            if finding.status != "fail":
+                continue
+            severity = finding.severity or severity_of(self.config, finding.check)
+            channel = channel_of(self.config, severity)
+            before = open_before.get(finding.key)
+            entry = {"since": before["since"] if before else self.now,
+                     "last_sent": before.get("last_sent", 0) if before else 0, "severity": severity}
+            still_open[finding.key] = entry
+            if channel == "log":
+                continue
+            if not before or before.get("severity") != severity or self.now - entry["last_sent"] >= repeat:
+                firing.append({"site": finding.site, "metric": finding.check, "value": finding.value if finding.value is not None
+                               else len(finding.figures.get("names", [])), "threshold": finding.threshold
+                               if finding.threshold is not None else 0, "severity": severity, "channel": channel,
+                               "key": finding.key})
+        checked = {finding.key for finding in findings if finding.status in ("ok", "insufficient_data")}
+        resolved = [{"site": None if key.startswith("host:") else key.split(":", 1)[0], "metric": key.split(":", 1)[1],
+                     "channel": channel_of(self.config, entry.get("severity", "P3")), "key": key}
+                    for key, entry in sorted(open_before.items()) if key not in still_open and key in checked]
+        # A check that errored this run keeps its breach open: nothing is known to be resolved.
+        errored = {finding.key.split(":")[0] + ":" for finding in findings if finding.status == "error"}
+        for key, entry in open_before.items():
+            if key not in still_open and key not in checked and any(key.startswith(prefix) for prefix in errored):
+                still_open[key] = entry
+        return {"firing": firing, "resolved": [alert for alert in resolved if alert["channel"] != "log"], "open": still_open}
+
+    def deliver(self, findings, host: str) -> dict:
+        plan = self.plan(findings)
+        sent = suppressed = failed = 0
+        limits = self.saved.get("sent", {})
+        hour_ago = self.now - 3600
+        new_sent, new_suppressed = {}, dict(self.saved.get("suppressed", {}))
+        for hook in self.config.get("webhooks", []):
+            channels = set(hook.get("channels", ["page", "notify"]))
+            firing = [dict(alert) for alert in plan["firing"] if alert["channel"] in channels]
+            resolved = [dict(alert) for alert in plan["resolved"] if alert["channel"] in channels]
+            name = hook["name"]
+            times = [moment for moment in limits.get(name, []) if moment > hour_ago]
+            if not firing and not resolved:
+                new_sent[name] = times
+                continue
+            if len(times) >= int(self.config.get("alert_max_per_hour", 6)):
+                new_suppressed[name] = new_suppressed.get(name, 0) + 1
+                suppressed += 1
+                new_sent[name] = times
+                continue
+            for alert in firing + resolved:
+                alert.pop("key", None)
+            try:
+                post(credential(self.config, hook["credential"]),
+                     alert_message(hook.get("format", "json"), host, firing, resolved, new_suppressed.get(name, 0)))
+                sent += 1
+                times.append(self.now)
+                new_suppressed[name] = 0
+                for alert in plan["firing"]:
+                    if alert["channel"] in channels:
+                        plan["open"][alert["key"]]["last_sent"] = self.now
+            except CheckError:
+                failed += 1
+            new_sent[name] = times
+        self.state.write("alerts.json", {"open": plan["open"], "sent": new_sent,
+                                         "suppressed": {key: value for key, value in new_suppressed.items() if value}})
+        return {"sent": sent, "suppressed": suppressed, "failed": failed, "firing": len(plan["firing"]),
+                "resolved": len(plan["resolved"])}
+
+
+def ping(config: dict, suffix: str, body: str = "") -> bool:
+    """One dead-man's-switch ping; False when it could not be sent (the run goes on)."""
+    name = config.get("deadman_credential")
+    if not name:
+        return True
+    try:
+        base = credential(config, name).rstrip("/")
+        post(base + suffix, body.encode()[:10000], "text/plain")
+        return True
+    except CheckError:
+        return False
+
+
+# --- the programs ------------------------------------------------------------------------------
+
+def report(tool: str, mode: str, findings, code: int, status: str, now: float, delivery=None) -> dict:
+    found = {"tool": tool, "mode": mode, "exit": code, "status": status,
+             "generated_at": datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "checks": [finding.as_dict() for finding in findings],
+             "lines": [finding.line() for finding in findings]}
+    if delivery is not None:
+        found["delivery"] = delivery
+    return found
+
+
+def summary_line(tool: str, mode: str, findings, code: int, status: str) -> str:
+    count = {name: sum(1 for finding in findings if finding.status == name) for name in ("fail", "error", "insufficient_data")}
+    return (f"{tool} status={status} mode={mode} exit={code} checks={len(findings)} failed={count['fail']}"
+            f" errors={count['error']} insufficient_data={count['insufficient_data']}")
+
+
+def run_checks(config: dict, tool: str, mode: str, scheduled: bool = False, now: float | None = None) -> tuple[int, dict]:
+    """One run of a tool: ops_daily (mode prod or dev) or prod_verify (dry_run or verify).
+    Returns the exit code and the report (its lines are what the programs print)."""
+    now = now if now is not None else time.time()
+    state = State(config.get("state_dir"), writable=scheduled)
+    checks = Checks(config, state, now, strict=mode != "dev", scheduled=scheduled)
+    if tool == "prod_verify" and mode == "dry_run":
+        checks.config_checks()
+    else:
+        checks.all()
+    findings = checks.findings
+    code, status = verdict(findings, strict=mode != "dev")
+    delivery = None
+    if scheduled:
+        delivery = Alerts(config, state, now).deliver(findings, config.get("host", "host"))
+        if delivery["failed"]:
+            findings.append(Finding("alerts", "error", reason="delivery_failed", severity=severity_of(config, "error")))
+            code, status = verdict(findings, strict=mode != "dev")
+    found = report(tool, mode, findings, code, status, now, delivery)
+    found["green"] = counts_green(findings)
+    found["lines"].append(summary_line(tool, mode, findings, code, status))
+    if scheduled:
+        state.write(f"last-{tool}.json", found)
+    return code, found
+
+
+def main(argv=None, tool=None) -> int:
+    """ops_daily or prod_verify, by the name the program was called by (or tool)."""
+    tool = tool or os.path.basename(sys.argv[0])
+    tool = tool if tool in ("ops_daily", "prod_verify") else "ops_daily"
+    parser = argparse.ArgumentParser(prog=tool, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=CONFIG_PATH)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of lines")
+    if tool == "prod_verify":
+        parser.add_argument("mode", choices=("dry_run", "verify"))
+    else:
+        parser.add_argument("--mode", choices=("prod", "dev"), default="prod",
+                            help="prod: strict (default); dev: a site without traffic is not a failure")
+        parser.add_argument("--scheduled", action="store_true",
+                            help="as the timer runs it: keep state, send alerts, ping the dead-man's switch")
+    args = parser.parse_args(argv)
+    scheduled = getattr(args, "scheduled", False)
+    try:
+        config = load_config(args.config)
+    except CheckError as exc:
+        print(f"{tool} status=error reason={exc} exit={EXIT_ERROR}")
+        return EXIT_ERROR
+    if scheduled:
+        ping(config, "/start")
+    try:
+        code, found = run_checks(config, tool, args.mode, scheduled=scheduled)
+    except Exception as exc:  # pylint: disable=broad-except  # the contract: 1 when the check itself broke
+        print(f"{tool} status=error reason=internal_{type(exc).__name__} exit={EXIT_ERROR}")
+        if scheduled:
+            ping(config, "/fail")
+        return EXIT_ERROR
+    text = json.dumps(found, indent=2, sort_keys=True) if args.json else "\n".join(found["lines"])
+    print(text)
+    if scheduled:
+        green = found["green"]
+        if not ping(config, "" if green else f"/{code}", "\n".join(found["lines"])):
+            print(f"{tool} deadman status=error reason=delivery_failed", file=sys.stderr)
+        # The timer's unit succeeds when the host is green: a site without traffic yet is not a failure.
+        return EXIT_OK if green else code
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
