@@ -4,8 +4,8 @@
 production verification (`prod_verify`), with the contract operators' tooling parses.
 
 This file is also the program the host runs on its own timer: the health role installs it as
-/usr/local/lib/opspack/health.py with /usr/local/sbin/ops_daily and /usr/local/sbin/prod_verify
-linking to it, so it imports nothing but Python's standard library. The module
+/usr/local/lib/opspack/health.py, and /usr/local/sbin/ops_daily and /usr/local/sbin/prod_verify
+call its cli(), so it imports nothing but Python's standard library. The module
 opspack.platform.health_check runs the same checks from a playbook.
 
 The contract (keep it exactly):
@@ -33,17 +33,16 @@ one message per webhook per run, a breach re-sent only after ``alert_repeat_minu
 from __future__ import annotations
 
 import argparse
+import http.client
 import datetime
 import json
 import math
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 
 CONFIG_PATH = "/etc/opspack/health/config.json"
 CONFIG_VERSION = 1
@@ -201,10 +200,33 @@ def parse_metrics(text: str) -> dict:
     return metrics
 
 
+def http_request(url: str, body: bytes | None = None, content_type: str = "application/json",
+                 limit: int = 16 << 20) -> bytes:
+    """GET (or POST body) url with http.client: the program runs where Ansible's open_url is not.
+    Raises OSError on a failed connection or an answer other than 2xx."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL")
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname, parts.port, timeout=HTTP_TIMEOUT)
+    try:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"User-Agent": "opspack-health"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        connection.request("POST" if body is not None else "GET", path, body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read(limit)
+        if not 200 <= response.status < 300:
+            raise OSError(f"HTTP {response.status}")
+        return data
+    finally:
+        connection.close()
+
+
 def read_metrics(url: str) -> dict:
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 (the exporter's own URL)
-            return parse_metrics(response.read().decode("utf-8", "replace"))
+        return parse_metrics(http_request(url).decode("utf-8", "replace"))
     except (OSError, ValueError) as exc:
         raise CheckError("node_exporter_unreachable") from exc
 
@@ -398,8 +420,7 @@ def queue_length(site: dict) -> int:
                 argv = ["runuser", "-u", site["user"], "--"] + argv
             text = run(argv, timeout=20)
         else:
-            with urllib.request.urlopen(queue["url"], timeout=HTTP_TIMEOUT) as response:  # noqa: S310 (the site's own URL)
-                text = response.read(4096).decode("utf-8", "replace")
+            text = http_request(queue["url"], limit=4096).decode("utf-8", "replace")
         return int(text.strip().split()[0])
     except (CheckError, OSError, ValueError, IndexError, KeyError) as exc:
         raise CheckError("queue_unreadable") from exc
@@ -681,11 +702,8 @@ def counts_green(findings) -> bool:
 # --- alerts and the dead-man's switch ----------------------------------------------------------
 
 def post(url: str, payload: bytes | None, content_type: str = "application/json") -> None:
-    request = urllib.request.Request(url, data=payload if payload is not None else b"", method="POST",
-                                     headers={"Content-Type": content_type, "User-Agent": "opspack-health"})
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 (configured URLs)
-            response.read(1024)
+        http_request(url, payload if payload is not None else b"", content_type, limit=1024)
     except (OSError, ValueError) as exc:
         raise CheckError("delivery_failed") from exc
 
@@ -839,11 +857,11 @@ def run_checks(config: dict, tool: str, mode: str, scheduled: bool = False, now:
     return code, found
 
 
-def main(argv=None, tool=None) -> int:
-    """ops_daily or prod_verify, by the name the program was called by (or tool)."""
-    tool = tool or os.path.basename(sys.argv[0])
+def cli(argv, tool: str) -> tuple[int, str, str]:
+    """ops_daily or prod_verify (tool) on the command line: (exit code, stdout, stderr). The
+    programs in /usr/local/sbin call it and print; a usage error is an error (1), never 2."""
     tool = tool if tool in ("ops_daily", "prod_verify") else "ops_daily"
-    parser = argparse.ArgumentParser(prog=tool, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=tool, description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--config", default=CONFIG_PATH)
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of lines")
     if tool == "prod_verify":
@@ -853,32 +871,28 @@ def main(argv=None, tool=None) -> int:
                             help="prod: strict (default); dev: a site without traffic is not a failure")
         parser.add_argument("--scheduled", action="store_true",
                             help="as the timer runs it: keep state, send alerts, ping the dead-man's switch")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error, which argparse has explained on stderr
+        return (EXIT_OK if exc.code == 0 else EXIT_ERROR), "", ""
     scheduled = getattr(args, "scheduled", False)
     try:
         config = load_config(args.config)
     except CheckError as exc:
-        print(f"{tool} status=error reason={exc} exit={EXIT_ERROR}")
-        return EXIT_ERROR
+        return EXIT_ERROR, f"{tool} status=error reason={exc} exit={EXIT_ERROR}\n", ""
     if scheduled:
         ping(config, "/start")
     try:
         code, found = run_checks(config, tool, args.mode, scheduled=scheduled)
     except Exception as exc:  # pylint: disable=broad-except  # the contract: 1 when the check itself broke
-        print(f"{tool} status=error reason=internal_{type(exc).__name__} exit={EXIT_ERROR}")
         if scheduled:
             ping(config, "/fail")
-        return EXIT_ERROR
-    text = json.dumps(found, indent=2, sort_keys=True) if args.json else "\n".join(found["lines"])
-    print(text)
+        return EXIT_ERROR, f"{tool} status=error reason=internal_{type(exc).__name__} exit={EXIT_ERROR}\n", ""
+    out = (json.dumps(found, indent=2, sort_keys=True) if args.json else "\n".join(found["lines"])) + "\n"
+    err = ""
     if scheduled:
-        green = found["green"]
-        if not ping(config, "" if green else f"/{code}", "\n".join(found["lines"])):
-            print(f"{tool} deadman status=error reason=delivery_failed", file=sys.stderr)
+        if not ping(config, "" if found["green"] else f"/{code}", "\n".join(found["lines"])):
+            err = f"{tool} deadman status=error reason=delivery_failed\n"
         # The timer's unit succeeds when the host is green: a site without traffic yet is not a failure.
-        return EXIT_OK if green else code
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return (EXIT_OK if found["green"] else code), out, err
+    return code, out, err

@@ -13,10 +13,10 @@ author: opspack developers (@opspack)
 description:
   - Runs the checks of the host program the health role installs (C(ops_daily),
     C(prod_verify)) with the host's own configuration (C(/etc/opspack/health/config.json)), and
-    returns their report: one finding per check with C(ok), C(fail), C(insufficient_data),
+    returns their report, one finding per check with C(ok), C(fail), C(insufficient_data),
     C(error) or C(skipped), the lines the program prints, and the contract's exit code
     (RV(rc) V(0) healthy, V(1) a check could not run, V(2) unhealthy or insufficient data).
-  - Read-only: unlike the host's scheduled run (C(ops_daily --scheduled)) it keeps no state,
+  - Read-only. Unlike the host's scheduled run (C(ops_daily --scheduled)) it keeps no state,
     sends no alert and pings no dead-man's switch. CPU is then measured over one second.
   - Fails when RV(rc) is not V(0) (unless O(fail_on_unhealthy=false)), with the summary line.
 options:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import sys
 import time
 
 import pytest
@@ -223,23 +224,32 @@ def test_read_only_runs_keep_no_state_and_send_nothing(host):
     assert host["posts"] == []
 
 
+def main(argv, tool):
+    code, out, err = health.cli(argv, tool)
+    print(out, end="")
+    print(err, end="", file=sys.stderr)
+    return code
+
+
 def test_the_scheduled_program_pings_the_deadmans_switch(host):
     config_path = str(host["dir"] / "config.json")
-    assert health.main(["--config", config_path, "--scheduled"], tool="ops_daily") == 0
+    assert main(["--config", config_path, "--scheduled"], tool="ops_daily") == 0
     assert [url.rsplit("/", 1)[-1] for url, _ in host["posts"]] == ["start", SECRET]
     host["log"].write_text("")
-    assert health.main(["--config", config_path, "--scheduled"], tool="ops_daily") == 0, \
+    assert main(["--config", config_path, "--scheduled"], tool="ops_daily") == 0, \
         "a site without traffic yet: the unit succeeds and the switch hears success"
     assert host["posts"][-1][0].endswith(SECRET)
     (host["dir"] / "markers/backup-x").write_text("x\n")
-    assert health.main(["--config", config_path, "--scheduled"], tool="ops_daily") == 2
+    assert main(["--config", config_path, "--scheduled"], tool="ops_daily") == 2
     assert host["posts"][-1][0].endswith(SECRET + "/2")
 
 
-def test_the_program_exits_1_without_its_configuration(tmp_path, capsys):
-    assert health.main(["--config", str(tmp_path / "none.json")], tool="ops_daily") == 1
+def test_the_program_exits_1_without_its_configuration_or_on_a_usage_error(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "none.json")], tool="ops_daily") == 1
     assert capsys.readouterr().out.strip() == "ops_daily status=error reason=config_missing exit=1"
-    assert health.main(["dry_run", "--config", str(tmp_path / "none.json")], tool="prod_verify") == 1
+    assert main(["dry_run", "--config", str(tmp_path / "none.json")], tool="prod_verify") == 1
+    assert main(["--mode", "nonsense"], tool="ops_daily") == 1, "a usage error is an error, never 'unhealthy'"
+    assert main(["--help"], tool="prod_verify") == 0
 
 
 def test_no_output_line_carries_a_secret_or_an_identifier(host, capsys):
@@ -253,7 +263,7 @@ def test_no_output_line_carries_a_secret_or_an_identifier(host, capsys):
     for argv, tool in ((["--config", config_path, "--scheduled"], "ops_daily"), (["--config", config_path], "ops_daily"),
                        (["--config", config_path, "--json"], "ops_daily"), (["verify", "--config", config_path], "prod_verify"),
                        (["dry_run", "--config", config_path], "prod_verify")):
-        health.main(argv, tool=tool)
+        main(argv, tool=tool)
     out = capsys.readouterr()
     text = out.out + out.err
     assert "prod_config status=fail reason=missing_env" in text and "check=error_rate status=fail" in text
