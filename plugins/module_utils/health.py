@@ -77,7 +77,8 @@ DISK_FORECAST_MIN_HOURS = 6
 
 # nginx's `opspack` log_format (roles/nginx): ... [time_local] "request" status bytes "ref" "ua" host=H rt=T ...
 LOG_LINE = re.compile(r'^\S+ \S+ \S+ \[(?P<time>[^\]]+)\] "(?:[^"\\]|\\.)*" (?P<status>\d{3}) \S+ '
-                      r'"(?:[^"\\]|\\.)*" "(?:[^"\\]|\\.)*" host=(?P<host>\S+) rt=(?P<rt>[0-9.]+)')
+                      r'"(?:[^"\\]|\\.)*" "(?:[^"\\]|\\.)*" host=(?P<host>\S+) rt=(?P<rt>[0-9.]+)'
+                      r'(?: uct=\S+ urt=\S+ ua=(?P<upstream>\S+))?')
 MONTHS = {name: index for index, name in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
 
@@ -298,6 +299,23 @@ def parse_log_time(stamp: str) -> float:
     return moment.replace(tzinfo=datetime.timezone.utc).timestamp() - offset
 
 
+def log_requests(lines, domains):
+    """(site, time, status, request time, upstream address) of each line of nginx's `opspack`
+    format whose host is one of domains (lower-case name -> site); other lines are passed over."""
+    for raw in lines:
+        match = LOG_LINE.match(raw)
+        if not match:
+            continue
+        site = domains.get(match.group("host").lower())
+        if site is None:
+            continue
+        try:
+            moment = parse_log_time(match.group("time"))
+        except (KeyError, ValueError, IndexError):
+            continue
+        yield site, moment, int(match.group("status")), float(match.group("rt")), match.group("upstream") or ""
+
+
 def read_traffic(paths, domains: dict, since: float, until: float) -> dict:
     """Per site over [since, until]: requests, 5xx count and request times, from nginx's logs.
     domains: lower-case name -> site. Lines of another format or host are passed over."""
@@ -310,25 +328,78 @@ def read_traffic(paths, domains: dict, since: float, until: float) -> dict:
         except OSError as exc:
             raise CheckError("nginx_log_unreadable") from exc
         with handle:
-            for raw in handle:
-                match = LOG_LINE.match(raw)
-                if not match:
-                    continue
-                site = domains.get(match.group("host").lower())
-                if site is None:
-                    continue
-                try:
-                    moment = parse_log_time(match.group("time"))
-                except (KeyError, ValueError, IndexError):
-                    continue
+            for site, moment, status, seconds, _upstream in log_requests(handle, domains):
                 if not since <= moment <= until:
                     continue
                 figures = traffic[site]
                 figures["requests"] += 1
-                if match.group("status").startswith("5"):
+                if status >= 500:
                     figures["errors"] += 1
-                figures["times"].append(float(match.group("rt")))
+                figures["times"].append(seconds)
     return traffic
+
+
+class Window:
+    """Requests, 5xx and request times of one upstream (a release's slot) in a stretch of time."""
+
+    def __init__(self):
+        self.requests, self.errors, self.times = 0, 0, []
+
+    def add(self, status: int, seconds: float) -> None:
+        self.requests += 1
+        self.errors += status >= 500
+        self.times.append(seconds)
+
+    @property
+    def error_rate(self) -> float:
+        return 100.0 * self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.times, 0.95) or 0.0
+
+    def figures(self) -> dict:
+        return {"requests": self.requests, "errors_5xx": self.errors, "error_rate_percent": round(self.error_rate, 3),
+                "p95_seconds": round(self.p95, 3)}
+
+
+def watch_breach(new: Window, baseline: Window, error_rate_percent: float, p95_seconds: float,
+                 min_requests: int = 50, min_errors: int = 3, factor: float = 2.0) -> str:
+    """Why the new release is worse than its threshold and than the release before it, or "".
+    Judged only on min_requests (and a 5xx rate only on min_errors), so that a few early requests
+    never decide; "worse than before" is more than factor times the baseline's figure."""
+    if new.requests < min_requests:
+        return ""
+    if (new.errors >= min_errors and new.error_rate > error_rate_percent
+            and (not baseline.requests or new.error_rate > factor * baseline.error_rate)):
+        return (f"5xx rate {new.error_rate:.2f} % over {new.requests} requests is above {_number(error_rate_percent)} % "
+                f"(the release before: {baseline.error_rate:.2f} % over {baseline.requests})")
+    if new.p95 > p95_seconds and (not baseline.requests or new.p95 > factor * baseline.p95):
+        return (f"p95 response time {new.p95:.3f} s over {new.requests} requests is above {_number(p95_seconds)} s "
+                f"(the release before: {baseline.p95:.3f} s over {baseline.requests})")
+    return ""
+
+
+class LogFollower:
+    """nginx's access log read from where the last read stopped (from the start after rotation)."""
+
+    def __init__(self, path: str):
+        self.path, self.offset, self.inode = path, 0, None
+
+    def lines(self):
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return []
+        if stat.st_ino != self.inode or stat.st_size < self.offset:
+            self.inode, self.offset = stat.st_ino, 0
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        # A line still being written waits for the next read.
+        complete = data.rfind(b"\n") + 1
+        self.offset += complete
+        return data[:complete].decode("utf-8", "replace").splitlines()
 
 
 def percentile(values, fraction: float):

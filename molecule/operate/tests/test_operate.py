@@ -16,7 +16,8 @@ import uuid
 import pytest
 
 from opspack.testing import client
-from opspack.testing.scenario import CA, CANARIES, PROJECT, bring_to, deploy, playbook, sample_releases
+from opspack.testing.scenario import (CA, CANARIES, PROJECT, RequestLoop, bring_to, deploy, get, history, playbook, record,
+                                     sample_releases)
 
 RECEIVER_PORT = 18080
 RECEIVER_LOG = "/var/tmp/opspack-receiver.jsonl"
@@ -233,11 +234,45 @@ def test_the_deadmans_switch_reports_a_missed_run(host, alerting):
             host.check_output("systemctl start opspack-health.timer")
 
 
+def test_the_post_deploy_watch_rolls_back_a_release_serving_5xx_with_an_incident(host):
+    """5.0.0 answers its health check and smoke tests, then 500 on one request to / in twenty."""
+    bring_to(host, "1.0.0")
+    sample_releases()
+    watch = ("-e", "release_watch_minutes=3", "-e", "release_watch_min_requests=40")
+    with RequestLoop(host, seconds=400, interval=0.05) as loop:
+        ran = deploy("5.0.0", *watch)
+    PLAYBOOK_OUTPUT.append(ran.stdout + ran.stderr)
+    out = ran.stdout + ran.stderr
+    assert ran.returncode != 0, out[-3000:]
+    assert "5xx rate" in out and "the release before: 0.00 %" in out, out[-3000:]
+    seconds = float(out.split(" s of the 3 minute watch")[0].rsplit("within ", 1)[1])
+    assert seconds < 180, "rolled back within the window"
+    assert get(host)[:2] == (200, "1.0.0"), "the release before serves again"
+    assert loop.statuses.get("500", 0) > 0, loop.statuses
+    assert record(host)["current"].startswith("1.0.0+")
+    blog = [entry for entry in history() if entry.get("site") == "blog"][-1]
+    assert blog["release"].startswith("5.0.0+") and blog["result"] != "ok"
+    assert "Watch" in blog.get("step", ""), blog
+    assert "5xx rate" in blog.get("reason", ""), blog
+
+
+def test_the_post_deploy_watch_passes_a_good_release(host):
+    bring_to(host, "1.0.0")
+    with RequestLoop(host, seconds=300, interval=0.05) as loop:
+        ran = deploy("2.0.0", "-e", "release_watch_minutes=1", "-e", "release_watch_min_requests=40")
+    PLAYBOOK_OUTPUT.append(ran.stdout + ran.stderr)
+    assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
+    assert "Release | Watch the new release" in ran.stdout
+    assert set(loop.statuses) == {"200"}, loop.statuses
+    assert get(host)[:2] == (200, "2.0.0")
+    bring_to(host, "1.0.0")
+
+
 def test_no_output_line_holds_a_secret_or_an_identifier(host):
     """Canary: the lab's secrets, the webhook and dead-man URLs, and what identifies a request or a
     site on the wire (domains, paths, the clients' address, database names)."""
     lines = "\n".join(SEEN)
-    assert len(SEEN) >= 10 and len(PLAYBOOK_OUTPUT) == 2
+    assert len(SEEN) >= 10 and len(PLAYBOOK_OUTPUT) == 4
     with host.sudo():
         reports = host.check_output("cat /var/lib/opspack/health/*.json")
     gateway = host.check_output("ip route | awk '/default/ {print $3}'")
