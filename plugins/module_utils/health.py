@@ -372,10 +372,10 @@ def watch_breach(new: Window, baseline: Window, error_rate_percent: float, p95_s
         return ""
     if (new.errors >= min_errors and new.error_rate > error_rate_percent
             and (not baseline.requests or new.error_rate > factor * baseline.error_rate)):
-        return (f"5xx rate {new.error_rate:.2f} % over {new.requests} requests is above {_number(error_rate_percent)} % "
+        return (f"5xx rate {new.error_rate:.2f} % over {new.requests} requests is above {error_rate_percent:g} % "
                 f"(the release before: {baseline.error_rate:.2f} % over {baseline.requests})")
     if new.p95 > p95_seconds and (not baseline.requests or new.p95 > factor * baseline.p95):
-        return (f"p95 response time {new.p95:.3f} s over {new.requests} requests is above {_number(p95_seconds)} s "
+        return (f"p95 response time {new.p95:.3f} s over {new.requests} requests is above {p95_seconds:g} s "
                 f"(the release before: {baseline.p95:.3f} s over {baseline.requests})")
     return ""
 

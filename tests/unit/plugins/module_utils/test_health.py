@@ -279,3 +279,60 @@ def test_lines_are_aggregate_key_values():
     assert Finding("disk", "ok", None, 41.0, 80).line() == "host check=disk status=ok value=41 threshold=80"
     with pytest.raises(ValueError):
         Finding("disk", "green")
+
+
+def window(requests: int, errors: int = 0, seconds: float = 0.05) -> health.Window:
+    found = health.Window()
+    for index in range(requests):
+        found.add(500 if index < errors else 200, seconds)
+    return found
+
+
+def test_the_watch_judges_only_on_enough_requests_and_errors():
+    quiet = window(0)
+    assert health.watch_breach(window(49, errors=10), quiet, 0.5, 2) == "", "49 requests: not judged yet"
+    assert health.watch_breach(window(400, errors=2), quiet, 0.5, 2) == "", "two errors never decide"
+    breach = health.watch_breach(window(60, errors=3), quiet, 0.5, 2)
+    assert breach.startswith("5xx rate 5.00 % over 60 requests is above 0.5 %")
+
+
+def test_the_watch_blames_a_release_only_when_worse_than_the_one_before():
+    before = window(1000, errors=20)  # 2 %: the site was already failing
+    assert health.watch_breach(window(100, errors=3), before, 0.5, 2) == "", "3 % is not twice 2 %"
+    assert "5xx rate" in health.watch_breach(window(100, errors=5), before, 0.5, 2)
+    assert health.watch_breach(window(100, seconds=2.5), window(100, seconds=1.5), 0.5, 2) == ""
+    assert "p95 response time 3.500 s" in health.watch_breach(window(100, seconds=3.5), window(100, seconds=1.5), 0.5, 2)
+
+
+def test_log_requests_read_the_upstream_that_answered():
+    line = log_line(NOW, status=502)
+    ((site, moment, status, seconds, upstream),) = health.log_requests([line, "noise\n"], {"blog.example.com": "blog"})
+    assert (site, moment, status, seconds, upstream) == ("blog", NOW, 502, 0.05, "127.0.0.1:8000")
+
+
+def test_the_log_follower_reads_each_line_once_and_starts_again_after_rotation(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text("one\ntwo\npart")
+    follower = health.LogFollower(str(log))
+    assert follower.lines() == ["one", "two"]
+    with log.open("a") as handle:
+        handle.write("ial\nthree\n")
+    assert follower.lines() == ["partial", "three"]
+    assert follower.lines() == []
+    log.rename(tmp_path / "access.log.1")
+    log.write_text("fresh\n")
+    assert follower.lines() == ["fresh"]
+
+
+def test_a_check_by_hand_reports_a_stopped_timer_or_a_missed_run(host, monkeypatch):
+    host["config"]["schedule"] = {"timer": "opspack-health.timer", "service": "opspack-health.service", "max_age_hours": 26}
+    assert checks(daily(host)[1], "schedule")[0]["reason"] == "not_run_yet"
+    daily(host, scheduled=True, now=NOW - 30 * 3600)
+    (late,) = checks(daily(host)[1], "schedule")
+    assert (late["status"], late["reason"], late["value"]) == ("fail", "missed_run", 30.0)
+    daily(host, scheduled=True, now=NOW - 3600)
+    assert checks(daily(host)[1], "schedule")[0]["status"] == "ok"
+    monkeypatch.setattr(health, "unit_active", lambda unit: not unit.endswith(".timer"))
+    code, found = daily(host)
+    assert code == 2 and "host check=schedule status=fail reason=timer_inactive severity=P2" in found["lines"]
+    assert "schedule" not in [entry["check"] for entry in daily(host, scheduled=True)[1]["checks"]]

@@ -181,3 +181,31 @@ def test_asgi_apps_run_under_uvicorn_and_a_command_wins():
 
 def test_no_sites_is_no_views():
     assert view()["sites"] == [] and site_model.normalize(None) == []
+
+
+def test_the_health_checks_get_names_of_required_settings_never_values():
+    got = view(with_(BLOG, required_env=["MAIL_URL", "MAIL_URL"], env={"MODE": "prod", "EMPTY": ""},
+                     queue={"command": ["/srv/blog/current/manage.py", "queue-length"]},
+                     thresholds={"error_rate_percent": 1}), API)
+    blog, api = got["health_sites"]
+    assert blog == {"name": "blog", "domains": ["blog.example.com"], "user": "blog", "env_file": "/srv/blog/shared/env",
+                    "required_env": ["DATABASE_URL", "MAIL_URL", "REDIS_URL", "SECRET_KEY"], "env_names": ["MODE"],
+                    "database": "blog", "queue": {"command": ["/srv/blog/current/manage.py", "queue-length"]},
+                    "thresholds": dict(site_model.THRESHOLD_FIELDS, error_rate_percent=1)}
+    assert api["required_env"] == [] and "database" not in api and "queue" not in api
+    for secret in ("db-secret-value-1", "redis-secret-value-1", "app-secret-value-1"):
+        assert secret not in repr(got["health_sites"])
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"required_env": ["bad-name"]}, "site blog: required_env: 'bad-name' is not an environment variable name"),
+    ({"queue": {"command": "manage.py queue"}}, "site blog: queue.command: must be a list of arguments"),
+    ({"queue": {"url": "ftp://x"}}, "site blog: queue.url: must be an http:// or https:// URL"),
+    ({"queue": {"url": "http://127.0.0.1/q", "command": ["x"]}}, "site blog: queue: give command or url, not both"),
+    ({"queue": {"length": 3}}, "site blog: queue.length: unknown key"),
+    ({"thresholds": {"p95_seconds": "db-secret-value-1"}}, "site blog: thresholds.p95_seconds: must be a number of 0 or more"),
+])
+def test_health_fields_are_checked_naming_the_field(fields, message):
+    found = refused(with_(BLOG, **fields))
+    assert message in found
+    assert "db-secret-value-1" not in found, "a secret given in the wrong field is never echoed"
