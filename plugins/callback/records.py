@@ -75,7 +75,7 @@ from ansible.utils.display import Display
 from ansible_collections.opspack.platform.plugins.lookup import controller_run
 from ansible_collections.opspack.platform.plugins.module_utils.common import write_bytes_atomic
 from ansible_collections.opspack.platform.plugins.plugin_utils import state_dir
-from ansible_collections.opspack.platform.plugins.module_utils.events import KINDS, first_line, utc_stamp
+from ansible_collections.opspack.platform.plugins.module_utils.events import KINDS, escalation, first_line, incident_severity, utc_stamp
 
 display = Display()
 
@@ -89,7 +89,7 @@ COLUMNS = ("site", "environment", "hosts", "version", "git sha", "migration", "l
 # The only fields of a history line; anything else never reaches the records.
 HISTORY_FIELDS = ("time", "site", "environment", "host", "operation", "result", "release", "version", "git_sha",
                   "migration_version", "operator", "duration_s", "step", "reason", "impact", "actions",
-                  "backup_id", "rto_s", "rpo_s", "engine", "backup_ended_at", "maintenance")
+                  "backup_id", "rto_s", "rpo_s", "engine", "backup_ended_at", "maintenance", "severity")
 # Operations that change what serves a site; maintenance switched in the same run is told in their actions.
 SERVING_OPERATIONS = ("deploy", "upgrade", "rollback", "restore")
 # Operations told by the deploy lock when it is released: the one event that closes a lock taken.
@@ -205,9 +205,12 @@ def merge_matrix(existing: str | None, table: str) -> tuple[str, bool]:
 
 
 def incident_text(entry: dict) -> str:
+    severity = entry.get("severity") or incident_severity(entry.get("operation", ""), entry.get("result", ""),
+                                                          entry.get("impact", ""))
     return (
         f"\n## {entry.get('time', '')} {entry.get('operation', '')} {entry.get('site', '')} "
         f"({entry.get('environment', '')}, {entry.get('host', '')}): {entry.get('result', '')}\n\n"
+        f"- **Severity:** {severity} ({escalation(severity)})\n"
         f"- **What broke:** {entry.get('step') or 'unknown step'}: {entry.get('reason') or 'no message'}\n"
         f"- **Release:** {entry.get('release') or entry.get('version') or 'none'}\n"
         f"- **Impact:** {entry.get('impact') or 'unknown'}\n"
@@ -378,7 +381,11 @@ class CallbackModule(CallbackBase):
     # --- what the events said, as records ------------------------------------------------------
 
     def _entry(self, host: str, **fields) -> dict:
-        return {"environment": self._environment(), "host": host, "operator": self._operator(), **fields}
+        entry = {"environment": self._environment(), "host": host, "operator": self._operator(), **fields}
+        if entry.get("result") not in ("ok", "pass"):
+            entry["severity"] = incident_severity(entry.get("operation") or "", entry.get("result") or "",
+                                                  entry.get("impact") or "", entry.get("severity") or "")
+        return entry
 
     def _record(self, host: str, told: dict) -> None:
         timings = told.get("timings") if isinstance(told.get("timings"), dict) else {}
@@ -392,7 +399,7 @@ class CallbackModule(CallbackBase):
             duration_s=timings.get("duration_s"), step=told.get("step"), reason=first_line(told.get("reason")),
             impact=told.get("impact"), actions=told.get("actions"), backup_id=told.get("backup_id"),
             backup_ended_at=told.get("backup_ended_at"), engine=told.get("engine"), rto_s=told.get("rto_s"),
-            rpo_s=told.get("rpo_s"), maintenance=told.get("maintenance"))
+            rpo_s=told.get("rpo_s"), maintenance=told.get("maintenance"), severity=told.get("severity"))
         self._done.append(entry)
         lkg = told.get("last_known_good")
         if told.get("result") == "ok" and isinstance(lkg, dict) and lkg.get("release_id"):

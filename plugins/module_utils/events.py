@@ -19,12 +19,18 @@ Fields (only these; empty ones are dropped):
   kind, site, operation, result, release, previous, version, git_sha, slot, step, reason,
   impact, actions, migrations {version, applied, reverted}, timings {started, ended, duration_s},
   last_known_good {release_id, slot, config_hash}, backup_id, backup_ended_at, engine, rto_s,
-  rpo_s, maintenance, interrupted {operation, release, holder, run_id, since}.
+  rpo_s, maintenance, interrupted {operation, release, holder, run_id, since}, severity.
+
+An incident's severity (the runbooks' P1-P4) is the event's `severity` when it gives one, else
+incident_severity() of its operation and result; escalation() names who hears of it (the
+channels of the health checks' alerts).
 """
 
 from __future__ import annotations
 
 import datetime
+
+from ansible_collections.opspack.platform.plugins.module_utils.health import CHANNELS
 
 KINDS = ("operation", "step")
 OPERATIONS = ("deploy", "upgrade", "rollback", "maintenance", "restore", "backup", "drill")
@@ -33,7 +39,12 @@ OPERATION_RESULTS = ("ok", "failed", "rolled back", "interrupted", "pass", "fail
 STEP_RESULTS = ("done", "failed")
 FIELDS = ("kind", "site", "operation", "result", "release", "previous", "version", "git_sha", "slot", "step",
           "reason", "impact", "actions", "migrations", "timings", "last_known_good", "backup_id",
-          "backup_ended_at", "engine", "rto_s", "rpo_s", "maintenance", "interrupted")
+          "backup_ended_at", "engine", "rto_s", "rpo_s", "maintenance", "interrupted", "severity")
+SEVERITIES = ("P1", "P2", "P3", "P4")
+# What a failed operation means for the people on call: P1 the site's data or what serves is in
+# doubt, P2 the site is degraded or unprotected (a release blocked or undone, no fresh backup),
+# P3 a chore failed with the site unharmed.
+UNDONE_UNKNOWN = "unknown: the undo did not finish"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -52,6 +63,22 @@ def timings(started: str | None, ended: str | None = None) -> dict:
     except (TypeError, ValueError):
         pass
     return {key: value for key, value in found.items() if value not in ("", None)}
+
+
+def incident_severity(operation: str, result: str, impact: str = "", given: str = "") -> str:
+    """P1-P4 of an operation that did not end ok (given by the event wins)."""
+    if given in SEVERITIES:
+        return given
+    if result == "interrupted" or impact == UNDONE_UNKNOWN or operation == "restore":
+        return "P1"
+    if operation in ("deploy", "upgrade", "rollback", "backup"):
+        return "P2"
+    return "P3"
+
+
+def escalation(severity: str) -> str:
+    """page, notify or log: who hears of an incident of this severity."""
+    return CHANNELS.get(severity, "notify")
 
 
 def first_line(text, limit: int = 300) -> str:

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("matrix", parents=[where], help="the sites matrix: which site runs what, and how it went")
     history = commands.add_parser("history", parents=[where], help="every recorded operation, oldest first")
     history.add_argument("--site", help="only this site")
-    commands.add_parser("incidents", parents=[where], help="what broke last time (the incident log)")
+    incidents = commands.add_parser("incidents", parents=[where], help="what broke last time (the incident log)")
+    incidents.add_argument("--open", action="store_true",
+                           help="only the incidents whose follow-up no person has written yet, with their severity")
 
     sites = commands.add_parser("sites", help="the site definitions (opspack_sites)")
     sites_commands = sites.add_subparsers(dest="sites_command", required=True)
@@ -93,14 +95,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.json:
                 data = {"matrix": lambda: records.matrix_rows(args.records),
                         "history": lambda: records.history_entries(args.records, args.site),
-                        "incidents": lambda: {"text": records.incidents(args.records)}}[args.command]()
+                        "incidents": lambda: ([entry for entry in records.incident_entries(args.records) if entry["open"]]
+                                              if args.open else {"text": records.incidents(args.records),
+                                                                 "entries": records.incident_entries(args.records)})
+                        }[args.command]()
                 print(json.dumps(data, indent=2, sort_keys=True))
             elif args.command == "matrix":
                 print(records.matrix(args.records))
             elif args.command == "history":
                 print(records.history(args.records, args.site))
             else:
-                print(records.incidents(args.records))
+                print(records.incidents(args.records, only_open=args.open))
             return 0
         except records.RecordsError as error:
             print(f"opspack: error: {error}", file=sys.stderr)

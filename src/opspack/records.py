@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 MATRIX = "loop-sites-matrix.md"
 INCIDENTS = "what-broke-last-time.md"
 HISTORY = "history.jsonl"
+# An incident's follow-up line until a person writes what was done (the records callback's text).
+FOLLOW_UP_PENDING = "_(to be filled in by a person)_"
 START = "<!-- opspack:matrix:start"
 END = "<!-- opspack:matrix:end -->"
 
@@ -102,5 +105,26 @@ def history(directory: Path, site: str | None = None) -> str:
     return "\n".join(lines) if lines else f"no operations recorded{' for ' + site if site else ''}"
 
 
-def incidents(directory: Path) -> str:
-    return _read(directory, INCIDENTS).rstrip()
+def incident_entries(directory: Path) -> list[dict]:
+    """Each entry of the incident log: its title line, severity, escalation, what broke, its
+    follow-up and whether it is still open (no follow-up written by a person yet)."""
+    entries = []
+    for block in _read(directory, INCIDENTS).split("\n## ")[1:]:
+        fields = dict(re.findall(r"^- \*\*([^*]+):\*\* (.*)$", block, re.MULTILINE))
+        severity, _, channel = fields.get("Severity", "").partition(" ")
+        follow_up = fields.get("Follow-up", "").strip()
+        entries.append({"title": block.splitlines()[0].strip(), "severity": severity, "escalation": channel.strip("()"),
+                        "what_broke": fields.get("What broke", ""), "release": fields.get("Release", ""),
+                        "follow_up": "" if follow_up in ("", FOLLOW_UP_PENDING) else follow_up,
+                        "open": follow_up in ("", FOLLOW_UP_PENDING)})
+    return entries
+
+
+def incidents(directory: Path, only_open: bool = False) -> str:
+    if not only_open:
+        return _read(directory, INCIDENTS).rstrip()
+    found = [entry for entry in incident_entries(directory) if entry["open"]]
+    if not found:
+        return "no open incident: every entry has its follow-up"
+    return "\n".join(f"{entry['severity'] or '--':3} {entry['escalation'] or '-':7} {entry['title']}\n"
+                     f"    {entry['what_broke']}" for entry in found)

@@ -157,7 +157,9 @@ def test_a_failed_deploy_adds_an_incident_and_marks_the_row_but_keeps_last_known
     assert "Release | Switch traffic to the new slot: nginx -t refused it" in incidents
     assert "never received traffic" in incidents and "reverted migrations 002_tags; lock released" in incidents
     assert "- **Duration:** 70.0 s" in incidents and "Follow-up:" in incidents
+    assert "- **Severity:** P2 (page)\n" in incidents, "a release undone: the site is degraded, someone is paged"
     assert CANARY not in incidents, "only the first line of a reason is kept"
+    assert history_of(callback)[-1]["severity"] == "P2"
     assert CANARY not in (callback.dir / "history.jsonl").read_text()
     row = matrix_row(callback)
     assert row.startswith("| blog | production | vps1 | 2.0.0 |") and "| deploy | failed |" in row
@@ -302,7 +304,33 @@ def test_a_failed_drill_is_an_incident(callback):
            told=event("operation", "blog", "drill", "fail", engine="files", step="compare",
                       reason="3 files differ from the backup"))
     callback.v2_playbook_on_stats(None)
-    assert "drill blog (production, vps1): fail" in (callback.dir / "what-broke-last-time.md").read_text()
+    incidents = (callback.dir / "what-broke-last-time.md").read_text()
+    assert "drill blog (production, vps1): fail" in incidents
+    assert "- **Severity:** P3 (notify)\n" in incidents, "a chore failed, the site unharmed"
+
+
+def test_an_event_may_name_its_severity_and_open_incidents_are_listed_until_followed_up(callback, capsys):
+    from opspack import cli
+    failed(callback, "Restore drill | Drill", "files_drill",
+           told=event("operation", "blog", "drill", "fail", engine="files", step="compare", reason="3 files differ",
+                      severity="P4"))
+    failed(callback, "Backup | Take", "pg_backup",
+           told=event("operation", "shop", "backup", "failed", step="dump", reason="disk full"))
+    callback.v2_playbook_on_stats(None)
+    path = callback.dir / "what-broke-last-time.md"
+    assert "- **Severity:** P4 (log)\n" in path.read_text() and "- **Severity:** P2 (page)\n" in path.read_text()
+    assert cli.main(["incidents", "--open", "--records", str(callback.dir)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("P4  log     ") and "drill blog" in out[0] and out[1].strip() == "compare: 3 files differ"
+    assert out[2].startswith("P2  page    ") and "backup shop" in out[2]
+    # A person writes the follow-up of the drill: only the backup stays open.
+    text = path.read_text()
+    first = text.index("_(to be filled in by a person)_")
+    path.write_text(text[:first] + "files restored from the second copy" + text[first + 31:])
+    assert cli.main(["incidents", "--open", "--json", "--records", str(callback.dir)]) == 0
+    (still,) = json.loads(capsys.readouterr().out)
+    assert still["severity"] == "P2" and still["escalation"] == "page" and "backup shop" in still["title"]
+    assert still["what_broke"] == "dump: disk full" and still["open"]
 
 
 def test_the_cli_prints_the_records_for_a_person(callback, capsys):
