@@ -76,9 +76,11 @@ DISK_HISTORY_DAYS = 14
 DISK_FORECAST_MIN_HOURS = 6
 
 # nginx's `opspack` log_format (roles/nginx): ... [time_local] "request" status bytes "ref" "ua" host=H rt=T ...
-LOG_LINE = re.compile(r'^\S+ \S+ \S+ \[(?P<time>[^\]]+)\] "(?:[^"\\]|\\.)*" (?P<status>\d{3}) \S+ '
+# $remote_user is not escaped (a client's Basic-auth name may hold spaces); $upstream_addr lists
+# every upstream tried ("A, B" for retries, "A : B" across upstream groups): the last one answered.
+LOG_LINE = re.compile(r'^\S+ - .*? \[(?P<time>[^\]]+)\] "(?:[^"\\]|\\.)*" (?P<status>\d{3}) \S+ '
                       r'"(?:[^"\\]|\\.)*" "(?:[^"\\]|\\.)*" host=(?P<host>\S+) rt=(?P<rt>[0-9.]+)'
-                      r'(?: uct=\S+ urt=\S+ ua=(?P<upstream>\S+))?')
+                      r'(?: uct=.*? urt=.*? ua=(?P<upstream>.*?))?\s*$')
 MONTHS = {name: index for index, name in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
 
@@ -165,11 +167,14 @@ def credential(config: dict, name: str) -> str:
 
 
 def host_threshold(config: dict, name: str):
-    """The strictest of the host's and its sites' values."""
+    """A host-wide limit: the host's own (health_thresholds) when set, else the strictest of its
+    sites' values, else the default."""
+    given = config.get("thresholds", {}).get(name)
+    if isinstance(given, (int, float)) and not isinstance(given, bool):
+        return given
     values = [site.get("thresholds", {}).get(name) for site in config.get("sites", [])]
-    values = [value for value in values if isinstance(value, (int, float))]
-    host = config.get("thresholds", {}).get(name, HOST_THRESHOLDS.get(name))
-    return min(values) if values else host
+    values = [value for value in values if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    return min(values) if values else HOST_THRESHOLDS.get(name)
 
 
 def severity_of(config: dict, check: str) -> str:
@@ -215,9 +220,12 @@ def http_request(url: str, body: bytes | None = None, content_type: str = "appli
         headers = {"User-Agent": "opspack-health"}
         if body is not None:
             headers["Content-Type"] = content_type
-        connection.request("POST" if body is not None else "GET", path, body=body, headers=headers)
-        response = connection.getresponse()
-        data = response.read(limit)
+        try:
+            connection.request("POST" if body is not None else "GET", path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read(limit)
+        except http.client.HTTPException as exc:
+            raise OSError(f"HTTP: {type(exc).__name__}") from exc
         if not 200 <= response.status < 300:
             raise OSError(f"HTTP {response.status}")
         return data
@@ -313,22 +321,34 @@ def log_requests(lines, domains):
             moment = parse_log_time(match.group("time"))
         except (KeyError, ValueError, IndexError):
             continue
-        yield site, moment, int(match.group("status")), float(match.group("rt")), match.group("upstream") or ""
+        upstream = re.split(r", | : ", match.group("upstream") or "")[-1]
+        yield site, moment, int(match.group("status")), float(match.group("rt")), upstream
 
 
 def read_traffic(paths, domains: dict, since: float, until: float) -> dict:
     """Per site over [since, until]: requests, 5xx count and request times, from nginx's logs.
     domains: lower-case name -> site. Lines of another format or host are passed over."""
     traffic = {site: {"requests": 0, "errors": 0, "times": []} for site in set(domains.values())}
+    found, lines, matched = 0, 0, 0
+
+    def counted(handle):
+        nonlocal lines, matched
+        for raw in handle:
+            lines += 1
+            if LOG_LINE.match(raw):
+                matched += 1
+            yield raw
+
     for path in paths:
         try:
-            handle = open(path, encoding="utf-8", errors="replace")
+            handle = open(path, encoding="utf-8", errors="replace")  # pylint: disable=consider-using-with
         except FileNotFoundError:
             continue
         except OSError as exc:
             raise CheckError("nginx_log_unreadable") from exc
+        found += 1
         with handle:
-            for site, moment, status, seconds, _upstream in log_requests(handle, domains):
+            for site, moment, status, seconds, _upstream in log_requests(counted(handle), domains):
                 if not since <= moment <= until:
                     continue
                 figures = traffic[site]
@@ -336,6 +356,12 @@ def read_traffic(paths, domains: dict, since: float, until: float) -> dict:
                 if status >= 500:
                     figures["errors"] += 1
                 figures["times"].append(seconds)
+    # No log at all, or lines none of which is in the opspack format: a path or format that drifted
+    # would otherwise read as "no traffic".
+    if paths and not found:
+        raise CheckError("nginx_log_missing")
+    if lines >= 20 and not matched:
+        raise CheckError("nginx_log_format")
     return traffic
 
 
@@ -381,25 +407,41 @@ def watch_breach(new: Window, baseline: Window, error_rate_percent: float, p95_s
 
 
 class LogFollower:
-    """nginx's access log read from where the last read stopped (from the start after rotation)."""
+    """nginx's access log, each complete line once, streamed from where the last read stopped.
+    After a rotation the old file is read to its end first, then the new one from its start."""
 
     def __init__(self, path: str):
-        self.path, self.offset, self.inode = path, 0, None
+        self.path, self.handle, self.inode, self.partial = path, None, None, b""
+
+    def _drain(self):
+        for raw in iter(self.handle.readline, b""):
+            if not raw.endswith(b"\n"):
+                self.partial += raw  # a line still being written: the rest comes with the next read
+                return
+            yield (self.partial + raw).decode("utf-8", "replace").rstrip("\n")
+            self.partial = b""
 
     def lines(self):
+        if self.handle is not None:
+            yield from self._drain()
+            try:
+                stat = os.stat(self.path)
+            except FileNotFoundError:
+                return
+            if stat.st_ino == self.inode and stat.st_size >= self.handle.tell():
+                return
+            self.handle.close()
+            self.handle, self.partial = None, b""
         try:
-            stat = os.stat(self.path)
+            self.handle = open(self.path, "rb")  # pylint: disable=consider-using-with  # kept open between reads
         except FileNotFoundError:
-            return []
-        if stat.st_ino != self.inode or stat.st_size < self.offset:
-            self.inode, self.offset = stat.st_ino, 0
-        with open(self.path, "rb") as handle:
-            handle.seek(self.offset)
-            data = handle.read()
-        # A line still being written waits for the next read.
-        complete = data.rfind(b"\n") + 1
-        self.offset += complete
-        return data[:complete].decode("utf-8", "replace").splitlines()
+            return
+        self.inode = os.fstat(self.handle.fileno()).st_ino
+        yield from self._drain()
+
+    def close(self):
+        if self.handle is not None:
+            self.handle.close()
 
 
 def percentile(values, fraction: float):
@@ -515,6 +557,7 @@ class State:
 
     def __init__(self, directory: str | None, writable: bool):
         self.directory, self.writable = directory, writable and bool(directory)
+        self.failed = False
 
     def read(self, name: str, default):
         if not self.directory:
@@ -528,8 +571,12 @@ class State:
     def write(self, name: str, data) -> None:
         if not self.writable:
             return
-        os.makedirs(self.directory, mode=0o750, exist_ok=True)
-        write_json(os.path.join(self.directory, name), data)
+        try:
+            os.makedirs(self.directory, mode=0o750, exist_ok=True)
+            write_json(os.path.join(self.directory, name), data)
+        except OSError:
+            # A full or read-only /var must not cost the run its findings: reported as an error.
+            self.failed = True
 
 
 def write_json(path: str, data) -> None:
@@ -609,9 +656,10 @@ class Checks:
         url = self.config.get("node_exporter_url", "http://127.0.0.1:9100/metrics")
         metrics = read_metrics(url)
         counters = cpu_counters(metrics)
-        previous = self.state.read("cpu.json", {})
+        previous = self.state.read("cpu.json", {}) if self.scheduled else {}
         usage = None
-        # Scheduled runs compare with the last run: the average since then, not one busy second.
+        # A scheduled run compares with the last one: the average since then, not one busy second.
+        # A run by hand measures now, over one second.
         if isinstance(previous, dict) and 60 <= self.now - previous.get("time", 0) <= 2 * 86400:
             usage = cpu_percent((previous.get("total", 0), previous.get("idle", 0)), counters)
         if usage is None:
@@ -731,13 +779,16 @@ class Checks:
         """The host's own daily check: its timer waits, its last run did not fail, and it ran
         within max_age_hours (a stopped timer or a run that never ends is a missed run)."""
         settings = self.config["schedule"]
+        last = self.state.read("last-ops_daily.json", {})
+        last = last if isinstance(last, dict) else {}
         if not unit_active(settings["timer"]):
             self.add("schedule", "fail", reason="timer_inactive")
-        elif unit_failed(settings["service"]):
+        # The unit fails on an unhealthy host too (exit 2, which the other checks report): only a
+        # run that could not check (exit 1, or no report) is a schedule that does not work.
+        elif unit_failed(settings["service"]) and last.get("exit") in (None, EXIT_ERROR):
             self.add("schedule", "fail", reason="last_run_failed")
         else:
-            last = self.state.read("last-ops_daily.json", {})
-            stamp = last.get("generated_at") if isinstance(last, dict) else None
+            stamp = last.get("generated_at")
             if not stamp:
                 self.add("schedule", "ok", reason="not_run_yet")
                 return
@@ -791,84 +842,99 @@ def alert_message(fmt: str, host: str, firing: list, resolved: list, suppressed:
                        "suppressed": suppressed}, sort_keys=True).encode()
 
 
+def _alert(key: str, **fields) -> dict:
+    site, metric = key.split(":", 1)
+    return dict({"site": None if site == "host" else site, "metric": metric}, **fields)
+
+
 class Alerts:
-    """Which breaches to tell which webhook now: new ones, repeats after alert_repeat_minutes,
-    resolved ones; at most alert_max_per_hour messages an hour per webhook."""
+    """Which breaches to tell which webhook now, kept per webhook: a breach new to it (or whose
+    severity changed), one it was told of alert_repeat_minutes ago, and a resolved one it was told
+    of; at most alert_max_per_hour messages an hour per webhook, the rest held back and counted. A
+    breach whose check did not report this run (it could not run, or the site had no traffic) stays
+    open: nothing is known to be resolved; one not seen for OPEN_FORGET_DAYS is forgotten."""
+
+    OPEN_FORGET_DAYS = 7
 
     def __init__(self, config: dict, state: State, now: float):
         self.config, self.state, self.now = config, state, now
         saved = state.read("alerts.json", {})
         self.saved = saved if isinstance(saved, dict) else {}
 
-    def plan(self, findings) -> dict:
-        repeat = float(self.config.get("alert_repeat_minutes", 360)) * 60
-        open_before = self.saved.get("open", {})
-        firing, still_open = [], {}
-        for finding in findings:
-            if finding.status != "fail":
-                continue
-            severity = finding.severity or severity_of(self.config, finding.check)
-            channel = channel_of(self.config, severity)
-            before = open_before.get(finding.key)
-            entry = {"since": before["since"] if before else self.now,
-                     "last_sent": before.get("last_sent", 0) if before else 0, "severity": severity}
-            still_open[finding.key] = entry
-            if channel == "log":
-                continue
-            if not before or before.get("severity") != severity or self.now - entry["last_sent"] >= repeat:
-                firing.append({"site": finding.site, "metric": finding.check, "value": finding.value if finding.value is not None
-                               else len(finding.figures.get("names", [])), "threshold": finding.threshold
-                               if finding.threshold is not None else 0, "severity": severity, "channel": channel,
-                               "key": finding.key})
-        checked = {finding.key for finding in findings if finding.status in ("ok", "insufficient_data")}
-        resolved = [{"site": None if key.startswith("host:") else key.split(":", 1)[0], "metric": key.split(":", 1)[1],
-                     "channel": channel_of(self.config, entry.get("severity", "P3")), "key": key}
-                    for key, entry in sorted(open_before.items()) if key not in still_open and key in checked]
-        # A check that errored this run keeps its breach open: nothing is known to be resolved.
-        errored = {finding.key.split(":")[0] + ":" for finding in findings if finding.status == "error"}
-        for key, entry in open_before.items():
-            if key not in still_open and key not in checked and any(key.startswith(prefix) for prefix in errored):
-                still_open[key] = entry
-        return {"firing": firing, "resolved": [alert for alert in resolved if alert["channel"] != "log"], "open": still_open}
+    def _hooks(self):
+        for hook in self.config.get("webhooks", []):
+            channels = hook.get("channels", ["page", "notify"])
+            yield hook, {channels} if isinstance(channels, str) else set(channels)
 
     def deliver(self, findings, host: str) -> dict:
-        plan = self.plan(findings)
-        sent = suppressed = failed = 0
-        limits = self.saved.get("sent", {})
-        hour_ago = self.now - 3600
-        new_sent, new_suppressed = {}, dict(self.saved.get("suppressed", {}))
-        for hook in self.config.get("webhooks", []):
-            channels = set(hook.get("channels", ["page", "notify"]))
-            firing = [dict(alert) for alert in plan["firing"] if alert["channel"] in channels]
-            resolved = [dict(alert) for alert in plan["resolved"] if alert["channel"] in channels]
+        repeat = float(self.config.get("alert_repeat_minutes", 360)) * 60
+        per_hour = int(self.config.get("alert_max_per_hour", 6))
+        before = {key: entry for key, entry in self.saved.get("open", {}).items() if isinstance(entry, dict)}
+        failing = {finding.key: finding for finding in findings if finding.status == "fail"}
+        reported = {finding.key for finding in findings if finding.status in ("ok", "insufficient_data")}
+        opened, resolving = {}, dict(self.saved.get("resolving", {}))
+        for key, finding in failing.items():
+            severity = finding.severity or severity_of(self.config, finding.check)
+            entry = before.get(key, {})
+            opened[key] = {"since": entry.get("since", self.now), "seen": self.now, "severity": severity,
+                           "told": entry.get("told", {}) if entry.get("severity") == severity else {},
+                           "value": finding.value if finding.value is not None else len(finding.figures.get("names", [])),
+                           "threshold": finding.threshold if finding.threshold is not None else 0}
+            resolving.pop(key, None)
+        for key, entry in before.items():
+            if key in opened:
+                continue
+            if key in reported:
+                # Resolved: each webhook that was told of it hears that it cleared.
+                if entry.get("told"):
+                    resolving[key] = {"severity": entry.get("severity", "P3"), "hooks": sorted(entry["told"])}
+            elif self.now - entry.get("seen", self.now) < self.OPEN_FORGET_DAYS * 86400:
+                opened[key] = entry
+        times_before, held_before = self.saved.get("sent", {}), self.saved.get("suppressed", {})
+        times_now, held_now = {}, {}
+        counts = {"sent": 0, "suppressed": 0, "failed": 0, "firing": 0, "resolved": 0}
+        for hook, channels in self._hooks():
             name = hook["name"]
-            times = [moment for moment in limits.get(name, []) if moment > hour_ago]
-            if not firing and not resolved:
-                new_sent[name] = times
-                continue
-            if len(times) >= int(self.config.get("alert_max_per_hour", 6)):
-                new_suppressed[name] = new_suppressed.get(name, 0) + 1
-                suppressed += 1
-                new_sent[name] = times
-                continue
-            for alert in firing + resolved:
-                alert.pop("key", None)
-            try:
-                post(credential(self.config, hook["credential"]),
-                     alert_message(hook.get("format", "json"), host, firing, resolved, new_suppressed.get(name, 0)))
-                sent += 1
-                times.append(self.now)
-                new_suppressed[name] = 0
-                for alert in plan["firing"]:
-                    if alert["channel"] in channels:
-                        plan["open"][alert["key"]]["last_sent"] = self.now
-            except CheckError:
-                failed += 1
-            new_sent[name] = times
-        self.state.write("alerts.json", {"open": plan["open"], "sent": new_sent,
-                                         "suppressed": {key: value for key, value in new_suppressed.items() if value}})
-        return {"sent": sent, "suppressed": suppressed, "failed": failed, "firing": len(plan["firing"]),
-                "resolved": len(plan["resolved"])}
+            times = [moment for moment in times_before.get(name, []) if moment > self.now - 3600]
+            held = int(held_before.get(name, 0))
+            firing = [key for key, entry in sorted(opened.items()) if key in failing
+                      and channel_of(self.config, entry["severity"]) in channels
+                      and self.now - entry["told"].get(name, -repeat) >= repeat]
+            cleared = [key for key, entry in sorted(resolving.items()) if name in entry["hooks"]]
+            if firing or cleared:
+                if len(times) >= per_hour:
+                    held += 1
+                    counts["suppressed"] += 1
+                else:
+                    message = alert_message(
+                        hook.get("format", "json"), host,
+                        [_alert(key, value=opened[key]["value"], threshold=opened[key]["threshold"],
+                                severity=opened[key]["severity"], channel=channel_of(self.config, opened[key]["severity"]))
+                         for key in firing],
+                        [_alert(key, channel=channel_of(self.config, resolving[key]["severity"])) for key in cleared], held)
+                    try:
+                        post(credential(self.config, hook["credential"]), message)
+                    except CheckError:
+                        counts["failed"] += 1
+                    else:
+                        counts["sent"] += 1
+                        counts["firing"] += len(firing)
+                        counts["resolved"] += len(cleared)
+                        times.append(self.now)
+                        held = 0
+                        for key in firing:
+                            opened[key]["told"] = dict(opened[key]["told"], **{name: self.now})
+                        for key in cleared:
+                            resolving[key]["hooks"] = [other for other in resolving[key]["hooks"] if other != name]
+            times_now[name] = times
+            if held:
+                held_now[name] = held
+        hooks = {hook["name"] for hook in self.config.get("webhooks", [])}
+        resolving = {key: dict(entry, hooks=[name for name in entry["hooks"] if name in hooks])
+                     for key, entry in sorted(resolving.items())}
+        self.state.write("alerts.json", {"open": opened, "sent": times_now, "suppressed": held_now,
+                                         "resolving": {key: entry for key, entry in resolving.items() if entry["hooks"]}})
+        return counts
 
 
 def ping(config: dict, suffix: str, body: str = "") -> bool:
@@ -920,11 +986,20 @@ def run_checks(config: dict, tool: str, mode: str, scheduled: bool = False, now:
         if delivery["failed"]:
             findings.append(Finding("alerts", "error", reason="delivery_failed", severity=severity_of(config, "error")))
             code, status = verdict(findings, strict=mode != "dev")
+    if state.failed:
+        findings.append(Finding("state", "error", reason="state_unwritable", severity=severity_of(config, "error")))
+        code, status = verdict(findings, strict=mode != "dev")
     found = report(tool, mode, findings, code, status, now, delivery)
     found["green"] = counts_green(findings)
     found["lines"].append(summary_line(tool, mode, findings, code, status))
     if scheduled:
         state.write(f"last-{tool}.json", found)
+        if state.failed and not any(finding.check == "state" for finding in findings):
+            findings.append(Finding("state", "error", reason="state_unwritable", severity=severity_of(config, "error")))
+            code, status = verdict(findings, strict=mode != "dev")
+            found["green"] = False
+            found["lines"][-1:] = [findings[-1].line(), summary_line(tool, mode, findings, code, status)]
+            found.update(exit=code, status=status)
     return code, found
 
 
@@ -950,6 +1025,9 @@ def cli(argv, tool: str) -> tuple[int, str, str]:
     try:
         config = load_config(args.config)
     except CheckError as exc:
+        if scheduled and os.environ.get("CREDENTIALS_DIRECTORY"):
+            # The unit still hands over the dead-man's URL: say at once that the check broke.
+            ping({"deadman_credential": "deadman-url"}, "/fail")
         return EXIT_ERROR, f"{tool} status=error reason={exc} exit={EXIT_ERROR}\n", ""
     if scheduled:
         ping(config, "/start")

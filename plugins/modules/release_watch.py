@@ -20,8 +20,9 @@ description:
     on at least O(min_errors) errors), so that a few early requests never decide. In the release
     flow, that failure undoes the deploy as any failed stage does (traffic back, migrations
     reverted, an incident in the records).
-  - Passes at the end of the window; with fewer than O(min_requests) requests it passes and says
-    that nothing was judged.
+  - Passes at the end of the window; with fewer than O(min_requests) requests, or when the log
+    cannot be read, it passes and says that nothing was judged (a watch that broke is no verdict
+    on the release).
   - Changes nothing; in check mode it does not watch.
 options:
   site:
@@ -167,22 +168,31 @@ def main() -> None:
                 baseline.add(status, seconds)
 
     *older, current = params["nginx_logs"]
-    for path in older:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                count(handle, True)
-        except FileNotFoundError:
-            pass
     follower = LogFollower(current)
-    count(follower.lines(), True)
     breach = ""
-    while True:
-        breach = watch_breach(new, baseline, params["error_rate_percent"], params["p95_seconds"],
-                              params["min_requests"], params["min_errors"], params["factor"])
-        if breach or time.monotonic() >= deadline:
-            break
-        time.sleep(max(0.5, min(params["interval"], deadline - time.monotonic())))
-        count(follower.lines(), False)
+    try:
+        for path in older:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    count(handle, True)
+            except FileNotFoundError:
+                pass
+        count(follower.lines(), True)
+        while True:
+            breach = watch_breach(new, baseline, params["error_rate_percent"], params["p95_seconds"],
+                                  params["min_requests"], params["min_errors"], params["factor"])
+            if breach or time.monotonic() >= deadline:
+                break
+            time.sleep(max(0.5, min(params["interval"], deadline - time.monotonic())))
+            count(follower.lines(), False)
+    except (OSError, ValueError) as exc:
+        # The watch itself broke (an unreadable log): that says nothing against the release, which
+        # passed its health gate and smoke tests; say so rather than undo it.
+        result.update(seconds=round(time.time() - started, 1), watched=new.figures(), baseline=baseline.figures())
+        module.warn(f"release watch of {params['site']} could not read nginx's log ({type(exc).__name__}): not judged")
+        module.exit_json(**result)
+    finally:
+        follower.close()
     result.update(judged=new.requests >= params["min_requests"], breach=breach, seconds=round(time.time() - started, 1),
                   watched=new.figures(), baseline=baseline.figures())
     if breach:

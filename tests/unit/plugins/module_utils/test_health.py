@@ -64,6 +64,7 @@ def host(tmp_path, monkeypatch):
     monkeypatch.setattr(health, "read_metrics", metrics)
     monkeypatch.setattr(health.time, "sleep", lambda _seconds: None)
     monkeypatch.setattr(health, "unit_active", lambda _unit: True)
+    monkeypatch.setattr(health, "unit_failed", lambda _unit: False)
     posts = []
     monkeypatch.setattr(health, "post", lambda url, payload, content_type="application/json": posts.append((url, payload)))
     return {"dir": tmp_path, "config": config, "log": log, "posts": posts}
@@ -314,14 +315,17 @@ def test_the_log_follower_reads_each_line_once_and_starts_again_after_rotation(t
     log = tmp_path / "access.log"
     log.write_text("one\ntwo\npart")
     follower = health.LogFollower(str(log))
-    assert follower.lines() == ["one", "two"]
+    assert list(follower.lines()) == ["one", "two"]
     with log.open("a") as handle:
         handle.write("ial\nthree\n")
-    assert follower.lines() == ["partial", "three"]
-    assert follower.lines() == []
+    assert list(follower.lines()) == ["partial", "three"]
+    assert list(follower.lines()) == []
     log.rename(tmp_path / "access.log.1")
+    with (tmp_path / "access.log.1").open("a") as handle:
+        handle.write("late line of the old file\n")  # nginx writes there until it reopens its log
     log.write_text("fresh\n")
-    assert follower.lines() == ["fresh"]
+    assert list(follower.lines()) == ["late line of the old file", "fresh"]
+    follower.close()
 
 
 def test_a_check_by_hand_reports_a_stopped_timer_or_a_missed_run(host, monkeypatch):
@@ -336,3 +340,89 @@ def test_a_check_by_hand_reports_a_stopped_timer_or_a_missed_run(host, monkeypat
     code, found = daily(host)
     assert code == 2 and "host check=schedule status=fail reason=timer_inactive severity=P2" in found["lines"]
     assert "schedule" not in [entry["check"] for entry in daily(host, scheduled=True)[1]["checks"]]
+
+
+def test_log_lines_with_retried_upstreams_and_odd_user_names_are_read():
+    retried = log_line(NOW, status=502).replace("ua=127.0.0.1:8000", "ua=127.0.0.1:8001, 127.0.0.1:8000")
+    grouped = log_line(NOW).replace("uct=0.000", "uct=0.000 : 0.001").replace("ua=127.0.0.1:8000", "ua=127.0.0.1:9 : 127.0.0.1:8000")
+    spaced = log_line(NOW).replace(" - - [", " - ann smith [")
+    found = list(health.log_requests([retried, grouped, spaced], {"blog.example.com": "blog"}))
+    assert [(entry[2], entry[4]) for entry in found] == [(502, "127.0.0.1:8000"), (200, "127.0.0.1:8000"), (200, "127.0.0.1:8000")]
+
+
+def test_a_log_that_is_missing_or_in_another_format_is_an_error_not_no_traffic(host):
+    host["log"].unlink()
+    code, found = daily(host)
+    assert code == 1 and "host check=traffic status=error reason=nginx_log_missing" in found["lines"]
+    host["log"].write_text("".join(f"127.0.0.1 - - [x] combined format line {index}\n" for index in range(30)))
+    assert "host check=traffic status=error reason=nginx_log_format" in daily(host)[1]["lines"]
+
+
+def test_a_host_limit_given_by_the_operator_wins_over_the_sites(host):
+    assert health.host_threshold(host["config"], "cpu_percent") == 80, "the sites' (defaults)"
+    host["config"]["thresholds"]["cpu_percent"] = 95
+    assert health.host_threshold(host["config"], "cpu_percent") == 95
+    host["config"]["sites"] = []
+    assert health.host_threshold({"thresholds": {}, "sites": []}, "memory_percent") == 85
+
+
+def burst(host, now=NOW):
+    host["log"].write_text("".join(log_line(now - 30, status=500 if index < 10 else 200) for index in range(100)))
+
+
+def calm(host, now=NOW):
+    host["log"].write_text("".join(log_line(now - 30) for _ in range(100)))
+
+
+def test_each_webhook_is_told_on_its_own_and_a_failed_one_is_told_again_next_run(host, monkeypatch):
+    host["config"]["webhooks"].append({"name": "chat", "format": "slack", "channels": "page", "credential": "webhook-chat"})
+    (host["dir"] / "credentials/webhook-chat").write_text("http://127.0.0.1:1/chat\n")
+    down = {"chat": True}
+
+    def post(url, payload, content_type="application/json"):
+        if url.endswith("/chat") and down["chat"]:
+            raise health.CheckError("delivery_failed")
+        host["posts"].append((url, payload))
+    monkeypatch.setattr(health, "post", post)
+    burst(host)
+    code, found = daily(host, scheduled=True)
+    assert found["delivery"]["sent"] == 1 and found["delivery"]["failed"] == 1
+    assert code == 2 and "host check=alerts status=error reason=delivery_failed" in found["lines"]
+    down["chat"] = False
+    found = daily(host, scheduled=True, now=NOW + 60)[1]
+    assert found["delivery"]["sent"] == 1, "only the webhook that missed it is told again"
+    assert json.loads(host["posts"][-1][1])["text"].startswith("[P1] vps1 blog: error_rate 10")
+    calm(host, NOW + 120)
+    found = daily(host, scheduled=True, now=NOW + 120)[1]
+    assert found["delivery"]["sent"] == 2 and found["delivery"]["resolved"] == 2, "both hear it cleared"
+
+
+def test_a_resolved_message_that_could_not_be_sent_is_sent_later(host, monkeypatch):
+    burst(host)
+    daily(host, scheduled=True)
+    calm(host, NOW + 60)
+    monkeypatch.setattr(health, "post", lambda *_args, **_kwargs: (_ for _ in ()).throw(health.CheckError("delivery_failed")))
+    assert daily(host, scheduled=True, now=NOW + 60)[1]["delivery"]["failed"] == 1
+    sent = []
+    monkeypatch.setattr(health, "post", lambda url, payload, content_type="": sent.append(json.loads(payload)))
+    calm(host, NOW + 120)
+    daily(host, scheduled=True, now=NOW + 120)
+    assert [message["resolved"] for message in sent] == [[{"channel": "page", "metric": "error_rate", "site": "blog"}]]
+
+
+def test_a_breach_whose_check_did_not_report_stays_open_and_is_not_told_again(host):
+    burst(host)
+    daily(host, scheduled=True)
+    host["log"].write_text("")  # no traffic: the error rate is unknown, not resolved
+    assert daily(host, scheduled=True, now=NOW + 60)[1]["delivery"] == {"sent": 0, "suppressed": 0, "failed": 0,
+                                                                         "firing": 0, "resolved": 0}
+    burst(host, NOW + 120)
+    assert daily(host, scheduled=True, now=NOW + 120)[1]["delivery"]["sent"] == 0, "still the same open breach"
+    assert len(host["posts"]) == 1, "one message in all (run_checks makes no pings: the cli does)"
+
+
+def test_an_unwritable_state_directory_is_an_error_with_every_finding_kept(host):
+    (host["dir"] / "state").write_text("a file where the directory should be")
+    code, found = daily(host, scheduled=True)
+    assert code == 1 and "host check=state status=error reason=state_unwritable" in found["lines"]
+    assert any(line.startswith("host check=memory status=ok") for line in found["lines"])
