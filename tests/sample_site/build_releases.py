@@ -5,7 +5,7 @@
 writes DEST/<version>/ for every release in RELEASES below, each a complete tree that
 opspack.platform.release_artifact packs: app.py, manage.py, VERSION, migrations/, HEALTH_FAILS for
 the releases that fail their health check on purpose, SERVES_5XX for the one that fails 5 % of its
-requests to / while its health check passes, and framework_migrations.json for the
+requests to /work while its health check and smoke paths pass, and framework_migrations.json for the
 releases whose migrations the sample's own command (manage.py, a framework's stand-in) runs.
 """
 
@@ -27,7 +27,7 @@ RELEASES = {
     "4.1.0": ("v2", True),
     "5.0.0": ("v2", False),
 }
-# version -> every how many requests to / a worker answers 500 (5 %: above the 0.5 % threshold).
+# version -> every how many requests to /work a worker answers 500 (5 %: above the 0.5 % threshold).
 SERVES_5XX = {"5.0.0": 20}
 # The migrations of the sample's own migration command (app/manage.py), per release.
 SETTINGS_TABLE = {"id": 1, "up": "CREATE TABLE app_settings (name text PRIMARY KEY, value text)",

@@ -50,12 +50,12 @@ def empty_logs(host) -> None:
         host.check_output("truncate -s 0 /var/log/nginx/access.log && rm -f /var/log/nginx/access.log.1")
 
 
-def traffic(host, requests: int = 40, sites=SITES) -> dict:
-    """Bounded requests to each site's / through nginx (127.0.0.1); statuses counted."""
+def traffic(host, requests: int = 40, sites=SITES, path: str = "/") -> dict:
+    """Bounded requests to each site's PATH through nginx (127.0.0.1); statuses counted."""
     port, statuses = client.https_port(host), {}
     for site in sites:
         for _ in range(requests):
-            status = client.get(port, CA, "/", site)[0]
+            status = client.get(port, CA, path, site)[0]
             statuses[status] = statuses.get(status, 0) + 1
     return statuses
 
@@ -192,7 +192,7 @@ def test_a_5xx_burst_alerts_once_with_site_metric_threshold_and_severity(host, a
     assert ran.returncode == 0, ran.stdout[-3000:]
     try:
         empty_logs(host)
-        statuses = traffic(host, requests=200, sites=("blog",))
+        statuses = traffic(host, requests=200, sites=("blog",), path="/work")
         assert statuses.get(500, 0) >= 5, statuses  # 5 % of the blog's requests
         traffic(host, requests=20, sites=("shop",))
         with host.sudo():
@@ -239,11 +239,11 @@ def test_the_deadmans_switch_reports_a_missed_run(host, alerting):
 
 
 def test_the_post_deploy_watch_rolls_back_a_release_serving_5xx_with_an_incident(host):
-    """5.0.0 answers its health check and smoke tests, then 500 on one request to / in twenty."""
+    """5.0.0 answers its health check and smoke paths, and 500 on one request to /work in twenty."""
     bring_to(host, "1.0.0")
     sample_releases()
     watch = ("-e", "release_watch_minutes=3", "-e", "release_watch_min_requests=40")
-    with RequestLoop(host, seconds=400, interval=0.05) as loop:
+    with RequestLoop(host, seconds=400, interval=0.05, path="/work") as loop:
         ran = deploy("5.0.0", *watch)
     PLAYBOOK_OUTPUT.append(ran.stdout + ran.stderr)
     out = ran.stdout + ran.stderr
@@ -263,7 +263,7 @@ def test_the_post_deploy_watch_rolls_back_a_release_serving_5xx_with_an_incident
 
 def test_the_post_deploy_watch_passes_a_good_release(host):
     bring_to(host, "1.0.0")
-    with RequestLoop(host, seconds=300, interval=0.05) as loop:
+    with RequestLoop(host, seconds=300, interval=0.05, path="/work") as loop:
         ran = deploy("2.0.0", "-e", "release_watch_minutes=1", "-e", "release_watch_min_requests=40")
     PLAYBOOK_OUTPUT.append(ran.stdout + ran.stderr)
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]

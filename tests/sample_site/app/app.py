@@ -4,14 +4,15 @@ It is what opspack's tests deploy (opspack itself stays app-agnostic). Settings 
 environment the unit gives it: DATABASE_URL, REDIS_URL and the slot's PORT; the release's
 version from the VERSION file beside this one. A release built with a file named
 HEALTH_FAILS beside it answers 503 on /health/ready: the tests' failing-health version. One built with
-SERVES_5XX (a number N) answers health but 500 on every Nth request to / of a worker: the tests'
-release that is unhealthy only under traffic.
+SERVES_5XX (a number N) answers health and its smoke paths but 500 on every Nth request to /work
+of a worker: the tests' release that is unhealthy only under traffic.
 
   /              the version, as plain text
   /health/live   200 as long as the process runs
   /health/ready  200 with {"version", "database", "redis", "migration"} when PostgreSQL and
                  Redis answer, else 503 saying which does not
   /notes         the number of notes (a request that reads the site's own table)
+  /work          "done" (the path the tests' traffic loads; SERVES_5XX releases fail some of it)
 """
 
 import json
@@ -29,7 +30,7 @@ try:
         ERROR_EVERY = int(handle.read().strip())
 except FileNotFoundError:
     ERROR_EVERY = 0
-_served = {"root": 0}
+_served = {"work": 0}
 
 
 def _database():
@@ -70,11 +71,13 @@ def _notes():
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path == "/":
-        _served["root"] += 1
-        if ERROR_EVERY and _served["root"] % ERROR_EVERY == 0:
+        body, status, kind = f"sample site {VERSION}\n".encode(), "200 OK", "text/plain"
+    elif path == "/work":
+        _served["work"] += 1
+        if ERROR_EVERY and _served["work"] % ERROR_EVERY == 0:
             body, status, kind = b"failing on purpose\n", "500 Internal Server Error", "text/plain"
         else:
-            body, status, kind = f"sample site {VERSION}\n".encode(), "200 OK", "text/plain"
+            body, status, kind = b"done\n", "200 OK", "text/plain"
     elif path == "/health/live":
         body, status, kind = b"ok\n", "200 OK", "text/plain"
     elif path == "/health/ready":
