@@ -53,13 +53,15 @@ STATUSES = ("ok", "fail", "insufficient_data", "error", "skipped")
 
 # Host-wide limits; a site's own thresholds (the site model's) take over for its metrics, and
 # the strictest site's for the host's CPU, memory and disk.
-HOST_THRESHOLDS = {
-    "cpu_percent": 80, "memory_percent": 85, "disk_percent": 80, "disk_full_days": 7,
-    "db_connections_percent": 80, "long_query_seconds": 300, "long_queries": 0, "lock_waits": 5,
-    "replication_lag_seconds": 300, "redis_memory_percent": 85,
-}
+# SITE_THRESHOLDS are the site model's defaults (site_model.THRESHOLD_FIELDS; this program runs
+# alone on the host, so a unit test keeps the two the same).
 SITE_THRESHOLDS = {"cpu_percent": 80, "memory_percent": 85, "disk_percent": 80, "error_rate_percent": 0.5,
                    "p95_seconds": 2, "queue_length": 1000}
+HOST_THRESHOLDS = {
+    **{name: SITE_THRESHOLDS[name] for name in ("cpu_percent", "memory_percent", "disk_percent")},
+    "disk_full_days": 7, "db_connections_percent": 80, "long_query_seconds": 300, "long_queries": 0, "lock_waits": 5,
+    "replication_lag_seconds": 300, "redis_memory_percent": 85,
+}
 # The runbooks' P1-P4: what a breach of each check is, and who hears of it.
 SEVERITIES = {
     "services": "P1", "error_rate": "P1", "env": "P1",
@@ -307,11 +309,15 @@ def parse_log_time(stamp: str) -> float:
     return moment.replace(tzinfo=datetime.timezone.utc).timestamp() - offset
 
 
-def log_requests(lines, domains):
+def log_requests(lines, domains, tally=None):
     """(site, time, status, request time, upstream address) of each line of nginx's `opspack`
-    format whose host is one of domains (lower-case name -> site); other lines are passed over."""
+    format whose host is one of domains (lower-case name -> site); other lines are passed over.
+    tally, when given, counts the lines read and those in the format ({"lines", "matched"})."""
     for raw in lines:
         match = LOG_LINE.match(raw)
+        if tally is not None:
+            tally["lines"] += 1
+            tally["matched"] += match is not None
         if not match:
             continue
         site = domains.get(match.group("host").lower())
@@ -326,19 +332,10 @@ def log_requests(lines, domains):
 
 
 def read_traffic(paths, domains: dict, since: float, until: float) -> dict:
-    """Per site over [since, until]: requests, 5xx count and request times, from nginx's logs.
+    """Per site over [since, until], a Window of its requests from nginx's logs.
     domains: lower-case name -> site. Lines of another format or host are passed over."""
-    traffic = {site: {"requests": 0, "errors": 0, "times": []} for site in set(domains.values())}
-    found, lines, matched = 0, 0, 0
-
-    def counted(handle):
-        nonlocal lines, matched
-        for raw in handle:
-            lines += 1
-            if LOG_LINE.match(raw):
-                matched += 1
-            yield raw
-
+    traffic = {site: Window() for site in set(domains.values())}
+    found, tally = 0, {"lines": 0, "matched": 0}
     for path in paths:
         try:
             handle = open(path, encoding="utf-8", errors="replace")  # pylint: disable=consider-using-with
@@ -348,25 +345,20 @@ def read_traffic(paths, domains: dict, since: float, until: float) -> dict:
             raise CheckError("nginx_log_unreadable") from exc
         found += 1
         with handle:
-            for site, moment, status, seconds, _upstream in log_requests(counted(handle), domains):
-                if not since <= moment <= until:
-                    continue
-                figures = traffic[site]
-                figures["requests"] += 1
-                if status >= 500:
-                    figures["errors"] += 1
-                figures["times"].append(seconds)
+            for site, moment, status, seconds, _upstream in log_requests(handle, domains, tally):
+                if since <= moment <= until:
+                    traffic[site].add(status, seconds)
     # No log at all, or lines none of which is in the opspack format: a path or format that drifted
     # would otherwise read as "no traffic".
     if paths and not found:
         raise CheckError("nginx_log_missing")
-    if lines >= 20 and not matched:
+    if tally["lines"] >= 20 and not tally["matched"]:
         raise CheckError("nginx_log_format")
     return traffic
 
 
 class Window:
-    """Requests, 5xx and request times of one upstream (a release's slot) in a stretch of time."""
+    """Requests, 5xx and request times in a stretch of time (a site's, or one release slot's)."""
 
     def __init__(self):
         self.requests, self.errors, self.times = 0, 0, []
@@ -702,14 +694,14 @@ class Checks:
         domains = {domain.lower(): site["name"] for site in self.config.get("sites", []) for domain in site.get("domains", [])}
         figures = read_traffic(self.config.get("nginx_logs", []), domains, self.now - window, self.now)
         for site in self.config.get("sites", []):
-            name, found = site["name"], figures.get(site["name"], {"requests": 0, "errors": 0, "times": []})
+            name, found = site["name"], figures.get(site["name"], Window())
             limits = dict(SITE_THRESHOLDS, **site.get("thresholds", {}))
-            if not found["requests"]:
+            if not found.requests:
                 self.add("traffic", "insufficient_data", name, reason="delivered_total_0")
                 continue
-            self.add("traffic", "ok", name, requests=found["requests"], errors_5xx=found["errors"])
-            self.limit("error_rate", name, 100.0 * found["errors"] / found["requests"], limits["error_rate_percent"])
-            self.limit("p95", name, percentile(found["times"], 0.95), limits["p95_seconds"])
+            self.add("traffic", "ok", name, requests=found.requests, errors_5xx=found.errors)
+            self.limit("error_rate", name, found.error_rate, limits["error_rate_percent"])
+            self.limit("p95", name, found.p95, limits["p95_seconds"])
 
     def services(self):
         inactive = [unit for unit in self.config["services"] if not unit_active(unit)]
@@ -972,31 +964,36 @@ def run_checks(config: dict, tool: str, mode: str, scheduled: bool = False, now:
     """One run of a tool: ops_daily (mode prod or dev) or prod_verify (dry_run or verify).
     Returns the exit code and the report (its lines are what the programs print)."""
     now = now if now is not None else time.time()
+    strict = mode != "dev"
     state = State(config.get("state_dir"), writable=scheduled)
-    checks = Checks(config, state, now, strict=mode != "dev", scheduled=scheduled)
+    checks = Checks(config, state, now, strict=strict, scheduled=scheduled)
     if tool == "prod_verify" and mode == "dry_run":
         checks.config_checks()
     else:
         checks.all()
     findings = checks.findings
-    code, status = verdict(findings, strict=mode != "dev")
+
+    def broken(check: str, reason: str) -> None:
+        """The run itself could not do something (deliver, keep its state): an error finding."""
+        findings.append(Finding(check, "error", reason=reason, severity=severity_of(config, "error")))
+
     delivery = None
     if scheduled:
         delivery = Alerts(config, state, now).deliver(findings, config.get("host", "host"))
         if delivery["failed"]:
-            findings.append(Finding("alerts", "error", reason="delivery_failed", severity=severity_of(config, "error")))
-            code, status = verdict(findings, strict=mode != "dev")
+            broken("alerts", "delivery_failed")
     if state.failed:
-        findings.append(Finding("state", "error", reason="state_unwritable", severity=severity_of(config, "error")))
-        code, status = verdict(findings, strict=mode != "dev")
+        broken("state", "state_unwritable")
+    code, status = verdict(findings, strict)
     found = report(tool, mode, findings, code, status, now, delivery)
     found["green"] = counts_green(findings)
     found["lines"].append(summary_line(tool, mode, findings, code, status))
     if scheduled:
         state.write(f"last-{tool}.json", found)
         if state.failed and not any(finding.check == "state" for finding in findings):
-            findings.append(Finding("state", "error", reason="state_unwritable", severity=severity_of(config, "error")))
-            code, status = verdict(findings, strict=mode != "dev")
+            # Only the last write failed: the report it could not keep still says so.
+            broken("state", "state_unwritable")
+            code, status = verdict(findings, strict)
             found["green"] = False
             found["lines"][-1:] = [findings[-1].line(), summary_line(tool, mode, findings, code, status)]
             found.update(exit=code, status=status)

@@ -94,7 +94,7 @@ def test_traffic_counts_only_the_window_and_the_sites_domains(tmp_path):
     log.write_text(log_line(NOW - 10) + log_line(NOW - 20, status=502) + log_line(NOW - 90000)
                    + log_line(NOW - 30, host="other.example.com") + "garbage line\n" + log_line(NOW - 5, host="BLOG.example.com"))
     found = health.read_traffic([str(log), str(tmp_path / "missing")], {"blog.example.com": "blog"}, NOW - 86400, NOW)
-    assert found["blog"]["requests"] == 3 and found["blog"]["errors"] == 1
+    assert found["blog"].requests == 3 and found["blog"].errors == 1
 
 
 def test_healthy_host_exits_0(host):

@@ -209,3 +209,9 @@ def test_health_fields_are_checked_naming_the_field(fields, message):
     found = refused(with_(BLOG, **fields))
     assert message in found
     assert "db-secret-value-1" not in found, "a secret given in the wrong field is never echoed"
+
+
+def test_the_health_program_knows_the_site_models_default_thresholds():
+    """health.py runs alone on the host and keeps its own copy of the defaults: the same ones."""
+    from ansible_collections.opspack.platform.plugins.module_utils import health
+    assert health.SITE_THRESHOLDS == site_model.THRESHOLD_FIELDS
