@@ -30,7 +30,7 @@ LOGS = ROOT / ".cache" / "test-logs"
 # first snapshot scenario builds the snapshot while provision, on fresh hosts, runs beside it.
 # Every scenario under molecule/ runs; one missing from this list runs last.
 LAB_ORDER = ("release-lifecycle", "release-lifecycle-debian13", "provision", "provision-debian13", "lab", "release-safety",
-             "example-inventory", "backups", "backups-debian13", "fleet", "migrations", "preflight",
+             "example-inventory", "backups", "backups-debian13", "fleet", "verify", "migrations", "preflight",
              "operate", "operate-debian13", "provision-ubuntu2404", "release-lifecycle-ubuntu2404", "backups-ubuntu2404")
 # Scenarios on a target whose archive the test machines are not promised (Ubuntu's): their own
 # tier, which fails like any other when the archive cannot be reached; never part of `lab`.

@@ -16,7 +16,7 @@ description:
     each result (see C(plugins/module_utils/events.py) for the contract). A result without one
     is ignored; task names, module names and messages are never read or guessed from.
   - An C(operation) event (a deploy, upgrade or rollback told by the deploy lock when released
-    with its outcome; a maintenance switch, restore, backup or drill told by its module) is one
+    with its outcome; a maintenance switch, restore, backup, drill or verification told by its module) is one
     history line. A C(step) event is only remembered per host and site, to name where a run
     stopped (a run that ends with the deploy lock taken and no operation event for it is
     recorded as failed, naming its last step). An event that says the run C(interrupted) another
@@ -85,7 +85,7 @@ HISTORY = "history.jsonl"
 START = "<!-- opspack:matrix:start (written by the records callback from history.jsonl; edit outside these markers) -->"
 END = "<!-- opspack:matrix:end -->"
 COLUMNS = ("site", "environment", "hosts", "version", "git sha", "migration", "last operation", "result",
-           "when (UTC)", "operator", "duration", "last drill", "drill date", "last backup")
+           "when (UTC)", "operator", "duration", "last drill", "drill date", "last backup", "last verify")
 # The only fields of a history line; anything else never reaches the records.
 HISTORY_FIELDS = ("time", "site", "environment", "host", "operation", "result", "release", "version", "git_sha",
                   "migration_version", "operator", "duration_s", "step", "reason", "impact", "actions",
@@ -143,6 +143,9 @@ def render_table(history: list[dict], now: datetime.datetime) -> str:
             row["hosts"].add(entry["host"])
         if entry.get("operation") == "drill":
             row["drill"] = entry
+        elif entry.get("operation") == "verify":
+            # A verification changes nothing: its own column, never the row's last operation.
+            row["verify"] = entry
         elif entry.get("operation") == "backup":
             # The last backup that exists: a failed one is an incident, not a backup.
             if entry.get("result") == "ok":
@@ -154,7 +157,7 @@ def render_table(history: list[dict], now: datetime.datetime) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _column in COLUMNS) + "|"]
     for (site, environment), row in sorted(rows.items()):
         operation, serving = row.get("operation", {}), row.get("serving", {})
-        drill, backup = row.get("drill", {}), row.get("backup", {})
+        drill, backup, verified = row.get("drill", {}), row.get("backup", {}), row.get("verify", {})
         cells = [site, environment, ", ".join(sorted(row["hosts"])), serving.get("version", ""),
                  (serving.get("git_sha") or "")[:12], str(serving.get("migration_version", "")),
                  " ".join(filter(None, (operation.get("operation", ""), operation.get("maintenance", "")))),
@@ -162,7 +165,8 @@ def render_table(history: list[dict], now: datetime.datetime) -> str:
                  operation.get("operator", ""),
                  f"{operation['duration_s']:.0f} s" if isinstance(operation.get("duration_s"), (int, float)) else "",
                  drill.get("result", ""), (drill.get("time") or "")[:10],
-                 age(backup.get("backup_ended_at") or drill.get("backup_ended_at") or "", now)]
+                 age(backup.get("backup_ended_at") or drill.get("backup_ended_at") or "", now),
+                 " ".join(filter(None, (verified.get("result", ""), (verified.get("time") or "")[:10])))]
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -17,6 +17,8 @@ import hashlib
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.opspack.platform.plugins.module_utils.health import CheckError, ruleset_fingerprint
+
 
 def _found_by_path(found):
     """Index an ansible.builtin.find result (or its files list) by path."""
@@ -177,12 +179,23 @@ def unit_settled(show, name, enabled=True, started=True):
             and (not started or unit.get("ActiveState") == "active"))
 
 
+def nft_fingerprint(listing, table: str) -> dict:
+    """The fingerprint (rule count and hash) of a table from `nft -j -s list table`, as the
+    production verification compares it with the live table (module_utils/health.py)."""
+    text = listing.get("stdout", "") if isinstance(listing, dict) else listing
+    try:
+        return dict(ruleset_fingerprint(text), table=table)
+    except CheckError as exc:
+        raise AnsibleFilterError(f"nft_fingerprint: not the JSON of 'nft -j list table' ({exc})") from exc
+
+
 class FilterModule:
     """Compare desired state with one probe of the host."""
 
     def filters(self):
         return {
             "file_differs": file_differs,
+            "nft_fingerprint": nft_fingerprint,
             "dir_differs": dir_differs,
             "find_spec": find_spec,
             "dpkg_packages": dpkg_packages,

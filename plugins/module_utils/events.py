@@ -33,7 +33,7 @@ import datetime
 from ansible_collections.opspack.platform.plugins.module_utils.health import CHANNELS
 
 KINDS = ("operation", "step")
-OPERATIONS = ("deploy", "upgrade", "rollback", "maintenance", "restore", "backup", "drill")
+OPERATIONS = ("deploy", "upgrade", "rollback", "maintenance", "restore", "backup", "drill", "verify")
 # Results of an operation event: the records' result column.
 OPERATION_RESULTS = ("ok", "failed", "rolled back", "interrupted", "pass", "fail")
 STEP_RESULTS = ("done", "failed")

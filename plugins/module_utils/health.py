@@ -35,10 +35,13 @@ from __future__ import annotations
 import argparse
 import http.client
 import datetime
+import hashlib
 import json
 import math
 import os
 import re
+import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -49,7 +52,7 @@ CONFIG_VERSION = 1
 EXIT_OK, EXIT_ERROR, EXIT_UNHEALTHY = 0, 1, 2
 INSUFFICIENT_DATA = "status=insufficient_data reason=delivered_total_0"
 MISSING_ENV = "prod_config status=fail reason=missing_env"
-STATUSES = ("ok", "fail", "insufficient_data", "error", "skipped")
+STATUSES = ("ok", "warn", "fail", "insufficient_data", "error", "skipped")
 
 # Host-wide limits; a site's own thresholds (the site model's) take over for its metrics, and
 # the strictest site's for the host's CPU, memory and disk.
@@ -70,6 +73,9 @@ SEVERITIES = {
     "cpu": "P3", "memory": "P3", "disk_forecast": "P3", "long_queries": "P3", "lock_waits": "P3",
     "redis_memory": "P3", "error": "P3", "schedule": "P2",
     "redis_evictions": "P4", "traffic": "P4",
+    # The production verification's own checks.
+    "https_redirect": "P2", "tls_protocols": "P2", "security_headers": "P3", "maintenance": "P2",
+    "firewall": "P2", "ssh": "P2", "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
 }
 CHANNELS = {"P1": "page", "P2": "page", "P3": "notify", "P4": "log"}
 HTTP_TIMEOUT = 10
@@ -128,6 +134,9 @@ class Finding:
         for name in sorted(self.figures):
             if name != "names":
                 words.append(f"{name}={_number(self.figures[name])}")
+        # Names a check reports are its own vocabulary (header names, sshd keywords, units), never values.
+        if self.figures.get("names") and self.status != "ok":
+            words.append(f"names={','.join(self.figures['names'])}")
         if self.severity and self.status == "fail":
             words.append(f"severity={self.severity}")
         return " ".join(words)
@@ -541,6 +550,146 @@ def unit_failed(unit: str) -> bool:
     return done.returncode == 0
 
 
+# --- what the production verification reads besides the daily signals -------------------------
+
+class _SiteHTTPS(http.client.HTTPSConnection):
+    """HTTPS to this host's own nginx (an address) naming the site (SNI and Host), as a visitor
+    would. The certificate chain and its days are verified from the control node (the smoke
+    tests); here the point is what the server answers, so the chain is not verified."""
+
+    def __init__(self, address, port, server_name, context):
+        super().__init__(address, port, timeout=HTTP_TIMEOUT, context=context)
+        self._server_name, self._tls = server_name, context
+
+    def connect(self):
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self._server_name)
+
+
+def _tls_context(version=None):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if version is not None:
+        # Legacy protocols are off at the client's default security level: lower it, or the
+        # client would refuse what the check asks the server about.
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        context.minimum_version = context.maximum_version = version
+    return context
+
+
+def site_answer(web: dict, server_name: str, path: str, https: bool = True) -> tuple[int, dict]:
+    """(status, lower-cased headers) of a GET of path on this host's nginx for server_name."""
+    address = web.get("address", "127.0.0.1")
+    if https:
+        connection = _SiteHTTPS(address, int(web.get("https_port", 443)), server_name, _tls_context())
+    else:
+        connection = http.client.HTTPConnection(address, int(web.get("http_port", 80)), timeout=HTTP_TIMEOUT)
+    try:
+        connection.request("GET", path, headers={"Host": server_name, "User-Agent": "opspack-verify"})
+        response = connection.getresponse()
+        response.read(65536)
+        return response.status, {name.lower(): value for name, value in response.getheaders()}
+    except (OSError, http.client.HTTPException) as exc:
+        raise CheckError("site_unreachable") from exc
+    finally:
+        connection.close()
+
+
+def tls_handshake(web: dict, server_name: str, version) -> bool:
+    """Whether this host's nginx completes a handshake for server_name at exactly version."""
+    try:
+        context = _tls_context(version)
+    except (ValueError, ssl.SSLError):
+        return False  # this client cannot even offer it
+    try:
+        with socket.create_connection((web.get("address", "127.0.0.1"), int(web.get("https_port", 443))), HTTP_TIMEOUT) as sock:
+            with context.wrap_socket(sock, server_hostname=server_name):
+                return True
+    except ssl.SSLError:
+        return False
+    except OSError as exc:
+        raise CheckError("site_unreachable") from exc
+
+
+# Headers every TLS answer must carry (roles/nginx, opspack-security-headers.conf); a frame
+# policy may come from X-Frame-Options or a CSP frame-ancestors.
+SECURITY_HEADERS = ("strict-transport-security", "x-content-type-options", "referrer-policy")
+
+
+def missing_headers(headers: dict) -> list[str]:
+    missing = [name for name in SECURITY_HEADERS if not headers.get(name)]
+    if headers.get("x-content-type-options", "").strip().lower() not in ("", "nosniff"):
+        missing.append("x-content-type-options")
+    if not headers.get("x-frame-options") and "frame-ancestors" not in headers.get("content-security-policy", ""):
+        missing.append("x-frame-options")
+    return sorted(set(missing))
+
+
+def ruleset_fingerprint(listing: str) -> dict:
+    """What a live nftables table is, from `nft -j -s list table ...`, without what changes on its
+    own (handles, counters, the addresses a meter's dynamic sets hold): its rule count and a hash."""
+    try:
+        items = json.loads(listing)["nftables"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckError("nft_output_unreadable") from exc
+
+    def plain(node):
+        if isinstance(node, dict):
+            return {key: plain(value) for key, value in node.items()
+                    if key not in ("handle", "elem", "counter", "metainfo", "packets", "bytes")}
+        if isinstance(node, list):
+            return [plain(value) for value in node]
+        return node
+    kept = [plain(item) for item in items if "metainfo" not in item]
+    kept = [item for item in kept if item]
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return {"rules": sum(1 for item in kept if "rule" in item),
+            "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def live_ruleset(table: str) -> dict:
+    family, _, name = table.partition(" ")
+    return ruleset_fingerprint(run(["nft", "-j", "-s", "list", "table", family, name]))
+
+
+def sshd_settings() -> dict:
+    """sshd's effective configuration (`sshd -T`): keyword -> value (the first, as sshd reads it)."""
+    found = {}
+    for line in run(["sshd", "-T"]).splitlines():
+        keyword, _, value = line.strip().partition(" ")
+        if keyword and keyword not in found:
+            found[keyword.lower()] = value.strip()
+    return found
+
+
+def backup_manifests(directory: str) -> list[dict]:
+    """Every backup manifest under directory (roles/backup: <id>.manifest.json beside its data)."""
+    found = []
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            if name.endswith(".manifest.json") and not name.startswith("."):
+                try:
+                    with open(os.path.join(root, name), encoding="utf-8") as handle:
+                        manifest = json.load(handle)
+                except (OSError, ValueError):
+                    continue
+                if isinstance(manifest, dict) and manifest.get("backup_id") and manifest.get("file"):
+                    manifest["_dir"] = root
+                    found.append(manifest)
+    return found
+
+
+def stamp_seconds(text: str) -> float:
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def security_updates() -> int:
+    """Packages apt would upgrade from a security suite, as of the last package list update."""
+    out = run(["apt-get", "-s", "-o", "Debug::NoLocking=1", "dist-upgrade"], timeout=120)
+    return sum(1 for line in out.splitlines() if line.startswith("Inst ") and "security" in line.lower())
+
+
 # --- state -------------------------------------------------------------------------------------
 
 class State:
@@ -705,7 +854,8 @@ class Checks:
 
     def services(self):
         inactive = [unit for unit in self.config["services"] if not unit_active(unit)]
-        self.add("services", "fail" if inactive else "ok", None, units=len(self.config["services"]), inactive=len(inactive))
+        self.add("services", "fail" if inactive else "ok", None, reason="units_inactive" if inactive else "",
+                 units=len(self.config["services"]), inactive=len(inactive), names=inactive)
 
     def postgresql(self):
         long_seconds = int(host_threshold(self.config, "long_query_seconds"))
@@ -789,6 +939,128 @@ class Checks:
             late = hours > settings["max_age_hours"]
             self.add("schedule", "fail" if late else "ok", None, hours, settings["max_age_hours"],
                      reason="missed_run" if late else "")
+
+    # --- the production verification's checks (prod_verify verify) ---------------------------
+
+    def verify(self, expected_backups=()):
+        """Every daily check, then what a go-live verification adds: each site as visitors reach
+        it (HTTPS redirect, TLS protocols, security headers, not in maintenance), the firewall and
+        SSH as provisioned, backups fresh and present, the PITR window, pending security updates."""
+        self.all()
+        for site in self.config.get("sites", []):
+            if site.get("domains"):
+                self.guarded("web", lambda site=site: self.web(site), site["name"])
+        if self.config.get("firewall"):
+            self.guarded("firewall", self.firewall)
+        if self.config.get("ssh"):
+            self.guarded("ssh", self.ssh)
+        if self.config.get("backups"):
+            self.guarded("backup_age", lambda: self.backup_age(expected_backups))
+        if self.config.get("pitr"):
+            self.guarded("pitr", self.pitr)
+        if self.config.get("updates", True):
+            self.guarded("updates", self.updates)
+        return self.findings
+
+    def web(self, site):
+        web, name, server = self.config.get("web", {}), site["name"], site["domains"][0]
+        status, headers = site_answer(web, server, "/", https=False)
+        location = headers.get("location", "")
+        redirected = status in (301, 302, 307, 308) and location.lower().startswith(f"https://{server.lower()}")
+        self.add("https_redirect", "ok" if redirected else "fail", name, reason="" if redirected else "no_redirect_to_https",
+                 http_status=status)
+        legacy = [label for label, version in (("1.0", ssl.TLSVersion.TLSv1), ("1.1", ssl.TLSVersion.TLSv1_1))
+                  if tls_handshake(web, server, version)]
+        modern = tls_handshake(web, server, ssl.TLSVersion.TLSv1_2)
+        self.add("tls_protocols", "fail" if legacy or not modern else "ok", name,
+                 reason="legacy_tls_accepted" if legacy else ("" if modern else "tls12_refused"))
+        status, headers = site_answer(web, server, site.get("health_path", "/health"))
+        missing = missing_headers(headers)
+        self.add("security_headers", "fail" if missing else "ok", name, reason="missing_headers" if missing else "",
+                 missing=len(missing), names=missing)
+        path = (site.get("smoke_paths") or ["/"])[0]
+        status, headers = site_answer(web, server, path)
+        # The maintenance page (roles/nginx) answers 503 with Retry-After to everyone outside the allow list.
+        on = status == 503 and "retry-after" in headers
+        self.add("maintenance", "fail" if on else "ok", name, reason="maintenance_on" if on else "")
+
+    def firewall(self):
+        settings = self.config["firewall"]
+        try:
+            with open(settings["baseline"], encoding="utf-8") as handle:
+                provisioned = json.load(handle)
+        except FileNotFoundError as exc:
+            raise CheckError("firewall_baseline_missing") from exc
+        except (OSError, ValueError) as exc:
+            raise CheckError("firewall_baseline_unreadable") from exc
+        try:
+            live = live_ruleset(provisioned["table"])
+        except (CheckError, KeyError, AttributeError):
+            self.add("firewall", "fail", reason="table_missing")
+            return
+        same = live.get("sha256") == provisioned.get("sha256")
+        self.add("firewall", "ok" if same else "fail", reason="" if same else "ruleset_changed_by_hand",
+                 rules=live["rules"], rules_provisioned=provisioned.get("rules", 0))
+
+    def ssh(self):
+        expected = self.config["ssh"]
+        live = sshd_settings()
+        differs = sorted(keyword for keyword, value in expected.items()
+                         if live.get(keyword.lower(), "").lower() != str(value).lower())
+        self.add("ssh", "fail" if differs else "ok", reason="policy_differs" if differs else "",
+                 settings=len(expected), differs=len(differs), names=differs)
+
+    def backup_age(self, expected_backups=()):
+        settings = self.config["backups"]
+        manifests = backup_manifests(settings["dir"])
+        limit = float(settings.get("max_age_hours", 26))
+        for name in settings.get("sites", []):
+            own = [manifest for manifest in manifests if manifest.get("site") == name and manifest.get("ended_at")]
+            if not own:
+                self.add("backup_age", "fail", name, reason="no_backup")
+                continue
+            hours = round((self.now - max(stamp_seconds(manifest["ended_at"]) for manifest in own)) / 3600, 1)
+            self.add("backup_age", "fail" if hours > limit else "ok", name, hours, limit, reason="stale" if hours > limit else "",
+                     backups=len(own))
+        # The newest backup the records hold for each site and engine must still be here (with its data).
+        present = {manifest["backup_id"]: manifest for manifest in manifests}
+        for name in sorted({item.get("site") for item in expected_backups if item.get("site")}):
+            wanted = [item["backup_id"] for item in expected_backups if item.get("site") == name and item.get("backup_id")]
+            gone = [backup_id for backup_id in wanted if backup_id not in present
+                    or not os.path.exists(os.path.join(present[backup_id]["_dir"], os.path.basename(present[backup_id]["file"])))]
+            self.add("backup_missing", "fail" if gone else "ok", name, reason="recorded_backup_missing" if gone else "",
+                     recorded=len(wanted), missing=len(gone))
+
+    def pitr(self):
+        settings = self.config["pitr"]
+        argv = ["pgbackrest", "--output=json", f"--stanza={settings.get('stanza', 'main')}", "info"]
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--"] + argv
+        try:
+            stanzas = json.loads(run(argv, timeout=60))
+        except ValueError as exc:
+            raise CheckError("pgbackrest_output_unreadable") from exc
+        stanza = stanzas[0] if isinstance(stanzas, list) and stanzas else {}
+        backups = stanza.get("backup") or []
+        code = (stanza.get("status") or {}).get("code")
+        if not backups:
+            self.add("pitr", "fail", reason="no_backup")
+            return
+        oldest = min(backup["timestamp"]["start"] for backup in backups)
+        newest = max(backup["timestamp"]["stop"] for backup in backups)
+        days = round((self.now - oldest) / 86400, 2)
+        newest_hours = round((self.now - newest) / 3600, 1)
+        limit = float(settings.get("max_age_hours", 8 * 24))
+        if code not in (0, None):
+            self.add("pitr", "fail", reason="stanza_not_ok", window_days=days, backups=len(backups))
+        else:
+            self.add("pitr", "fail" if newest_hours > limit else "ok", None, newest_hours, limit,
+                     reason="newest_backup_too_old" if newest_hours > limit else "", window_days=days, backups=len(backups))
+
+    def updates(self):
+        pending = security_updates()
+        # Pending security updates are a warning: the unattended-upgrades timer applies them.
+        self.add("updates", "warn" if pending else "ok", None, pending, 0, reason="security_updates_pending" if pending else "")
 
     def queue(self, site):
         limits = dict(SITE_THRESHOLDS, **site.get("thresholds", {}))
@@ -955,12 +1227,14 @@ def report(tool: str, mode: str, findings, code: int, status: str, now: float, d
 
 
 def summary_line(tool: str, mode: str, findings, code: int, status: str) -> str:
-    count = {name: sum(1 for finding in findings if finding.status == name) for name in ("fail", "error", "insufficient_data")}
+    count = {name: sum(1 for finding in findings if finding.status == name)
+             for name in ("fail", "error", "insufficient_data", "warn")}
     return (f"{tool} status={status} mode={mode} exit={code} checks={len(findings)} failed={count['fail']}"
-            f" errors={count['error']} insufficient_data={count['insufficient_data']}")
+            f" errors={count['error']} insufficient_data={count['insufficient_data']} warnings={count['warn']}")
 
 
-def run_checks(config: dict, tool: str, mode: str, scheduled: bool = False, now: float | None = None) -> tuple[int, dict]:
+def run_checks(config: dict, tool: str, mode: str, scheduled: bool = False, now: float | None = None,
+               expected_backups=()) -> tuple[int, dict]:
     """One run of a tool: ops_daily (mode prod or dev) or prod_verify (dry_run or verify).
     Returns the exit code and the report (its lines are what the programs print)."""
     now = now if now is not None else time.time()
@@ -969,6 +1243,8 @@ def run_checks(config: dict, tool: str, mode: str, scheduled: bool = False, now:
     checks = Checks(config, state, now, strict=strict, scheduled=scheduled)
     if tool == "prod_verify" and mode == "dry_run":
         checks.config_checks()
+    elif tool == "prod_verify":
+        checks.verify(expected_backups)
     else:
         checks.all()
     findings = checks.findings

@@ -461,7 +461,7 @@ def health_site(site):
         required.add("REDIS_URL")
     found = {"name": site["name"], "domains": site["domains"], "user": site["user"], "env_file": f"{site['dir']}/shared/env",
              "required_env": sorted(required), "env_names": sorted(name for name, value in site["env"].items() if value),
-             "thresholds": site["thresholds"]}
+             "thresholds": site["thresholds"], "health_path": site["health_path"], "smoke_paths": site["smoke_paths"]}
     if site["database"] is not None:
         found["database"] = site["database"]["name"]
     if site["queue"]:

@@ -41,6 +41,13 @@ options:
     description: Fail the task when the exit code is not V(0).
     type: bool
     default: true
+  expected_backups:
+    description:
+      - For V(prod_verify) V(verify), the newest backups the records hold for this host (lookup
+        C(opspack.platform.recorded) V(backups)); each must still be on the host with its data.
+    type: list
+    elements: dict
+    default: []
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.
@@ -106,6 +113,7 @@ def main() -> None:
             mode=dict(type="str", choices=["prod", "dev", "dry_run", "verify"], default="prod"),
             config=dict(type="path", default="/etc/opspack/health/config.json"),
             fail_on_unhealthy=dict(type="bool", default=True),
+            expected_backups=dict(type="list", elements="dict", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -117,7 +125,7 @@ def main() -> None:
     except CheckError as exc:
         module.fail_json(msg=f"{tool} status=error reason={exc}: run the health role (the provision playbook) on this host",
                          rc=1, status="error", green=False, lines=[], checks=[])
-    code, found = run_checks(config, tool, mode)
+    code, found = run_checks(config, tool, mode, expected_backups=module.params["expected_backups"])
     result = dict(changed=False, rc=code, status=found["status"], green=found["green"], lines=found["lines"],
                   checks=found["checks"])
     if code and module.params["fail_on_unhealthy"]:

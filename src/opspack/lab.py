@@ -69,6 +69,10 @@ SECCOMP_DROPINS = (
       for unit in ("ssh.service", "cron.service", "dbus.service")),
 )
 
+# Lab-only: a 64 MiB tmpfs on every lab host (molecule/shared/vars/sites.yml adds it to the
+# health checks' disks), for tests that fill a disk to its threshold.
+LAB_DATA_DISK = "/mnt/lab-data"
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -751,6 +755,9 @@ class Lab:
             # neither needed nor possible on these machines.)
             "--cap-add", "NET_ADMIN",
             "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+            # A small filesystem of its own (LAB_DATA_DISK), for tests that fill a disk to its
+            # threshold without filling the machine's.
+            "--tmpfs", f"{LAB_DATA_DISK}:size=64m,mode=0755",
             "--volume", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
             "--publish", f"127.0.0.1:{host.ports.ssh}:22",
             "--publish", f"127.0.0.1:{host.ports.http}:80",

@@ -191,7 +191,8 @@ def test_the_health_checks_get_names_of_required_settings_never_values():
     assert blog == {"name": "blog", "domains": ["blog.example.com"], "user": "blog", "env_file": "/srv/blog/shared/env",
                     "required_env": ["DATABASE_URL", "MAIL_URL", "REDIS_URL", "SECRET_KEY"], "env_names": ["MODE"],
                     "database": "blog", "queue": {"command": ["/srv/blog/current/manage.py", "queue-length"]},
-                    "thresholds": dict(site_model.THRESHOLD_FIELDS, error_rate_percent=1)}
+                    "thresholds": dict(site_model.THRESHOLD_FIELDS, error_rate_percent=1),
+                    "health_path": "/health/ready", "smoke_paths": ["/"]}
     assert api["required_env"] == [] and "database" not in api and "queue" not in api
     for secret in ("db-secret-value-1", "redis-secret-value-1", "app-secret-value-1"):
         assert secret not in repr(got["health_sites"])

@@ -1,0 +1,107 @@
+# Copyright: opspack developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The full verification's judgement of one host: the host's own checks (prod_verify verify),
+each site's smoke tests from the control node, the configuration drift of a check-mode converge
+and the last restore drills in the records, as one list of checks, each pass, warn or fail with
+a one-line reason, and one records event per site (opspack.platform.verify_report)."""
+
+from __future__ import annotations
+
+import datetime
+
+from ansible_collections.opspack.platform.plugins.module_utils.events import event
+
+# prod_verify's statuses as the verification reports them.
+STATUS = {"ok": "pass", "warn": "warn", "fail": "fail", "error": "fail", "insufficient_data": "warn", "skipped": "warn"}
+SEVERITY_ORDER = ("P1", "P2", "P3", "P4")
+DRILL_MAX_AGE_DAYS = 30
+
+
+def _reason(check: dict) -> str:
+    words = [check.get("reason") or ""]
+    if check.get("names"):
+        words.append("(" + ", ".join(str(name) for name in check["names"]) + ")")
+    if check.get("value") is not None and check.get("threshold") is not None and check.get("status") != "ok":
+        words.append(f"{check['value']} > {check['threshold']}")
+    return " ".join(word for word in words if word).strip()
+
+
+def _age_days(stamp: str, now: datetime.datetime):
+    try:
+        then = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    except (TypeError, ValueError):
+        return None
+    return (now - then).total_seconds() / 86400
+
+
+def judge(host_checks, smoke: dict, drift: dict | None, drift_error: str, drills: dict, sites: list[str],
+          now: datetime.datetime, drill_max_age_days: float = DRILL_MAX_AGE_DAYS) -> list[dict]:
+    """Every check of the host as {check, site, status (pass|warn|fail), reason, severity}."""
+    found = []
+    for check in host_checks or []:
+        if check.get("check") in ("database",):  # figures, not a verdict
+            continue
+        status = STATUS.get(check.get("status"), "fail")
+        reason = _reason(check) if status != "pass" else ""
+        if check.get("status") == "error":
+            reason = f"could not check: {check.get('reason') or 'error'}"
+        found.append({"check": check.get("check"), "site": check.get("site") or "", "status": status,
+                      "reason": reason, "severity": check.get("severity") or ""})
+    for site in sites:
+        problems = smoke.get(site)
+        if problems is None:
+            found.append({"check": "smoke", "site": site, "status": "fail", "reason": "could not check: smoke tests did not run",
+                          "severity": "P2"})
+        else:
+            found.append({"check": "smoke", "site": site, "status": "fail" if problems else "pass",
+                          "reason": "; ".join(problems), "severity": "P2" if problems else ""})
+        drill = drills.get(site)
+        if not drill:
+            found.append({"check": "drill", "site": site, "status": "warn", "reason": "no restore drill recorded", "severity": ""})
+        else:
+            days = _age_days(drill.get("time", ""), now)
+            if drill.get("result") != "pass":
+                found.append({"check": "drill", "site": site, "status": "fail",
+                              "reason": f"last restore drill {drill.get('result') or 'unknown'} ({drill.get('time', '?')})", "severity": "P2"})
+            elif days is None or days > drill_max_age_days:
+                found.append({"check": "drill", "site": site, "status": "warn",
+                              "reason": f"last restore drill is {days or 0:.0f} days old (> {drill_max_age_days:g})", "severity": ""})
+            else:
+                found.append({"check": "drill", "site": site, "status": "pass", "reason": "", "severity": ""})
+    if drift is None:
+        found.append({"check": "drift", "site": "", "status": "fail",
+                      "reason": f"could not check: {drift_error or 'no check run'}", "severity": "P3"})
+    elif drift.get("failed"):
+        found.append({"check": "drift", "site": "", "status": "fail", "reason": f"the check converge failed on {drift['failed']} task(s)",
+                      "severity": "P3"})
+    else:
+        changed = int(drift.get("changed", 0))
+        found.append({"check": "drift", "site": "", "status": "fail" if changed else "pass",
+                      "reason": (f"provisioning would change {changed} thing(s): " + "; ".join(drift.get("tasks", []))) if changed else "",
+                      "severity": "P3" if changed else ""})
+    return found
+
+
+def worst_severity(checks) -> str:
+    severities = [check["severity"] for check in checks if check["status"] == "fail" and check.get("severity") in SEVERITY_ORDER]
+    return min(severities, key=SEVERITY_ORDER.index) if severities else ""
+
+
+def line(host: str, check: dict) -> str:
+    where = f"{check['site']}@{host}" if check["site"] else host
+    return f"{check['status'].upper():4} {where} {check['check']}" + (f": {check['reason']}" if check["reason"] else "")
+
+
+def site_events(checks, sites: list[str], timings: dict) -> list[dict]:
+    """One records event per site: fail when the site's own checks or the host's fail."""
+    events = []
+    for site in sites:
+        own = [check for check in checks if check["site"] in ("", site)]
+        failed = [check for check in own if check["status"] == "fail"]
+        fields = {"timings": timings}
+        if failed:
+            fields["reason"] = f"{len(failed)} check(s) failed: " + ", ".join(
+                f"{check['check']}" + (f"@{check['site']}" if check["site"] else "") for check in failed)
+            fields["severity"] = worst_severity(failed) or "P3"
+        events.append(event("operation", site, "verify", "fail" if failed else "pass", **fields))
+    return events
