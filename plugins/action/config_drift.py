@@ -26,6 +26,8 @@ SINGLE = (("private_key_file", "--private-key"), ("remote_user", "--user"), ("co
           ("timeout", "--timeout"), ("ssh_common_args", "--ssh-common-args"), ("become_method", "--become-method"),
           ("become_user", "--become-user"))
 INTERACTIVE = ("ask_vault_pass", "ask_pass", "become_ask_pass")
+# Tasks that change with the clock, not the configuration (an apt list refresh): not drift.
+PERIODIC_TAG = "opspack_periodic"
 
 
 def nested_command(cli: dict, playbook: str, hosts: list[str], forks: int) -> list[str]:
@@ -33,7 +35,7 @@ def nested_command(cli: dict, playbook: str, hosts: list[str], forks: int) -> li
     program = os.path.join(os.path.dirname(sys.argv[0]), "ansible-playbook") if sys.argv and sys.argv[0] else ""
     if not os.path.exists(program):
         program = shutil.which("ansible-playbook") or "ansible-playbook"
-    argv = [program, playbook, "--check", "--limit", ",".join(hosts), "--forks", str(forks)]
+    argv = [program, playbook, "--check", "--limit", ",".join(hosts), "--forks", str(forks), "--skip-tags", PERIODIC_TAG]
     for key, option in PASSED_ON:
         for value in cli.get(key) or ():
             argv += [option, str(value)]
@@ -87,19 +89,20 @@ class ActionModule(ActionBase):
                         msg="config drift not checked: this run asks for a password at a prompt "
                             f"({', '.join(interactive)}); use a vault password file or an SSH key")
         argv = nested_command(cli, playbook, hosts, int(cli.get("forks") or 5))
+        # The records callback, when enabled, writes nothing in check mode.
         env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-                   ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0",
-                   # The records callback writes nothing in check mode; keep it out all the same.
-                   ANSIBLE_CALLBACKS_ENABLED="")
+                   ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
         try:
-            ran = subprocess.run(argv, capture_output=True, text=True, timeout=int(args.get("timeout", 900)),
-                                 check=False, env=env, cwd=os.getcwd())
+            # stdin from /dev/null: Ansible refuses the worker's non-blocking stdin.
+            ran = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                 timeout=int(args.get("timeout", 900)), check=False, env=env, cwd=os.getcwd())
         except (OSError, subprocess.TimeoutExpired) as exc:
             return dict(result, hosts={}, error="not_run", msg=f"config drift not checked: {type(exc).__name__}")
         found = changes(ran.stdout, hosts)
         missing = sorted(set(hosts) - set(found))
         result["hosts"] = found
-        result["rc"] = ran.returncode
+        # (No `rc` key: Ansible would call the task failed; a drift is a finding, not a failure.)
+        result["exit_status"] = ran.returncode
         if missing or not found:
             # Never the output itself: it may hold values the check run saw.
             result["error"] = "no_report"

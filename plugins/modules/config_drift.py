@@ -14,6 +14,8 @@ description:
     this run's inventories, extra variables, vault identities and password files, user, key and
     connection settings, and returns per host the number of tasks that would change and their
     names. That is the configuration drift of a host against what provisioning would write.
+  - Tasks tagged C(opspack_periodic) change with the clock, not the configuration (a refresh of
+    apt's package lists), and are left out.
   - The nested run's output may hold values; it is read and dropped, never returned.
   - A run that asks for a password at a prompt cannot hand it on; the result then says so in
     RV(error) and RV(msg) and holds no host.

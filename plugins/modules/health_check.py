@@ -130,7 +130,8 @@ def main() -> None:
                   checks=found["checks"])
     if code and module.params["fail_on_unhealthy"]:
         module.fail_json(msg=found["lines"][-1], **result)
-    module.exit_json(**result)
+    # `failed` said outright: a result with a non-zero rc and no `failed` is a failure to Ansible.
+    module.exit_json(failed=False, **result)
 
 
 if __name__ == "__main__":
