@@ -31,10 +31,13 @@ class ActionModule(ActionBase):
         failed = [check for check in checks if check["status"] == "fail"]
         warned = [check for check in checks if check["status"] == "warn"]
         when = timings(args.get("started") or None, utc_stamp(now))
+        summary = f"verify {host}: {'PASS' if not failed else 'FAIL'} ({len(checks)} checks, {len(failed)} failed, {len(warned)} warnings)"
         result.update(
             changed=False, passed=not failed, checks=checks,
-            lines=[line(host, check) for check in checks if check["status"] != "pass"]
-            + [f"verify {host}: {'PASS' if not failed else 'FAIL'} ({len(checks)} checks, {len(failed)} failed, {len(warned)} warnings)"],
+            lines=[line(host, check) for check in checks if check["status"] != "pass"] + [summary],
+            # The records callback keeps it as the host's last verification (opspack verify prints it).
+            opspack_report={"tool": "verify", "generated_at": utc_stamp(now), "status": "fail" if failed else "pass",
+                            "summary": summary, "checks": checks},
             # One event per site, as a loop's results: the records callback reads each.
             results=[{"opspack_event": told, "site": told["site"]} for told in site_events(checks, sites, when)])
         return result

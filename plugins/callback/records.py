@@ -25,8 +25,13 @@ description:
     C(history.jsonl) (one line per operation, append-only),
     C(loop-sites-matrix.md) (one row per site and environment, rendered from the history),
     C(what-broke-last-time.md) (one entry per operation whose result is not ok or pass,
-    append-only) and C(last-known-good/<site>.json) (for an operation event with result ok that
+    append-only; a verification failing again for the same host and site is not a new entry)
+    and C(last-known-good/<site>.json) (for an operation event with result ok that
     names its C(last_known_good)).
+  - A check's report (C(opspack_report) of M(opspack.platform.verify_report) and of
+    M(opspack.platform.health_check) for C(ops_daily)) is kept as C(reports/<tool>/<host>.json),
+    the last one per host, which C(opspack verify) and C(opspack daily) print; a daily report
+    also adds one line of its signals per host to C(daily.jsonl) (the fleet page's trends).
   - A run refused before anything changed returns no operation event and is not recorded.
   - Only the event is read, never task arguments or whole results, and nothing from C(no_log)
     tasks or check-mode tasks. Reasons are cut to their first line.
@@ -90,6 +95,11 @@ COLUMNS = ("site", "environment", "hosts", "version", "git sha", "migration", "l
 HISTORY_FIELDS = ("time", "site", "environment", "host", "operation", "result", "release", "version", "git_sha",
                   "migration_version", "operator", "duration_s", "step", "reason", "impact", "actions",
                   "backup_id", "rto_s", "rpo_s", "engine", "backup_ended_at", "maintenance", "severity")
+# The checks whose last report per host is kept (reports/<tool>/<host>.json), and what of a check is.
+REPORT_TOOLS = ("verify", "ops_daily")
+REPORT_CHECK_FIELDS = ("check", "site", "status", "reason", "value", "threshold", "severity", "names", "requests",
+                       "errors_5xx", "window_days", "backups", "inactive", "missing", "differs")
+DAILY = "daily.jsonl"
 # Operations that change what serves a site; maintenance switched in the same run is told in their actions.
 SERVING_OPERATIONS = ("deploy", "upgrade", "rollback", "restore")
 # Operations told by the deploy lock when it is released: the one event that closes a lock taken.
@@ -171,6 +181,31 @@ def render_table(history: list[dict], now: datetime.datetime) -> str:
     return "\n".join(lines) + "\n"
 
 
+def kept_report(report: dict, host: str) -> dict:
+    """What the records keep of a check's report: its summary and each check's allowlisted fields."""
+    checks = [{key: check[key] for key in REPORT_CHECK_FIELDS if check.get(key) not in (None, "", [])}
+              for check in report.get("checks") or [] if isinstance(check, dict)]
+    return {"tool": report["tool"], "host": host, "generated_at": str(report.get("generated_at") or utc_stamp()),
+            "status": str(report.get("status") or ""), "summary": first_line(report.get("summary")), "checks": checks}
+
+
+def daily_signals(report: dict) -> dict:
+    """One line of daily.jsonl: the signals the fleet page draws, per site and for the host."""
+    sites: dict[str, dict] = {}
+    line = {"time": report["generated_at"], "host": report["host"], "sites": sites}
+    for check in report["checks"]:
+        site = check.get("site")
+        if check.get("check") == "traffic" and site:
+            sites.setdefault(site, {})["requests"] = check.get("requests", 0)
+        elif check.get("check") == "error_rate" and site:
+            sites.setdefault(site, {})["error_rate_percent"] = check.get("value")
+        elif check.get("check") == "p95" and site:
+            sites.setdefault(site, {})["p95_seconds"] = check.get("value")
+        elif check.get("check") == "disk" and not site:
+            line["disk_percent"] = check.get("value")
+    return line
+
+
 def fold_maintenance(entries: list[dict]) -> list[dict]:
     """A run's maintenance switches of a site it also deployed, rolled back or restored become
     actions of that operation (the matrix then shows the operation, not the switch after it)."""
@@ -231,47 +266,83 @@ class Records:
     def __init__(self, directory: str):
         self.directory = directory
 
-    def write(self, entries: list[dict], last_known_good: dict[str, dict]) -> list[str]:
+    def write(self, entries: list[dict], last_known_good: dict[str, dict], reports: dict | None = None) -> list[str]:
         os.makedirs(os.path.join(self.directory, "last-known-good"), exist_ok=True)
         warnings = []
         with open(os.path.join(self.directory, ".records.lock"), "a", encoding="utf-8") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            history_path = os.path.join(self.directory, HISTORY)
-            with open(history_path, "a", encoding="utf-8") as history:
-                for entry in entries:
-                    history.write(json.dumps(allowlisted(entry), sort_keys=True) + "\n")
-                history.flush()
-                os.fsync(history.fileno())
-            matrix_path = os.path.join(self.directory, MATRIX)
-            try:
-                with open(matrix_path, encoding="utf-8") as handle:
-                    existing = handle.read()
-            except FileNotFoundError:
-                existing = None
-            table = render_table(read_history(history_path), datetime.datetime.now(datetime.timezone.utc))
-            text, malformed = merge_matrix(existing, table)
-            if malformed:
-                kept = f"{matrix_path}.hand-edited-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-                atomic_write(kept, existing)
-                warnings.append(f"the table in {matrix_path} was not a well-formed matrix (hand-edited?): the file "
-                                f"as it was is kept in {kept}; the table was written again from {HISTORY}")
-            if text != existing:
-                atomic_write(matrix_path, text)
-            failures = [entry for entry in entries if entry.get("result") not in ("ok", "pass")]
-            if failures:
-                incidents_path = os.path.join(self.directory, INCIDENTS)
-                with open(incidents_path, "a", encoding="utf-8") as incidents:
-                    if incidents.tell() == 0:
-                        incidents.write("# What broke last time\n\nAppend-only: one entry per failed, aborted or "
-                                        "rolled-back operation, written by the records callback.\n")
-                    for entry in failures:
-                        incidents.write(incident_text(entry))
-                    incidents.flush()
-                    os.fsync(incidents.fileno())
-            for site, state in sorted(last_known_good.items()):
-                atomic_write(os.path.join(self.directory, "last-known-good", f"{site}.json"),
-                             json.dumps(state, indent=2, sort_keys=True) + "\n")
+            if entries or last_known_good:
+                warnings += self._write_operations(entries, last_known_good)
+            self._write_reports(reports or {})
         return warnings
+
+    def _write_operations(self, entries: list[dict], last_known_good: dict[str, dict]) -> list[str]:
+        """History, matrix, incidents, last-known-good (under the lock)."""
+        warnings = []
+        history_path = os.path.join(self.directory, HISTORY)
+        # A verification failing again (the last one of its host and site failed too) is the same
+        # incident, not a new one: read before this run's lines go in.
+        still_failing = {(entry.get("host"), entry.get("site")) for entry in self._last_verifications(history_path)
+                         if entry.get("result") == "fail"}
+        with open(history_path, "a", encoding="utf-8") as history:
+            for entry in entries:
+                history.write(json.dumps(allowlisted(entry), sort_keys=True) + "\n")
+            history.flush()
+            os.fsync(history.fileno())
+        matrix_path = os.path.join(self.directory, MATRIX)
+        try:
+            with open(matrix_path, encoding="utf-8") as handle:
+                existing = handle.read()
+        except FileNotFoundError:
+            existing = None
+        table = render_table(read_history(history_path), datetime.datetime.now(datetime.timezone.utc))
+        text, malformed = merge_matrix(existing, table)
+        if malformed:
+            kept = f"{matrix_path}.hand-edited-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            atomic_write(kept, existing)
+            warnings.append(f"the table in {matrix_path} was not a well-formed matrix (hand-edited?): the file "
+                            f"as it was is kept in {kept}; the table was written again from {HISTORY}")
+        if text != existing:
+            atomic_write(matrix_path, text)
+        failures = [entry for entry in entries if entry.get("result") not in ("ok", "pass")
+                    and not (entry.get("operation") == "verify" and (entry.get("host"), entry.get("site")) in still_failing)]
+        if failures:
+            incidents_path = os.path.join(self.directory, INCIDENTS)
+            with open(incidents_path, "a", encoding="utf-8") as incidents:
+                if incidents.tell() == 0:
+                    incidents.write("# What broke last time\n\nAppend-only: one entry per failed, aborted or "
+                                    "rolled-back operation, written by the records callback.\n")
+                for entry in failures:
+                    incidents.write(incident_text(entry))
+                incidents.flush()
+                os.fsync(incidents.fileno())
+        for site, state in sorted(last_known_good.items()):
+            atomic_write(os.path.join(self.directory, "last-known-good", f"{site}.json"),
+                         json.dumps(state, indent=2, sort_keys=True) + "\n")
+        return warnings
+
+    @staticmethod
+    def _last_verifications(history_path: str) -> list[dict]:
+        last = {}
+        for entry in read_history(history_path):
+            if entry.get("operation") == "verify":
+                last[(entry.get("host"), entry.get("site"))] = entry
+        return list(last.values())
+
+    def _write_reports(self, reports: dict) -> None:
+        daily = []
+        for (tool, host), report in sorted(reports.items()):
+            os.makedirs(os.path.join(self.directory, "reports", tool), exist_ok=True)
+            atomic_write(os.path.join(self.directory, "reports", tool, f"{host}.json"),
+                         json.dumps(report, indent=2, sort_keys=True) + "\n")
+            if tool == "ops_daily":
+                daily.append(daily_signals(report))
+        if daily:
+            with open(os.path.join(self.directory, DAILY), "a", encoding="utf-8") as handle:
+                for line in daily:
+                    handle.write(json.dumps(line, sort_keys=True) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
 
 
 class CallbackModule(CallbackBase):
@@ -287,6 +358,7 @@ class CallbackModule(CallbackBase):
         self._steps: dict[tuple[str, str], dict] = {}   # (host, site) -> its last step event
         self._interrupted: set[tuple] = set()            # the interrupted runs already recorded
         self._done: list[dict] = []
+        self._reports: dict[tuple[str, str], dict] = {}  # (tool, host) -> its last report of this run
         self._last_known_good: dict[str, dict] = {}
 
     # --- options and places ---------------------------------------------------------------
@@ -355,6 +427,9 @@ class CallbackModule(CallbackBase):
         if context.CLIARGS.get("check"):
             return
         host = result.host.get_name()
+        report = self._facts(result).get("opspack_report")
+        if isinstance(report, dict) and report.get("tool") in REPORT_TOOLS:
+            self._reports[(report["tool"], host)] = kept_report(report, host)
         for found in self._results(result):
             told = found.get("opspack_event")
             if not isinstance(told, dict):
@@ -447,16 +522,18 @@ class CallbackModule(CallbackBase):
             return
         for key in sorted(self._locks):
             self._record_unfinished(key, "the run ended with the deploy lock still held")
-        if not self._done:
+        if not self._done and not self._reports:
             return
         self._done = fold_maintenance(self._done)
         reported = (getattr(stats, "custom", None) or {}).get("_run", {}).get("opspack_state_dir")
         directory = self._records_dir(reported if isinstance(reported, str) else None)
         try:
-            for warning in Records(directory).write(self._done, self._last_known_good):
+            for warning in Records(directory).write(self._done, self._last_known_good, self._reports):
                 display.warning(f"records: {warning}")
             # On stderr: stdout may be a machine-read stream (the json callback, ansible-runner).
-            display.display(f"records: {len(self._done)} operation(s) recorded in {directory}", stderr=True)
+            display.display(f"records: {len(self._done)} operation(s)"
+                            + (f" and {len(self._reports)} check report(s)" if self._reports else "")
+                            + f" recorded in {directory}", stderr=True)
         except OSError as exc:
             self._keep_unwritten(directory, exc)
 

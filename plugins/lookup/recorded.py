@@ -52,6 +52,7 @@ from ansible.plugins.lookup import LookupBase
 from ansible_collections.opspack.platform.plugins.callback.records import HISTORY, read_history
 from ansible_collections.opspack.platform.plugins.plugin_utils import state_dir
 
+
 def newest_backups(history: list[dict], host: str) -> list[dict]:
     found = {}
     for entry in history:

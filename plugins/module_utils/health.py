@@ -649,16 +649,15 @@ def ruleset_fingerprint(listing: str) -> dict:
 
 
 def live_ruleset(table: str) -> dict:
-    family, _, name = table.partition(" ")
-    return ruleset_fingerprint(run(["nft", "-j", "-s", "list", "table", family, name]))
+    return ruleset_fingerprint(run(["nft", "-j", "-s", "list", "table"] + table.split(" ", 1)))
 
 
 def sshd_settings() -> dict:
     """sshd's effective configuration (`sshd -T`): keyword -> value (the first, as sshd reads it)."""
     found = {}
     for line in run(["sshd", "-T"]).splitlines():
-        keyword, _, value = line.strip().partition(" ")
-        if keyword and keyword not in found:
+        keyword, value = (line.strip().split(" ", 1) + [""])[:2]
+        if keyword and keyword.lower() not in found:
             found[keyword.lower()] = value.strip()
     return found
 

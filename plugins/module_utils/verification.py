@@ -103,5 +103,7 @@ def site_events(checks, sites: list[str], timings: dict) -> list[dict]:
             fields["reason"] = f"{len(failed)} check(s) failed: " + ", ".join(
                 f"{check['check']}" + (f"@{check['site']}" if check["site"] else "") for check in failed)
             fields["severity"] = worst_severity(failed) or "P3"
+            fields["step"] = "full verification"
+            fields["impact"] = "found by the verification, which only reads: see each failed check's reason (opspack verify)"
         events.append(event("operation", site, "verify", "fail" if failed else "pass", **fields))
     return events

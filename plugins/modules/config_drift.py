@@ -18,7 +18,7 @@ description:
     apt's package lists), and are left out.
   - The nested run's output may hold values; it is read and dropped, never returned.
   - A run that asks for a password at a prompt cannot hand it on; the result then says so in
-    RV(error) and RV(msg) and holds no host.
+    RV(error) and holds no host.
   - Run it once for all hosts (C(run_once)); it never touches a host itself.
 options:
   playbook:

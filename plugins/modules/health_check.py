@@ -97,6 +97,10 @@ checks:
   returned: always
   type: list
   elements: dict
+opspack_report:
+  description: For V(ops_daily), the report the records callback keeps (C(reports/ops_daily/<host>.json), C(daily.jsonl)).
+  returned: when tool is ops_daily
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -128,6 +132,10 @@ def main() -> None:
     code, found = run_checks(config, tool, mode, expected_backups=module.params["expected_backups"])
     result = dict(changed=False, rc=code, status=found["status"], green=found["green"], lines=found["lines"],
                   checks=found["checks"])
+    if tool == "ops_daily":
+        # The records callback keeps the last daily report per host and its signals' trend.
+        result["opspack_report"] = {"tool": tool, "generated_at": found["generated_at"], "status": found["status"],
+                                    "summary": found["lines"][-1], "checks": found["checks"]}
     if code and module.params["fail_on_unhealthy"]:
         module.fail_json(msg=found["lines"][-1], **result)
     # `failed` said outright: a result with a non-zero rc and no `failed` is a failure to Ansible.

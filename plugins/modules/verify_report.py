@@ -91,6 +91,10 @@ lines:
   type: list
   elements: str
   sample: ["FAIL vps2 firewall: ruleset_changed_by_hand", "verify vps2: FAIL (41 checks, 1 failed, 1 warnings)"]
+opspack_report:
+  description: The report the records callback keeps as the host's last verification (C(reports/verify/<host>.json)).
+  returned: always
+  type: dict
 results:
   description: One entry per site with its records event (C(opspack_event)).
   returned: always

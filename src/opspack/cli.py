@@ -12,7 +12,7 @@ from pathlib import Path
 from opspack import __version__
 from opspack.lab import ARCHIVES, DEFAULT_BASE_PORT, DEFAULT_TARGET, MAX_HOSTS, MIRROR_ENV, TARGETS, Lab, LabError
 from opspack.report import report
-from opspack import records, sites
+from opspack import fleet_page, records, sites
 
 import yaml
 
@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     incidents.add_argument("--open", action="store_true",
                            help="only the incidents whose follow-up no person has written yet, with their severity")
 
+    commands.add_parser("verify", parents=[where], help="the last full verification of each host (opspack.platform.verify)")
+    commands.add_parser("daily", parents=[where], help="the last daily check of each host run from the control node (ops_daily)")
+    report_page = commands.add_parser("report", parents=[where], help="write the fleet page (static HTML) from the records")
+    report_page.add_argument("--html", type=Path, required=True, metavar="DIR", help="the directory to write index.html into")
+
     sites = commands.add_parser("sites", help="the site definitions (opspack_sites)")
     sites_commands = sites.add_subparsers(dest="sites_command", required=True)
     convert = sites_commands.add_parser(
@@ -89,10 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("matrix", "history", "incidents"):
+    if args.command in ("matrix", "history", "incidents", "verify", "daily", "report"):
         try:
             args.records = args.records or records.locate(args.state_dir, args.inventory, args.vault_password_file)
-            if args.json:
+            if args.command == "report":
+                if not args.records.is_dir():
+                    raise records.RecordsError(f"no records directory {args.records}: pass -i INVENTORY, --state-dir DIR or --records DIR")
+                print(fleet_page.write(args.records, args.html))
+            elif args.command in ("verify", "daily"):
+                found = records.reports(args.records, args.command)
+                print(json.dumps(found, indent=2, sort_keys=True) if args.json else records.report_text(found))
+            elif args.json:
                 data = {"matrix": lambda: records.matrix_rows(args.records),
                         "history": lambda: records.history_entries(args.records, args.site),
                         "incidents": lambda: ([entry for entry in records.incident_entries(args.records) if entry["open"]]

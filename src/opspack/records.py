@@ -1,5 +1,5 @@
-"""`opspack matrix|history|incidents`: the records the records callback keeps, for a person in
-a terminal. They read the files only; the callback is the one writer."""
+"""`opspack matrix|history|incidents|verify|daily`: the records the records callback keeps, for a
+person in a terminal. They read the files only; the callback is the one writer."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from pathlib import Path
 MATRIX = "loop-sites-matrix.md"
 INCIDENTS = "what-broke-last-time.md"
 HISTORY = "history.jsonl"
+REPORTS = "reports"
+# `opspack verify` and `opspack daily`: the tool whose last report per host they print.
+REPORT_TOOLS = {"verify": "verify", "daily": "ops_daily"}
 # An incident's follow-up line until a person writes what was done (the records callback's text).
 FOLLOW_UP_PENDING = "_(to be filled in by a person)_"
 START = "<!-- opspack:matrix:start"
@@ -128,3 +131,36 @@ def incidents(directory: Path, only_open: bool = False) -> str:
         return "no open incident: every entry has its follow-up"
     return "\n".join(f"{entry['severity'] or '--':3} {entry['escalation'] or '-':7} {entry['title']}\n"
                      f"    {entry['what_broke']}" for entry in found)
+
+
+def reports(directory: Path, command: str) -> dict[str, dict]:
+    """The last report of each host for `verify` or `daily`, by host name."""
+    tool = REPORT_TOOLS[command]
+    folder = directory / REPORTS / tool
+    found = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            found[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    if not found:
+        playbook = "opspack.platform.verify" if command == "verify" else "opspack.platform.ops_daily"
+        raise RecordsError(f"no {command} report in {folder}: run ansible-playbook {playbook} with the records callback "
+                           "enabled (or pass -i INVENTORY, --state-dir DIR or --records DIR for another inventory's)")
+    return found
+
+
+def report_text(found: dict[str, dict]) -> str:
+    """Each host's last report: its summary and every check that did not pass."""
+    lines = []
+    for host, report in sorted(found.items()):
+        lines.append(f"{host}  {report.get('generated_at', '')}  {report.get('summary', '')}")
+        for check in report.get("checks", []):
+            if check.get("status") in ("pass", "ok"):
+                continue
+            where = check.get("site") or "host"
+            words = [check.get("reason") or ""]
+            if check.get("value") is not None and check.get("threshold") is not None:
+                words.append(f"value={check['value']} threshold={check['threshold']}")
+            lines.append(f"    {check.get('status', ''):17} {where:12} {check.get('check', ''):18} {' '.join(w for w in words if w)}".rstrip())
+    return "\n".join(lines)

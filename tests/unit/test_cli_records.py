@@ -69,3 +69,22 @@ def test_a_vaulted_inventory_without_its_password_is_a_clear_error(tmp_path):
     ran = opspack("history", "-i", str(inventory), "--vault-password-file", str(tmp_path / "pass"), cwd=tmp_path,
                   XDG_DATA_HOME=str(tmp_path / "data"))
     assert ran.returncode == 0, ran.stderr
+
+
+def test_verify_and_daily_print_each_hosts_last_report_and_say_when_there_is_none(tmp_path):
+    folder = tmp_path / "records" / "reports" / "verify"
+    folder.mkdir(parents=True)
+    (folder / "vps2.json").write_text(json.dumps({
+        "tool": "verify", "host": "vps2", "generated_at": "2026-12-06T09:00:00Z", "status": "fail",
+        "summary": "verify vps2: FAIL (40 checks, 1 failed, 1 warnings)",
+        "checks": [{"check": "firewall", "status": "fail", "reason": "ruleset_changed_by_hand"},
+                   {"check": "cpu", "status": "pass"},
+                   {"check": "updates", "status": "warn", "reason": "security_updates_pending", "value": 3, "threshold": 0}]}))
+    ran = opspack("verify", "--records", str(tmp_path / "records"), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "vps2  2026-12-06T09:00:00Z  verify vps2: FAIL" in ran.stdout
+    assert "ruleset_changed_by_hand" in ran.stdout and "value=3 threshold=0" in ran.stdout and " cpu " not in ran.stdout
+    ran = opspack("verify", "--json", "--records", str(tmp_path / "records"), cwd=tmp_path)
+    assert json.loads(ran.stdout)["vps2"]["status"] == "fail"
+    ran = opspack("daily", "--records", str(tmp_path / "records"), cwd=tmp_path)
+    assert ran.returncode == 1 and "opspack.platform.ops_daily" in ran.stderr

@@ -683,3 +683,60 @@ def test_without_any_setting_the_records_go_to_the_default_state_directory(tmp_p
     [entry] = [json.loads(line) for line in
                (tmp_path / "data" / "opspack" / "production" / "records" / "history.jsonl").read_text().splitlines()]
     assert entry["environment"] == "production"
+
+
+def test_a_verification_fills_its_own_column_per_site_and_a_failed_one_is_an_incident(callback):
+    deploy(callback)
+    found = {"changed": False, "passed": False, "results": [
+        {"site": "blog", "opspack_event": event("operation", "blog", "verify", "fail", severity="P2",
+                                                reason="2 check(s) failed: disk, smoke@blog",
+                                                timings=timings("2026-12-06T09:00:00Z", "2026-12-06T09:00:31Z"))},
+        {"site": "shop", "opspack_event": event("operation", "shop", "verify", "pass",
+                                                timings=timings("2026-12-06T09:00:00Z", "2026-12-06T09:00:31Z"))}]}
+    callback.v2_runner_on_ok(CallbackTaskResult(Host("vps1"), task("Verify | Judge the host", "verify_report"), found, {}))
+    callback.v2_playbook_on_stats(None)
+    verified = [entry for entry in history_of(callback) if entry["operation"] == "verify"]
+    assert [(entry["site"], entry["result"]) for entry in verified] == [("blog", "fail"), ("shop", "pass")]
+    row = matrix_row(callback)
+    # The last operation stays the upgrade: a verification changes nothing.
+    assert "| upgrade | ok |" in row and row.endswith("| fail 2026-12-06 |"), row
+    assert matrix_row(callback, "shop").endswith("| pass 2026-12-06 |")
+    incidents = (callback.dir / "what-broke-last-time.md").read_text()
+    assert "verify blog (production, vps1): fail" in incidents and "- **Severity:** P2 (page)" in incidents
+    assert "verify shop" not in incidents
+
+
+def test_check_reports_keep_each_hosts_last_one_and_the_daily_signals_without_touching_the_history(callback):
+    report = {"tool": "ops_daily", "generated_at": "2026-12-06T06:05:00Z", "status": "healthy",
+              "summary": "ops_daily status=healthy mode=prod exit=0 checks=9",
+              "checks": [{"check": "traffic", "site": "blog", "status": "ok", "requests": 120, "errors_5xx": 0,
+                          "secret_figure": CANARY},
+                         {"check": "error_rate", "site": "blog", "status": "ok", "value": 0.0, "threshold": 0.5},
+                         {"check": "p95", "site": "blog", "status": "ok", "value": 0.12, "threshold": 2},
+                         {"check": "disk", "status": "ok", "value": 41.5, "threshold": 80}]}
+    for host in ("vps2", "vps1"):
+        callback.v2_runner_on_ok(CallbackTaskResult(Host(host), task("Daily check | Run ops_daily", "health_check"),
+                                                    {"changed": False, "rc": 0, "opspack_report": report}, {}))
+    callback.v2_playbook_on_stats(None)
+    kept = json.loads((callback.dir / "reports" / "ops_daily" / "vps1.json").read_text())
+    assert kept["host"] == "vps1" and kept["summary"].startswith("ops_daily status=healthy") and CANARY not in json.dumps(kept)
+    lines = [json.loads(line) for line in (callback.dir / "daily.jsonl").read_text().splitlines()]
+    assert [line["host"] for line in lines] == ["vps1", "vps2"]
+    assert lines[0]["sites"] == {"blog": {"requests": 120, "error_rate_percent": 0.0, "p95_seconds": 0.12}}
+    assert lines[0]["disk_percent"] == 41.5
+    assert not (callback.dir / "history.jsonl").exists() and not (callback.dir / "loop-sites-matrix.md").exists()
+
+
+def test_a_verification_failing_again_is_not_a_new_incident_until_it_passed_in_between(callback):
+    def verify(result, host="vps1"):
+        found = {"changed": False, "results": [{"site": "blog", "opspack_event": event(
+            "operation", "blog", "verify", result, **({"severity": "P2", "reason": "1 check(s) failed: disk"} if result == "fail" else {}))}]}
+        plugin = new_callback()
+        plugin.v2_runner_on_ok(CallbackTaskResult(Host(host), task("Verify | Judge the host", "verify_report"), found, {}))
+        plugin.v2_playbook_on_stats(None)
+
+    for result in ("fail", "fail", "pass", "fail"):
+        verify(result)
+    verify("fail", host="vps2")
+    incidents = (callback.dir / "what-broke-last-time.md").read_text()
+    assert incidents.count("verify blog (production, vps1): fail") == 2 and incidents.count("(production, vps2)") == 1
