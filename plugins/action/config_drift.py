@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,8 @@ PASSED_ON = (("inventory", "--inventory"), ("extra_vars", "--extra-vars"), ("vau
              ("vault_password_files", "--vault-password-file"))
 SINGLE = (("private_key_file", "--private-key"), ("remote_user", "--user"), ("connection", "--connection"),
           ("timeout", "--timeout"), ("ssh_common_args", "--ssh-common-args"), ("become_method", "--become-method"),
-          ("become_user", "--become-user"))
+          ("become_user", "--become-user"), ("become_password_file", "--become-password-file"),
+          ("connection_password_file", "--connection-password-file"))
 INTERACTIVE = ("ask_vault_pass", "ask_pass", "become_ask_pass")
 # Tasks that change with the clock, not the configuration (an apt list refresh): not drift.
 PERIODIC_TAG = "opspack_periodic"
@@ -47,12 +49,24 @@ def nested_command(cli: dict, playbook: str, hosts: list[str], forks: int) -> li
     return argv
 
 
+def prompts(cli: dict) -> list[str]:
+    """The options of this run that ask for a password at a prompt: a nested run cannot."""
+    found = [key for key in INTERACTIVE if cli.get(key)]
+    found += [f"--vault-id {vault_id}" for vault_id in cli.get("vault_ids") or () if str(vault_id).endswith("@prompt")]
+    return found
+
+
 def changes(output: str, hosts: list[str]) -> dict:
     """Per host: the changed count and the names of the tasks that would change, from the json callback."""
-    start = output.find("{")
-    try:
-        found = json.loads(output[start:]) if start >= 0 else {}
-    except ValueError:
+    found = {}
+    # The report is the one JSON object that starts a line; anything printed before it is skipped.
+    for match in re.finditer(r"^\{", output, re.MULTILINE):
+        try:
+            found, _end = json.JSONDecoder().raw_decode(output, match.start())
+        except ValueError:
+            continue
+        if isinstance(found, dict) and "stats" in found:
+            break
         found = {}
     stats = found.get("stats") if isinstance(found, dict) else None
     if not isinstance(stats, dict):
@@ -82,7 +96,7 @@ class ActionModule(ActionBase):
         if not hosts:
             return dict(result, failed=True, msg="config_drift: give the hosts to check (hosts)")
         cli = dict(context.CLIARGS)
-        interactive = [key for key in INTERACTIVE if cli.get(key)]
+        interactive = prompts(cli)
         if interactive:
             # A nested run cannot be given a password typed at a prompt.
             return dict(result, hosts={}, error="interactive_password",
@@ -90,8 +104,9 @@ class ActionModule(ActionBase):
                             f"({', '.join(interactive)}); use a vault password file or an SSH key")
         argv = nested_command(cli, playbook, hosts, int(cli.get("forks") or 5))
         # The records callback, when enabled, writes nothing in check mode.
+        # No log file: the nested run's results would land in ansible.cfg's log_path.
         env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-                   ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0")
+                   ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0", ANSIBLE_LOG_PATH="/dev/null")
         try:
             # stdin from /dev/null: Ansible refuses the worker's non-blocking stdin.
             ran = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,

@@ -25,7 +25,8 @@ description:
     C(history.jsonl) (one line per operation, append-only),
     C(loop-sites-matrix.md) (one row per site and environment, rendered from the history),
     C(what-broke-last-time.md) (one entry per operation whose result is not ok or pass,
-    append-only; a verification failing again for the same host and site is not a new entry)
+    append-only; a verification failing again for the same host and site with the same failed
+    checks is not a new entry)
     and C(last-known-good/<site>.json) (for an operation event with result ok that
     names its C(last_known_good)).
   - A check's report (C(opspack_report) of M(opspack.platform.verify_report) and of
@@ -155,7 +156,7 @@ def render_table(history: list[dict], now: datetime.datetime) -> str:
             row["drill"] = entry
         elif entry.get("operation") == "verify":
             # A verification changes nothing: its own column, never the row's last operation.
-            row["verify"] = entry
+            row.setdefault("verify", {})[entry.get("host", "")] = entry
         elif entry.get("operation") == "backup":
             # The last backup that exists: a failed one is an incident, not a backup.
             if entry.get("result") == "ok":
@@ -167,7 +168,7 @@ def render_table(history: list[dict], now: datetime.datetime) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _column in COLUMNS) + "|"]
     for (site, environment), row in sorted(rows.items()):
         operation, serving = row.get("operation", {}), row.get("serving", {})
-        drill, backup, verified = row.get("drill", {}), row.get("backup", {}), row.get("verify", {})
+        drill, backup = row.get("drill", {}), row.get("backup", {})
         cells = [site, environment, ", ".join(sorted(row["hosts"])), serving.get("version", ""),
                  (serving.get("git_sha") or "")[:12], str(serving.get("migration_version", "")),
                  " ".join(filter(None, (operation.get("operation", ""), operation.get("maintenance", "")))),
@@ -176,7 +177,7 @@ def render_table(history: list[dict], now: datetime.datetime) -> str:
                  f"{operation['duration_s']:.0f} s" if isinstance(operation.get("duration_s"), (int, float)) else "",
                  drill.get("result", ""), (drill.get("time") or "")[:10],
                  age(backup.get("backup_ended_at") or drill.get("backup_ended_at") or "", now),
-                 " ".join(filter(None, (verified.get("result", ""), (verified.get("time") or "")[:10])))]
+                 verify_cell(row.get("verify", {}))]
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -204,6 +205,16 @@ def daily_signals(report: dict) -> dict:
         elif check.get("check") == "disk" and not site:
             line["disk_percent"] = check.get("value")
     return line
+
+
+def verify_cell(last: dict) -> str:
+    """The last verification of each host of a row, as one cell: fail naming the failing hosts
+    when any failed, else pass; the date of the newest."""
+    if not last:
+        return ""
+    failing = sorted(host for host, entry in last.items() if entry.get("result") != "pass")
+    newest = max((entry.get("time") or "" for entry in last.values()), default="")[:10]
+    return f"fail ({', '.join(failing)}) {newest}" if failing else f"pass {newest}"
 
 
 def fold_maintenance(entries: list[dict]) -> list[dict]:
@@ -282,8 +293,8 @@ class Records:
         history_path = os.path.join(self.directory, HISTORY)
         # A verification failing again (the last one of its host and site failed too) is the same
         # incident, not a new one: read before this run's lines go in.
-        still_failing = {(entry.get("host"), entry.get("site")) for entry in self._last_verifications(history_path)
-                         if entry.get("result") == "fail"}
+        still_failing = {(entry.get("host"), entry.get("site"), entry.get("reason"))
+                         for entry in self._last_verifications(history_path) if entry.get("result") == "fail"}
         with open(history_path, "a", encoding="utf-8") as history:
             for entry in entries:
                 history.write(json.dumps(allowlisted(entry), sort_keys=True) + "\n")
@@ -305,7 +316,8 @@ class Records:
         if text != existing:
             atomic_write(matrix_path, text)
         failures = [entry for entry in entries if entry.get("result") not in ("ok", "pass")
-                    and not (entry.get("operation") == "verify" and (entry.get("host"), entry.get("site")) in still_failing)]
+                    and not (entry.get("operation") == "verify"
+                             and (entry.get("host"), entry.get("site"), entry.get("reason")) in still_failing)]
         if failures:
             incidents_path = os.path.join(self.directory, INCIDENTS)
             with open(incidents_path, "a", encoding="utf-8") as incidents:

@@ -26,9 +26,8 @@ options:
   host:
     description: The host whose backups to return (V(backups) only).
     type: str
-  records_dir:
-    description: The records directory; by default that of the inventory's state directory.
-    type: path
+extends_documentation_fragment:
+  - opspack.platform.state_dir
 """
 
 EXAMPLES = r"""
@@ -79,11 +78,11 @@ class LookupModule(LookupBase):
         if len(terms) != 1 or terms[0] not in ("backups", "drills"):
             raise AnsibleLookupError("recorded takes one of: backups, drills")
         variables = variables or {}
-        directory = self.get_option("records_dir")
-        if not directory:
-            configured = variables.get("opspack_state_dir")
-            configured = self._templar.template(configured) if configured else None
-            directory = state_dir.records_dir(None, configured, variables.get("ansible_inventory_sources") or [])
+        # Found as the records callback and the lookup opspack.platform.state_dir find it.
+        configured = variables.get("opspack_state_dir")
+        configured = self._templar.template(configured) if configured else self.get_option("state_dir")
+        directory = state_dir.records_dir(self.get_option("records_dir"), configured,
+                                          variables.get("ansible_inventory_sources") or [])
         history = read_history(os.path.join(directory, HISTORY))
         if terms[0] == "drills":
             return last_drills(history)

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import datetime
 
-from ansible_collections.opspack.platform.plugins.module_utils.health import CHANNELS
-
 KINDS = ("operation", "step")
 OPERATIONS = ("deploy", "upgrade", "rollback", "maintenance", "restore", "backup", "drill", "verify")
 # Results of an operation event: the records' result column.
@@ -41,6 +39,9 @@ FIELDS = ("kind", "site", "operation", "result", "release", "previous", "version
           "reason", "impact", "actions", "migrations", "timings", "last_known_good", "backup_id",
           "backup_ended_at", "engine", "rto_s", "rpo_s", "maintenance", "interrupted", "severity")
 SEVERITIES = ("P1", "P2", "P3", "P4")
+# Who hears of each severity: the health checks' alert channels (health.py runs alone on the host
+# and keeps its own copy; a unit test keeps the two the same).
+CHANNELS = {"P1": "page", "P2": "page", "P3": "notify", "P4": "log"}
 # What a failed operation means for the people on call: P1 the site's data or what serves is in
 # doubt, P2 the site is degraded or unprotected (a release blocked or undone, no fresh backup),
 # P3 a chore failed with the site unharmed.

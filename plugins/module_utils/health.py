@@ -77,6 +77,7 @@ SEVERITIES = {
     "https_redirect": "P2", "tls_protocols": "P2", "security_headers": "P3", "maintenance": "P2",
     "firewall": "P2", "ssh": "P2", "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
 }
+# Who hears of each severity (events.CHANNELS names the same for incidents; a unit test keeps them equal).
 CHANNELS = {"P1": "page", "P2": "page", "P3": "notify", "P4": "log"}
 HTTP_TIMEOUT = 10
 CPU_SAMPLE_SECONDS = 1.0
@@ -603,13 +604,16 @@ def tls_handshake(web: dict, server_name: str, version) -> bool:
     except (ValueError, ssl.SSLError):
         return False  # this client cannot even offer it
     try:
-        with socket.create_connection((web.get("address", "127.0.0.1"), int(web.get("https_port", 443))), HTTP_TIMEOUT) as sock:
-            with context.wrap_socket(sock, server_hostname=server_name):
-                return True
-    except ssl.SSLError:
-        return False
+        sock = socket.create_connection((web.get("address", "127.0.0.1"), int(web.get("https_port", 443))), HTTP_TIMEOUT)
     except OSError as exc:
         raise CheckError("site_unreachable") from exc
+    try:
+        with context.wrap_socket(sock, server_hostname=server_name):
+            return True
+    except (ssl.SSLError, ConnectionError):
+        return False  # refused in the handshake, by an alert or by closing the connection
+    finally:
+        sock.close()
 
 
 # Headers every TLS answer must carry (roles/nginx, opspack-security-headers.conf); a frame
@@ -660,6 +664,12 @@ def sshd_settings() -> dict:
         if keyword and keyword.lower() not in found:
             found[keyword.lower()] = value.strip()
     return found
+
+
+def _sshd_value(value) -> str:
+    # sshd -T prints PermitRootLogin prohibit-password under its older name on some versions.
+    text = str(value).strip().lower()
+    return "prohibit-password" if text == "without-password" else text
 
 
 def backup_manifests(directory: str) -> list[dict]:
@@ -1005,7 +1015,7 @@ class Checks:
         expected = self.config["ssh"]
         live = sshd_settings()
         differs = sorted(keyword for keyword, value in expected.items()
-                         if live.get(keyword.lower(), "").lower() != str(value).lower())
+                         if _sshd_value(live.get(keyword.lower(), "")) != _sshd_value(value))
         self.add("ssh", "fail" if differs else "ok", reason="policy_differs" if differs else "",
                  settings=len(expected), differs=len(differs), names=differs)
 
@@ -1014,7 +1024,9 @@ class Checks:
         manifests = backup_manifests(settings["dir"])
         limit = float(settings.get("max_age_hours", 26))
         for name in settings.get("sites", []):
-            own = [manifest for manifest in manifests if manifest.get("site") == name and manifest.get("ended_at")]
+            # The database's own backups: a fresh files or Redis backup must not hide a stale dump.
+            own = [manifest for manifest in manifests if manifest.get("site") == name and manifest.get("ended_at")
+                   and manifest.get("engine", "postgresql") == settings.get("engine", "postgresql")]
             if not own:
                 self.add("backup_age", "fail", name, reason="no_backup")
                 continue
@@ -1045,8 +1057,12 @@ class Checks:
         if not backups:
             self.add("pitr", "fail", reason="no_backup")
             return
-        oldest = min(backup["timestamp"]["start"] for backup in backups)
-        newest = max(backup["timestamp"]["stop"] for backup in backups)
+        stamps = [backup.get("timestamp") or {} for backup in backups if isinstance(backup, dict)]
+        starts = [stamp["start"] for stamp in stamps if isinstance(stamp.get("start"), (int, float))]
+        stops = [stamp["stop"] for stamp in stamps if isinstance(stamp.get("stop"), (int, float))]
+        if not starts or not stops:
+            raise CheckError("pgbackrest_output_unreadable")
+        oldest, newest = min(starts), max(stops)
         days = round((self.now - oldest) / 86400, 2)
         newest_hours = round((self.now - newest) / 3600, 1)
         limit = float(settings.get("max_age_hours", 8 * 24))

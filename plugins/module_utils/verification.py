@@ -15,6 +15,8 @@ from ansible_collections.opspack.platform.plugins.module_utils.events import eve
 STATUS = {"ok": "pass", "warn": "warn", "fail": "fail", "error": "fail", "insufficient_data": "warn", "skipped": "warn"}
 SEVERITY_ORDER = ("P1", "P2", "P3", "P4")
 DRILL_MAX_AGE_DAYS = 30
+# What the verify role hands over as drift_error when the drift check is switched off.
+DRIFT_OFF = "switched off"
 
 
 def _reason(check: dict) -> str:
@@ -68,7 +70,10 @@ def judge(host_checks, smoke: dict, drift: dict | None, drift_error: str, drills
                               "reason": f"last restore drill is {days or 0:.0f} days old (> {drill_max_age_days:g})", "severity": ""})
             else:
                 found.append({"check": "drill", "site": site, "status": "pass", "reason": "", "severity": ""})
-    if drift is None:
+    if drift is None and drift_error == DRIFT_OFF:
+        found.append({"check": "drift", "site": "", "status": "warn", "reason": "not checked (verify_drift_enabled is false)",
+                      "severity": ""})
+    elif drift is None:
         found.append({"check": "drift", "site": "", "status": "fail",
                       "reason": f"could not check: {drift_error or 'no check run'}", "severity": "P3"})
     elif drift.get("failed"):

@@ -105,9 +105,12 @@ def test_verify_passes_on_two_hosts_then_reports_each_broken_thing_and_nothing_e
     broken = lab_host("vps2")
     broken.check_output("systemctl stop opspack-health.timer")
     expire_certificate(broken)
-    newest = broken.check_output("ls -1 /var/backups/opspack/blog/*.manifest.json | sort | tail -n 1")
-    broken.check_output(f"rm -f -- {newest} {newest.removesuffix('.manifest.json')}.*")
-    broken.check_output("fallocate -l 56M /mnt/lab-data/filler")
+    manifests = broken.check_output("ls -1 /var/backups/opspack/blog/postgresql/").split()
+    newest = sorted(name for name in manifests if name.endswith(".manifest.json"))[-1].removesuffix(".manifest.json")
+    assert newest.startswith("blog-postgresql-") and len([name for name in manifests if name.startswith(newest)]) == 2
+    broken.check_output(f"rm -- /var/backups/opspack/blog/postgresql/{newest}.*")
+    # Only the fill is measured: no disk history of earlier runs to forecast from.
+    broken.check_output("rm -f /var/lib/opspack/health/disk.json && fallocate -l 56M /mnt/lab-data/filler")
     broken.check_output("nft add rule inet opspack_filter input tcp dport 9 accept")
     broken.check_output("echo '# edited by hand' >> /etc/nginx/conf.d/opspack-base.conf")
 
@@ -125,7 +128,7 @@ def test_verify_passes_on_two_hosts_then_reports_each_broken_thing_and_nothing_e
     assert "ruleset_changed_by_hand" in reasons[("firewall", "")]
     # The check converge names what it would put back: the edited file (and the stopped timer,
     # the certificate it would issue again), never a value.
-    assert "Nginx" in reasons[("drift", "")] and "base" in reasons[("drift", "")].lower(), reasons[("drift", "")]
+    assert "Nginx | Write the port 80 server" in reasons[("drift", "")], reasons[("drift", "")]
     latest = {}
     for entry in history():
         if entry.get("operation") == "verify":
@@ -133,7 +136,7 @@ def test_verify_passes_on_two_hosts_then_reports_each_broken_thing_and_nothing_e
     assert {key: entry["result"] for key, entry in latest.items()} == {
         ("vps1", "blog"): "pass", ("vps1", "shop"): "pass", ("vps2", "blog"): "fail", ("vps2", "shop"): "fail"}
     matrix = (EPHEMERAL / "records" / "loop-sites-matrix.md").read_text()
-    assert "last verify" in matrix and "| fail " in matrix
+    assert "last verify" in matrix and matrix.count("| fail (vps2) ") == 2, matrix
 
 
 def png_rows(path) -> tuple[int, int, set]:

@@ -699,7 +699,7 @@ def test_a_verification_fills_its_own_column_per_site_and_a_failed_one_is_an_inc
     assert [(entry["site"], entry["result"]) for entry in verified] == [("blog", "fail"), ("shop", "pass")]
     row = matrix_row(callback)
     # The last operation stays the upgrade: a verification changes nothing.
-    assert "| upgrade | ok |" in row and row.endswith("| fail 2026-12-06 |"), row
+    assert "| upgrade | ok |" in row and row.endswith("| fail (vps1) 2026-12-06 |"), row
     assert matrix_row(callback, "shop").endswith("| pass 2026-12-06 |")
     incidents = (callback.dir / "what-broke-last-time.md").read_text()
     assert "verify blog (production, vps1): fail" in incidents and "- **Severity:** P2 (page)" in incidents
@@ -728,9 +728,9 @@ def test_check_reports_keep_each_hosts_last_one_and_the_daily_signals_without_to
 
 
 def test_a_verification_failing_again_is_not_a_new_incident_until_it_passed_in_between(callback):
-    def verify(result, host="vps1"):
+    def verify(result, host="vps1", reason="1 check(s) failed: disk"):
         found = {"changed": False, "results": [{"site": "blog", "opspack_event": event(
-            "operation", "blog", "verify", result, **({"severity": "P2", "reason": "1 check(s) failed: disk"} if result == "fail" else {}))}]}
+            "operation", "blog", "verify", result, **({"severity": "P2", "reason": reason} if result == "fail" else {}))}]}
         plugin = new_callback()
         plugin.v2_runner_on_ok(CallbackTaskResult(Host(host), task("Verify | Judge the host", "verify_report"), found, {}))
         plugin.v2_playbook_on_stats(None)
@@ -740,3 +740,8 @@ def test_a_verification_failing_again_is_not_a_new_incident_until_it_passed_in_b
     verify("fail", host="vps2")
     incidents = (callback.dir / "what-broke-last-time.md").read_text()
     assert incidents.count("verify blog (production, vps1): fail") == 2 and incidents.count("(production, vps2)") == 1
+    verify("fail", host="vps2", reason="1 check(s) failed: firewall")  # something else broke: a new incident
+    assert (callback.dir / "what-broke-last-time.md").read_text().count("(production, vps2)") == 2
+    verify("pass", host="vps1")
+    # The row's cell: the failing host named while any host's last verification failed.
+    assert "| fail (vps2) 20" in matrix_row(callback)

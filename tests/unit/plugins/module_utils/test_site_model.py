@@ -216,3 +216,8 @@ def test_the_health_program_knows_the_site_models_default_thresholds():
     """health.py runs alone on the host and keeps its own copy of the defaults: the same ones."""
     from ansible_collections.opspack.platform.plugins.module_utils import health
     assert health.SITE_THRESHOLDS == site_model.THRESHOLD_FIELDS
+
+
+def test_the_health_program_and_the_incidents_page_the_same_severities():
+    from ansible_collections.opspack.platform.plugins.module_utils import events, health
+    assert health.CHANNELS == events.CHANNELS and sorted(events.CHANNELS) == list(events.SEVERITIES)
