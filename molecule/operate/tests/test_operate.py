@@ -149,11 +149,19 @@ def test_prod_verify_dry_run_and_verify_on_a_healthy_host(host):
     code, lines = run_tool(host, "/usr/local/sbin/prod_verify dry_run")
     assert code == 0, lines
     assert lines == ["site=blog check=env status=ok required=2", "site=shop check=env status=ok required=2",
-                     "prod_verify status=healthy mode=dry_run exit=0 checks=2 failed=0 errors=0 insufficient_data=0"]
+                     "prod_verify status=healthy mode=dry_run exit=0 checks=2 failed=0 errors=0 insufficient_data=0 warnings=0"]
+    # Production-ready includes fresh backups and a PITR window: take them as an operator would.
+    ran = playbook("backup", site=None)
+    assert ran.returncode == 0, ran.stdout[-3000:]
+    with host.sudo():
+        host.check_output("systemctl start opspack-pgbackrest-full.service")
     started = time.monotonic()
     code, lines = run_tool(host, "/usr/local/sbin/prod_verify verify")
     print(f"figures: prod_verify verify on the host: {time.monotonic() - started:.1f} s, {len(lines) - 1} checks")
     assert code == 0, lines
+    verified = {line.split(" check=")[1].split()[0] for line in lines if " check=" in line}
+    assert {"https_redirect", "tls_protocols", "security_headers", "maintenance", "firewall", "ssh", "backup_age",
+            "pitr", "updates"} <= verified, lines
 
 
 def test_missing_required_settings_give_the_prod_config_token_with_names_only(host):
