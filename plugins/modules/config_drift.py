@@ -34,17 +34,8 @@ options:
     description: Seconds the check run may take.
     type: int
     default: 900
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
-    support: full
-    details: It only runs a check-mode converge.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
-    support: full
+extends_documentation_fragment:
+  - opspack.platform.controller_action
 seealso:
   - module: opspack.platform.health_check
 """

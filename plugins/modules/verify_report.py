@@ -50,16 +50,8 @@ options:
     description: A last drill older than this is a warning.
     type: float
     default: 30
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
-  action:
-    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
-    support: full
+extends_documentation_fragment:
+  - opspack.platform.controller_action
 seealso:
   - module: opspack.platform.health_check
   - module: opspack.platform.config_drift
