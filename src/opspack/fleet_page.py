@@ -141,14 +141,13 @@ def render(directory: Path) -> str:
                     for check in report.get("checks", []) if check.get("status") not in ("pass", "ok")]
         verify_rows.append([host, report.get("status", ""), report.get("generated_at", ""), _age(report.get("generated_at", ""), as_of),
                             "; ".join(problems) or "-"])
-    last: dict[tuple[str, str, str], dict] = {}
+    # The last backup and drill of each site, host and engine (a site's database, files and Redis each have theirs).
+    last: dict[tuple[str, str, str, str], dict] = {}
     for entry in history:
-        if entry.get("operation") == "backup" and entry.get("result") == "ok":
-            last[("backup", entry.get("site", ""), entry.get("host", ""))] = entry
-        elif entry.get("operation") == "drill":
-            last[("drill", entry.get("site", ""), entry.get("host", ""))] = entry
+        if (entry.get("operation") == "backup" and entry.get("result") == "ok") or entry.get("operation") == "drill":
+            last[(entry.get("site", ""), entry.get("host", ""), entry.get("engine", ""), entry["operation"])] = entry
     data_rows = []
-    for (kind, site, host), entry in sorted(last.items(), key=lambda item: (item[0][1], item[0][2], item[0][0])):
+    for (site, host, _engine, kind), entry in sorted(last.items()):
         when = entry.get("backup_ended_at") or entry.get("time", "") if kind == "backup" else entry.get("time", "")
         detail = entry.get("backup_id", "") if kind == "backup" else (f"RTO {entry['rto_s']} s" if entry.get("rto_s") else "")
         data_rows.append([site, host, kind, entry.get("result", ""), entry.get("engine", ""), when, _age(when, as_of), detail])

@@ -16,7 +16,9 @@ def records_dir(tmp_path):
          "result": "ok", "backup_id": "blog-postgresql-20261205T030000Z", "backup_ended_at": "2026-12-05T03:00:09Z",
          "engine": "postgresql"},
         {"time": "2026-12-06T09:00:00Z", "site": "blog", "environment": "production", "host": "web-1", "operation": "drill",
-         "result": "pass", "rto_s": 8.5},
+         "result": "pass", "rto_s": 8.5, "engine": "postgresql"},
+        {"time": "2026-12-06T09:05:00Z", "site": "blog", "environment": "production", "host": "web-1", "operation": "backup",
+         "result": "ok", "backup_id": "blog-files-20261206T090500Z", "engine": "files"},
     ]
     (directory / "history.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in history))
     (directory / "loop-sites-matrix.md").write_text(
@@ -43,7 +45,8 @@ def test_the_page_is_the_same_for_the_same_records_and_holds_every_part(tmp_path
     assert "<td>blog</td><td>production</td>" in first
     assert '<td>web-1</td><td class="fail">fail</td>' in first and "ruleset_changed_by_hand" in first
     assert first.count("<polyline") == 4 and "500 (min 100, max 500)" in first
-    assert "blog-postgresql-20261205T030000Z" in first and "<td>30 h</td>" in first
+    assert "blog-postgresql-20261205T030000Z" in first and "<td>30 h</td>" in first, "each engine's last backup"
+    assert "blog-files-20261206T090500Z" in first and "RTO 8.5 s" in first
     assert "Open incidents (1)" in first
 
 
