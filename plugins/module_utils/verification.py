@@ -8,6 +8,7 @@ a one-line reason, and one records event per site (opspack.platform.verify_repor
 from __future__ import annotations
 
 import datetime
+import re
 
 from ansible_collections.opspack.platform.plugins.module_utils.events import event
 
@@ -17,6 +18,25 @@ SEVERITY_ORDER = ("P1", "P2", "P3", "P4")
 DRILL_MAX_AGE_DAYS = 30
 # What the verify role hands over as drift_error when the drift check is switched off.
 DRIFT_OFF = "switched off"
+
+
+# What identifies a host or a visitor on the wire never reaches a report line (they are pasted
+# into tickets and chats): URLs and addresses in the messages of the checks are replaced.
+REDACTIONS = (
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s;,)]+", re.IGNORECASE), "<url>"),
+    (re.compile(r"\[[0-9a-f:.]+\](?::\d+)?", re.IGNORECASE), "<address>"),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "<address>"),
+    # IPv6: the full eight groups, or a compressed form with "::" (never a time such as 09:14:04).
+    (re.compile(r"(?<![\w:])(?:(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}"
+                r"|(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4})*)?::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4})*)?)(?![\w:])",
+                re.IGNORECASE), "<address>"),
+)
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _reason(check: dict) -> str:
@@ -56,7 +76,7 @@ def judge(host_checks, smoke: dict, drift: dict | None, drift_error: str, drills
                           "severity": "P2"})
         else:
             found.append({"check": "smoke", "site": site, "status": "fail" if problems else "pass",
-                          "reason": "; ".join(problems), "severity": "P2" if problems else ""})
+                          "reason": redact("; ".join(str(problem) for problem in problems)), "severity": "P2" if problems else ""})
         drill = drills.get(site)
         if not drill:
             found.append({"check": "drill", "site": site, "status": "warn", "reason": "no restore drill recorded", "severity": ""})
@@ -75,7 +95,7 @@ def judge(host_checks, smoke: dict, drift: dict | None, drift_error: str, drills
                       "severity": ""})
     elif drift is None:
         found.append({"check": "drift", "site": "", "status": "fail",
-                      "reason": f"could not check: {drift_error or 'no check run'}", "severity": "P3"})
+                      "reason": redact(f"could not check: {drift_error or 'no check run'}"), "severity": "P3"})
     elif drift.get("failed"):
         found.append({"check": "drift", "site": "", "status": "fail", "reason": f"the check converge failed on {drift['failed']} task(s)",
                       "severity": "P3"})

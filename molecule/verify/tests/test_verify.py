@@ -49,6 +49,12 @@ def run_verify() -> tuple[int, dict, dict, float, str]:
         if status == "FAIL":
             failed[host][(check, site)] = reason
     summaries = {host: status for host, status, *_rest in SUMMARY.findall(out)}
+    # The report's lines, and what the records keep of them, are safe to paste: no secret (above),
+    # no address, URL or domain.
+    lines = " ".join(" ".join(found) for found in REPORT.findall(out))
+    kept = " ".join(path.read_text() for path in (RECORDS / "reports" / "verify").glob("*.json"))
+    for needle in ("127.0.0.1", "://", "lab.test"):
+        assert needle not in lines + kept, needle
     return ran.returncode, failed, summaries, seconds, out
 
 

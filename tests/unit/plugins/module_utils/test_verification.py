@@ -172,3 +172,20 @@ def test_one_event_per_site_failing_on_its_own_or_the_hosts_checks_with_the_wors
     assert "smoke@shop" in events["shop"]["reason"]
     healthy = [check for check in checks if check["status"] != "fail"]
     assert {told["result"] for told in verification.site_events(healthy, ["blog", "shop"], {})} == {"pass"}
+
+
+def test_addresses_and_urls_never_reach_a_reason():
+    found = judged(smoke={"blog": ["certificate: Failed to get cert from 203.0.113.7:443, error: certificate has expired",
+                                   "no answer from https://blog.example.com/health via [2001:db8::1]:443 or 2001:db8::2"],
+                          "shop": []})
+    reason = found[("smoke", "blog")]["reason"]
+    assert "203.0.113.7" not in reason and "2001:db8" not in reason and "blog.example.com" not in reason
+    assert "certificate has expired" in reason and reason.count("<address>") == 3 and "<url>" in reason
+    assert verification.redact("Nginx | Write the port 80 server; 002_tags; 1.0.0+abc") == \
+        "Nginx | Write the port 80 server; 002_tags; 1.0.0+abc"
+
+
+def test_times_and_versions_are_not_taken_for_addresses():
+    text = ("last restore drill fail (2026-12-05T10:00:00Z); health answers from 1.0.0, not 2.0.0; took 09:14:04; "
+            "opspack.platform.nginx : Nginx | Reload")
+    assert verification.redact(text) == text
