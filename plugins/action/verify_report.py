@@ -10,7 +10,7 @@ import datetime
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.opspack.platform.plugins.module_utils.events import timings, utc_stamp
-from ansible_collections.opspack.platform.plugins.module_utils.verification import judge, line, site_events
+from ansible_collections.opspack.platform.plugins.module_utils.verification import DRILL_MAX_AGE_DAYS, judge, line, site_events
 
 
 class ActionModule(ActionBase):
@@ -27,7 +27,7 @@ class ActionModule(ActionBase):
         now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
         checks = judge(args.get("host_checks") or [], dict(args.get("smoke") or {}), args.get("drift"),
                        str(args.get("drift_error") or ""), drills, sites, now,
-                       float(args["drill_max_age_days"]) if args.get("drill_max_age_days") is not None else 30.0)
+                       float(args["drill_max_age_days"]) if args.get("drill_max_age_days") is not None else DRILL_MAX_AGE_DAYS)
         failed = [check for check in checks if check["status"] == "fail"]
         warned = [check for check in checks if check["status"] == "warn"]
         when = timings(args.get("started") or None, utc_stamp(now))

@@ -207,6 +207,15 @@ def daily_signals(report: dict) -> dict:
     return line
 
 
+def last_verifications(history: list[dict]) -> list[dict]:
+    """The last verification of each host and site."""
+    last = {}
+    for entry in history:
+        if entry.get("operation") == "verify":
+            last[(entry.get("host"), entry.get("site"))] = entry
+    return list(last.values())
+
+
 def verify_cell(last: dict) -> str:
     """The last verification of each host of a row, as one cell: fail naming the failing hosts
     when any failed, else pass; the date of the newest."""
@@ -291,13 +300,16 @@ class Records:
         """History, matrix, incidents, last-known-good (under the lock)."""
         warnings = []
         history_path = os.path.join(self.directory, HISTORY)
-        # A verification failing again (the last one of its host and site failed too) is the same
-        # incident, not a new one: read before this run's lines go in.
+        # Read once, before this run's lines go in: the matrix is rendered from it and them, and a
+        # verification failing again (the last one of its host and site failed with the same checks)
+        # is the same incident, not a new one.
+        earlier = read_history(history_path)
         still_failing = {(entry.get("host"), entry.get("site"), entry.get("reason"))
-                         for entry in self._last_verifications(history_path) if entry.get("result") == "fail"}
+                         for entry in last_verifications(earlier) if entry.get("result") == "fail"}
+        added = [allowlisted(entry) for entry in entries]
         with open(history_path, "a", encoding="utf-8") as history:
-            for entry in entries:
-                history.write(json.dumps(allowlisted(entry), sort_keys=True) + "\n")
+            for entry in added:
+                history.write(json.dumps(entry, sort_keys=True) + "\n")
             history.flush()
             os.fsync(history.fileno())
         matrix_path = os.path.join(self.directory, MATRIX)
@@ -306,7 +318,7 @@ class Records:
                 existing = handle.read()
         except FileNotFoundError:
             existing = None
-        table = render_table(read_history(history_path), datetime.datetime.now(datetime.timezone.utc))
+        table = render_table(earlier + added, datetime.datetime.now(datetime.timezone.utc))
         text, malformed = merge_matrix(existing, table)
         if malformed:
             kept = f"{matrix_path}.hand-edited-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
@@ -332,14 +344,6 @@ class Records:
             atomic_write(os.path.join(self.directory, "last-known-good", f"{site}.json"),
                          json.dumps(state, indent=2, sort_keys=True) + "\n")
         return warnings
-
-    @staticmethod
-    def _last_verifications(history_path: str) -> list[dict]:
-        last = {}
-        for entry in read_history(history_path):
-            if entry.get("operation") == "verify":
-                last[(entry.get("host"), entry.get("site"))] = entry
-        return list(last.values())
 
     def _write_reports(self, reports: dict) -> None:
         daily = []

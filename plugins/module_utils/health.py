@@ -498,13 +498,15 @@ def run(argv, env=None, timeout=30) -> str:
     return done.stdout
 
 
+def as_user(user: str | None, argv: list) -> list:
+    """argv run as user when this program runs as root (the timer's unit, sudo); as is otherwise."""
+    return ["runuser", "-u", user, "--"] + argv if user and os.geteuid() == 0 else argv
+
+
 def psql(config: dict, sql: str) -> list[list[str]]:
     port = str(config.get("postgresql", {}).get("port", 5432))
-    argv = ["psql", "-XAtq", "-p", port, "-d", "postgres", "-F", "\t", "-c", sql]
-    if os.geteuid() == 0:
-        argv = ["runuser", "-u", "postgres", "--"] + argv
     try:
-        out = run(argv)
+        out = run(as_user("postgres", ["psql", "-XAtq", "-p", port, "-d", "postgres", "-F", "\t", "-c", sql]))
     except CheckError as exc:
         raise CheckError("postgresql_unreachable") from exc
     return [row.split("\t") for row in out.splitlines() if row]
@@ -530,10 +532,7 @@ def queue_length(site: dict) -> int:
     queue = site.get("queue") or {}
     try:
         if queue.get("command"):
-            argv = list(queue["command"])
-            if os.geteuid() == 0 and site.get("user"):
-                argv = ["runuser", "-u", site["user"], "--"] + argv
-            text = run(argv, timeout=20)
+            text = run(as_user(site.get("user"), list(queue["command"])), timeout=20)
         else:
             text = http_request(queue["url"], limit=4096).decode("utf-8", "replace")
         return int(text.strip().split()[0])
@@ -943,8 +942,7 @@ class Checks:
             if not stamp:
                 self.add("schedule", "ok", reason="not_run_yet")
                 return
-            ran = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
-            hours = round((self.now - ran) / 3600, 1)
+            hours = round((self.now - stamp_seconds(stamp)) / 3600, 1)
             late = hours > settings["max_age_hours"]
             self.add("schedule", "fail" if late else "ok", None, hours, settings["max_age_hours"],
                      reason="missed_run" if late else "")
@@ -1026,7 +1024,7 @@ class Checks:
         for name in settings.get("sites", []):
             # The database's own backups: a fresh files or Redis backup must not hide a stale dump.
             own = [manifest for manifest in manifests if manifest.get("site") == name and manifest.get("ended_at")
-                   and manifest.get("engine", "postgresql") == settings.get("engine", "postgresql")]
+                   and manifest.get("engine") == "postgresql"]
             if not own:
                 self.add("backup_age", "fail", name, reason="no_backup")
                 continue
@@ -1045,10 +1043,8 @@ class Checks:
     def pitr(self):
         settings = self.config["pitr"]
         argv = ["pgbackrest", "--output=json", f"--stanza={settings.get('stanza', 'main')}", "info"]
-        if os.geteuid() == 0:
-            argv = ["runuser", "-u", "postgres", "--"] + argv
         try:
-            stanzas = json.loads(run(argv, timeout=60))
+            stanzas = json.loads(run(as_user("postgres", argv), timeout=60))
         except ValueError as exc:
             raise CheckError("pgbackrest_output_unreadable") from exc
         stanza = stanzas[0] if isinstance(stanzas, list) and stanzas else {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 
-from ansible_collections.opspack.platform.plugins.module_utils.events import event
+from ansible_collections.opspack.platform.plugins.module_utils.events import TIME_FORMAT, event
 
 # prod_verify's statuses as the verification reports them.
 STATUS = {"ok": "pass", "warn": "warn", "fail": "fail", "error": "fail", "insufficient_data": "warn", "skipped": "warn"}
@@ -50,10 +50,38 @@ def _reason(check: dict) -> str:
 
 def _age_days(stamp: str, now: datetime.datetime):
     try:
-        then = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+        then = datetime.datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=datetime.timezone.utc)
     except (TypeError, ValueError):
         return None
     return (now - then).total_seconds() / 86400
+
+
+def _check(check: str, site: str, status: str, reason: str = "", severity: str = "") -> dict:
+    return {"check": check, "site": site, "status": status, "reason": reason, "severity": severity}
+
+
+def _drill(site: str, drill: dict | None, now: datetime.datetime, max_age_days: float) -> dict:
+    if not drill:
+        return _check("drill", site, "warn", "no restore drill recorded")
+    if drill.get("result") != "pass":
+        return _check("drill", site, "fail", f"last restore drill {drill.get('result') or 'unknown'} ({drill.get('time', '?')})", "P2")
+    days = _age_days(drill.get("time", ""), now)
+    if days is None or days > max_age_days:
+        return _check("drill", site, "warn", f"last restore drill is {days or 0:.0f} days old (> {max_age_days:g})")
+    return _check("drill", site, "pass")
+
+
+def _drift(drift: dict | None, drift_error: str) -> dict:
+    if drift is None and drift_error == DRIFT_OFF:
+        return _check("drift", "", "warn", "not checked (verify_drift_enabled is false)")
+    if drift is None:
+        return _check("drift", "", "fail", redact(f"could not check: {drift_error or 'no check run'}"), "P3")
+    if drift.get("failed"):
+        return _check("drift", "", "fail", f"the check converge failed on {drift['failed']} task(s)", "P3")
+    changed = int(drift.get("changed", 0))
+    if changed:
+        return _check("drift", "", "fail", f"provisioning would change {changed} thing(s): " + "; ".join(drift.get("tasks", [])), "P3")
+    return _check("drift", "", "pass")
 
 
 def judge(host_checks, smoke: dict, drift: dict | None, drift_error: str, drills: dict, sites: list[str],
@@ -67,43 +95,17 @@ def judge(host_checks, smoke: dict, drift: dict | None, drift_error: str, drills
         reason = _reason(check) if status != "pass" else ""
         if check.get("status") == "error":
             reason = f"could not check: {check.get('reason') or 'error'}"
-        found.append({"check": check.get("check"), "site": check.get("site") or "", "status": status,
-                      "reason": reason, "severity": check.get("severity") or ""})
+        found.append(_check(check.get("check"), check.get("site") or "", status, reason, check.get("severity") or ""))
     for site in sites:
         problems = smoke.get(site)
         if problems is None:
-            found.append({"check": "smoke", "site": site, "status": "fail", "reason": "could not check: smoke tests did not run",
-                          "severity": "P2"})
+            found.append(_check("smoke", site, "fail", "could not check: smoke tests did not run", "P2"))
+        elif problems:
+            found.append(_check("smoke", site, "fail", redact("; ".join(str(problem) for problem in problems)), "P2"))
         else:
-            found.append({"check": "smoke", "site": site, "status": "fail" if problems else "pass",
-                          "reason": redact("; ".join(str(problem) for problem in problems)), "severity": "P2" if problems else ""})
-        drill = drills.get(site)
-        if not drill:
-            found.append({"check": "drill", "site": site, "status": "warn", "reason": "no restore drill recorded", "severity": ""})
-        else:
-            days = _age_days(drill.get("time", ""), now)
-            if drill.get("result") != "pass":
-                found.append({"check": "drill", "site": site, "status": "fail",
-                              "reason": f"last restore drill {drill.get('result') or 'unknown'} ({drill.get('time', '?')})", "severity": "P2"})
-            elif days is None or days > drill_max_age_days:
-                found.append({"check": "drill", "site": site, "status": "warn",
-                              "reason": f"last restore drill is {days or 0:.0f} days old (> {drill_max_age_days:g})", "severity": ""})
-            else:
-                found.append({"check": "drill", "site": site, "status": "pass", "reason": "", "severity": ""})
-    if drift is None and drift_error == DRIFT_OFF:
-        found.append({"check": "drift", "site": "", "status": "warn", "reason": "not checked (verify_drift_enabled is false)",
-                      "severity": ""})
-    elif drift is None:
-        found.append({"check": "drift", "site": "", "status": "fail",
-                      "reason": redact(f"could not check: {drift_error or 'no check run'}"), "severity": "P3"})
-    elif drift.get("failed"):
-        found.append({"check": "drift", "site": "", "status": "fail", "reason": f"the check converge failed on {drift['failed']} task(s)",
-                      "severity": "P3"})
-    else:
-        changed = int(drift.get("changed", 0))
-        found.append({"check": "drift", "site": "", "status": "fail" if changed else "pass",
-                      "reason": (f"provisioning would change {changed} thing(s): " + "; ".join(drift.get("tasks", []))) if changed else "",
-                      "severity": "P3" if changed else ""})
+            found.append(_check("smoke", site, "pass"))
+        found.append(_drill(site, drills.get(site), now, drill_max_age_days))
+    found.append(_drift(drift, drift_error))
     return found
 
 

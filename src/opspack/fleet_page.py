@@ -117,13 +117,7 @@ def render(directory: Path) -> str:
     """The page for the records in directory."""
     history = _jsonl(directory / records.HISTORY)
     daily = _jsonl(directory / "daily.jsonl")
-    verified = {}
-    folder = directory / records.REPORTS / "verify"
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            verified[path.stem] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
+    verified = records.load_reports(directory, records.REPORT_TOOLS["verify"])
     times = [entry.get("time", "") for entry in history] + [line.get("time", "") for line in daily] \
         + [report.get("generated_at", "") for report in verified.values()]
     as_of_text = max((text for text in times if _stamp(text)), default="")

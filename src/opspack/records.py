@@ -133,9 +133,8 @@ def incidents(directory: Path, only_open: bool = False) -> str:
                      f"    {entry['what_broke']}" for entry in found)
 
 
-def reports(directory: Path, command: str) -> dict[str, dict]:
-    """The last report of each host for `verify` or `daily`, by host name."""
-    tool = REPORT_TOOLS[command]
+def load_reports(directory: Path, tool: str) -> dict[str, dict]:
+    """The last report of TOOL (verify, ops_daily) of each host, by host name; none is {}."""
     folder = directory / REPORTS / tool
     found = {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -143,6 +142,13 @@ def reports(directory: Path, command: str) -> dict[str, dict]:
             found[path.stem] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
+    return found
+
+
+def reports(directory: Path, command: str) -> dict[str, dict]:
+    """The last report of each host for `verify` or `daily`, by host name."""
+    folder = directory / REPORTS / REPORT_TOOLS[command]
+    found = load_reports(directory, REPORT_TOOLS[command])
     if not found:
         playbook = "opspack.platform.verify" if command == "verify" else "opspack.platform.ops_daily"
         raise RecordsError(f"no {command} report in {folder}: run ansible-playbook {playbook} with the records callback "

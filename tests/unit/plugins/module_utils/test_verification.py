@@ -66,7 +66,8 @@ def box(tmp_path, monkeypatch):
         (backups / site).mkdir(parents=True, exist_ok=True)
         (backups / site / f"{backup_id}.dump").write_bytes(b"data")
         (backups / site / f"{backup_id}.manifest.json").write_text(json.dumps(
-            {"backup_id": backup_id, "site": site, "file": f"{backup_id}.dump", "ended_at": ended.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+            {"backup_id": backup_id, "site": site, "engine": "postgresql", "file": f"{backup_id}.dump",
+             "ended_at": ended.strftime("%Y-%m-%dT%H:%M:%SZ")}))
     live = {"table": listing(), "sshd": "port 22\npermitrootlogin no\npasswordauthentication no\nmaxauthtries 3\n"}
 
     def fake_run(argv, env=None, timeout=30):
