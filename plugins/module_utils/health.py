@@ -75,7 +75,7 @@ SEVERITIES = {
     "redis_evictions": "P4", "traffic": "P4",
     # The production verification's own checks.
     "https_redirect": "P2", "tls_protocols": "P2", "security_headers": "P3", "maintenance": "P2",
-    "firewall": "P2", "ssh": "P2", "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
+    "firewall": "P2", "ssh": "P2", "ssh_host_keys": "P2", "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
 }
 # Who hears of each severity (events.CHANNELS names the same for incidents; a unit test keeps them equal).
 CHANNELS = {"P1": "page", "P2": "page", "P3": "notify", "P4": "log"}
@@ -665,6 +665,16 @@ def sshd_settings() -> dict:
     return found
 
 
+def host_key_types(directory: str = "/etc/ssh") -> list[str]:
+    """Types of the host key files on disk (ssh_host_<type>_key), whether sshd offers them or not."""
+    found = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        match = re.match(r"^ssh_host_([a-z0-9]+)_key$", name)
+        if match:
+            found.append(match.group(1))
+    return found
+
+
 def _sshd_value(value) -> str:
     # sshd -T prints PermitRootLogin prohibit-password under its older name on some versions.
     text = str(value).strip().lower()
@@ -1016,6 +1026,11 @@ class Checks:
                          if _sshd_value(live.get(keyword.lower(), "")) != _sshd_value(value))
         self.add("ssh", "fail" if differs else "ok", reason="policy_differs" if differs else "",
                  settings=len(expected), differs=len(differs), names=differs)
+        allowed = self.config.get("ssh_host_key_types")
+        if allowed is not None:
+            extra = sorted(set(host_key_types()) - set(allowed))
+            self.add("ssh_host_keys", "fail" if extra else "ok", reason="host_key_not_allowed" if extra else "",
+                     names=extra)
 
     def backup_age(self, expected_backups=()):
         settings = self.config["backups"]

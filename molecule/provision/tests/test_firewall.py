@@ -10,10 +10,12 @@ afterwards.
 """
 
 import json
+import os
 import random
 import re
 import shlex
 import socket
+import subprocess
 import time
 
 import pytest
@@ -178,16 +180,59 @@ def test_port_outside_the_allowlist_is_dropped(host, veth):
     assert _probe(host, veth, 443)[0] in ("SYNACK", "RST")
 
 
-def test_new_ssh_connections_are_rate_limited_per_source(host, veth):
+def _ssh_burst(host):
     text = host.check_output("nft list chain inet opspack_filter input")
-    burst = int(re.search(r"ip saddr limit rate over \d+/minute burst (\d+) packets", text).group(1))
-    answers = _probe(host, veth, _ssh_port(host), count=min(burst, 200) + 5)
-    # The burst gets through; past it, tokens come back at the per-minute rate, so most of
-    # the extra SYNs are dropped (some may pass as tokens refill between probes).
-    assert "NOREPLY" not in answers[: burst - 5]
-    assert answers[-5:].count("NOREPLY") >= 2
+    return int(re.search(r"ip saddr limit rate over \d+/minute burst (\d+) packets", text).group(1))
+
+
+def _ssh_drops(host) -> int:
+    """SYNs the per-source SSH limit has dropped so far (the counter of its two drop rules)."""
+    text = host.check_output("nft list chain inet opspack_filter input")
+    return sum(int(found) for found in re.findall(r"limit rate over .*? counter packets (\d+) bytes \d+ drop", text))
+
+
+def test_a_burst_of_new_ssh_connections_from_one_source_is_refused(host, veth):
+    # What an outside audit tried: 40 new connections at once from one address.
+    burst = _ssh_burst(host)
+    assert burst <= 10
+    answers = _probe(host, veth, _ssh_port(host), count=40)
+    # The burst gets through; past it, tokens come back at the per-minute rate only (one every few
+    # seconds), so nearly all of the rest are dropped.
+    assert "NOREPLY" not in answers[: burst - 1]
+    assert answers.count("NOREPLY") >= 40 - burst - 5, answers
     # Only the flooding source was throttled; the controller's own session is unaffected.
     assert host.run("true").rc == 0
+
+
+def test_an_outside_ssh_audit_finds_the_connection_rate_throttled(host):
+    """ssh-audit's DHEat test (CVE-2002-20001) opens about 40 connections as fast as it can and
+    reports the server as open to it above 20 a second from one source. Run from the control node,
+    the other side of the firewall, it must not find that (from the host itself, over lo, it does)."""
+    port = host.ansible.get_variables()["ansible_port"]
+    ran = subprocess.run(["ssh-audit", "-j", "-p", str(port), "127.0.0.1"], capture_output=True, text=True,
+                         timeout=300, check=False)
+    report = json.loads(ran.stdout)
+    assert report["kex"], ran.stderr
+    assert not any("DHEat" in note for note in report["additional_notes"]), report["additional_notes"]
+
+
+def test_ansible_runs_sharing_their_connection_are_never_throttled(host, tmp_path):
+    """Fifteen ansible runs in a row from the control node, each a new process, as an operator or
+    a test suite makes them: with ControlMaster/ControlPersist (ansible.cfg) they share one SSH
+    connection, so the per-source limit never drops one of their SYNs. A fresh control path
+    directory makes the first run open its own connection, as a laptop's first run of the day."""
+    name = host.ansible.get_variables()["inventory_hostname"]
+    inventory = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory")
+    env = dict(os.environ, ANSIBLE_SSH_CONTROL_PATH_DIR=str(tmp_path / "cp"))
+    before = _ssh_drops(host)
+    for _ in range(15):
+        ran = subprocess.run(["ansible", "-i", inventory, name, "-m", "ansible.builtin.command", "-a", "true"],
+                             env=env, cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"], capture_output=True, text=True,
+                             timeout=120, check=False)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert _ssh_drops(host) == before
+    subprocess.run(["ssh", "-o", f"ControlPath={tmp_path}/cp/%C", "-O", "exit", "127.0.0.1"],
+                   capture_output=True, check=False, timeout=30)
 
 
 def test_web_port_is_reachable_from_outside(host):

@@ -190,3 +190,19 @@ def test_times_and_versions_are_not_taken_for_addresses():
     text = ("last restore drill fail (2026-12-05T10:00:00Z); health answers from 1.0.0, not 2.0.0; took 09:14:04; "
             "opspack.platform.nginx : Nginx | Reload")
     assert verification.redact(text) == text
+
+
+def test_host_key_files_of_a_type_not_allowed_fail_the_ssh_check(box, tmp_path, monkeypatch):
+    keys = tmp_path / "ssh"
+    keys.mkdir()
+    for name in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_ecdsa_key.pub", "sshd_config"):
+        (keys / name).write_text("")
+    on_disk = health.host_key_types
+    monkeypatch.setattr(health, "host_key_types", lambda: on_disk(str(keys)))
+    box["config"]["ssh_host_key_types"] = ["ed25519"]
+    assert own_checks(box, "ssh") == [("ssh", None, "ok", ""), ("ssh_host_keys", None, "ok", "")]
+    (keys / "ssh_host_ecdsa_key").write_text("")
+    checks = health.Checks(box["config"], health.State(None, False), STAMP)
+    checks.ssh()
+    assert (checks.findings[1].status, checks.findings[1].figures["names"]) == ("fail", ["ecdsa"])
+    assert "host_key_not_allowed" in checks.findings[1].line()
