@@ -14,9 +14,12 @@ import os
 import random
 import re
 import shlex
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import lab_port
@@ -216,23 +219,29 @@ def test_an_outside_ssh_audit_finds_the_connection_rate_throttled(host):
     assert not any("DHEat" in note for note in report["additional_notes"]), report["additional_notes"]
 
 
-def test_ansible_runs_sharing_their_connection_are_never_throttled(host, tmp_path):
+def test_ansible_runs_sharing_their_connection_are_never_throttled(host):
     """Fifteen ansible runs in a row from the control node, each a new process, as an operator or
     a test suite makes them: with ControlMaster/ControlPersist (ansible.cfg) they share one SSH
     connection, so the per-source limit never drops one of their SYNs. A fresh control path
-    directory makes the first run open its own connection, as a laptop's first run of the day."""
+    directory (short: a socket path has a length limit) makes the first run open its own
+    connection, as a laptop's first run of the day."""
     name = host.ansible.get_variables()["inventory_hostname"]
     inventory = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory")
-    env = dict(os.environ, ANSIBLE_SSH_CONTROL_PATH_DIR=str(tmp_path / "cp"))
+    control_dir = tempfile.mkdtemp(prefix="opscp")
+    env = dict(os.environ, ANSIBLE_SSH_CONTROL_PATH_DIR=control_dir)
     before = _ssh_drops(host)
-    for _ in range(15):
-        ran = subprocess.run(["ansible", "-i", inventory, name, "-m", "ansible.builtin.command", "-a", "true"],
-                             env=env, cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"], capture_output=True, text=True,
-                             timeout=120, check=False)
-        assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert _ssh_drops(host) == before
-    subprocess.run(["ssh", "-o", f"ControlPath={tmp_path}/cp/%C", "-O", "exit", "127.0.0.1"],
-                   capture_output=True, check=False, timeout=30)
+    try:
+        for _ in range(15):
+            ran = subprocess.run(["ansible", "-i", inventory, name, "-m", "ansible.builtin.command", "-a", "true"],
+                                 env=env, cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"], capture_output=True, text=True,
+                                 timeout=120, check=False)
+            assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert _ssh_drops(host) == before
+    finally:
+        for socket_path in Path(control_dir).iterdir():
+            subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "127.0.0.1"],
+                           capture_output=True, check=False, timeout=30)
+        shutil.rmtree(control_dir, ignore_errors=True)
 
 
 def test_web_port_is_reachable_from_outside(host):
