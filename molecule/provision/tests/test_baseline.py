@@ -122,3 +122,20 @@ def test_no_security_update_is_pending_right_after_provisioning(host):
     simulated = host.check_output("apt-get --simulate -o Debug::NoLocking=1 dist-upgrade")
     pending = [line.split()[1] for line in simulated.splitlines() if line.startswith("Inst ") and "security" in line.lower()]
     assert pending == []
+
+
+def _hardening_line(host) -> str:
+    out = host.run("prod_verify verify").stdout
+    return next(line for line in out.splitlines() if " check=hardening " in line)
+
+
+def test_the_verification_names_a_control_changed_by_hand(host):
+    assert "status=ok" in _hardening_line(host)
+    host.run_expect([0], f"cp -p {SYSCTL_FILE} /root/baseline-sysctl.saved && echo 'kernel.sysrq = 1' >> {SYSCTL_FILE}"
+                    " && touch /etc/cron.deny")
+    try:
+        line = _hardening_line(host)
+        assert "status=fail" in line and "reason=control_changed" in line and "names=cron,sysctl" in line, line
+    finally:
+        host.run(f"mv /root/baseline-sysctl.saved {SYSCTL_FILE}; rm -f /etc/cron.deny")
+    assert "status=ok" in _hardening_line(host)

@@ -4,6 +4,7 @@ judgement of a host (module_utils/verification.py), with the host's programs fak
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 
 import pytest
@@ -206,3 +207,42 @@ def test_host_key_files_of_a_type_not_allowed_fail_the_ssh_check(box, tmp_path, 
     checks.ssh()
     assert (checks.findings[1].status, checks.findings[1].figures["names"]) == ("fail", ["ecdsa"])
     assert "host_key_not_allowed" in checks.findings[1].line()
+
+
+def test_each_baseline_control_that_no_longer_holds_is_named(tmp_path, monkeypatch):
+    sysctl = tmp_path / "60-baseline.conf"
+    sysctl.write_text("kernel.dmesg_restrict = 1\n")
+    allow = tmp_path / "cron.allow"
+    allow.write_text("root\n")
+    allow.chmod(0o640)
+    manifest = tmp_path / "controls.json"
+    manifest.write_text(json.dumps({"controls": {
+        "sysctl": {"files": {str(sysctl): hashlib.sha256(b"kernel.dmesg_restrict = 1\n").hexdigest()},
+                   "sysctl": {"kernel.dmesg_restrict": 1}},
+        "cron": {"files": {str(allow): hashlib.sha256(b"root\n").hexdigest()}, "absent": [str(tmp_path / "cron.deny")],
+                 "modes": {str(allow): "0640"}},
+        "debsums": {"packages": ["debsums"]}}}))
+    monkeypatch.setattr(health, "_sysctl_writable", lambda: False)
+    monkeypatch.setattr(health, "run", lambda argv, env=None, timeout=30: "ii debsums\n")
+
+    def hardening():
+        checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
+        checks.hardening()
+        return checks.findings[0]
+    found = hardening()
+    assert (found.status, found.figures["controls"], found.figures["differs"]) == ("ok", 3, 0)
+    (tmp_path / "cron.deny").write_text("")
+    sysctl.write_text("kernel.dmesg_restrict = 0\n")
+    found = hardening()
+    assert (found.status, found.reason, found.figures["names"]) == ("fail", "control_changed", ["cron", "sysctl"])
+    assert "names=cron,sysctl" in found.line()
+    manifest.unlink()
+    assert hardening().reason == "baseline_not_applied"
+
+
+def test_the_health_role_reads_the_manifest_where_the_baseline_role_writes_it():
+    import yaml
+    from pathlib import Path
+    roles = Path(__file__).resolve().parents[4] / "roles"
+    written = yaml.safe_load((roles / "baseline" / "vars" / "main.yml").read_text())["__baseline_manifest_file"]
+    assert yaml.safe_load((roles / "health" / "defaults" / "main.yml").read_text())["health_baseline_manifest"] == written
