@@ -103,9 +103,11 @@ def test_cron_and_at_are_roots_only(host):
         allow = host.file(path)
         assert allow.content_string.split() == ["root"] and allow.mode == 0o640 and allow.user == "root"
     assert not host.file("/etc/cron.deny").exists and not host.file("/etc/at.deny").exists
-    assert host.file("/etc/crontab").mode == 0o600
+    # Those the host has (a minimal image has no cron; the allow lists wait for it).
+    crontab = host.file("/etc/crontab")
+    assert not crontab.exists or crontab.mode == 0o600
     for directory in ("/etc/cron.d", "/etc/cron.hourly", "/etc/cron.daily", "/etc/cron.weekly", "/etc/cron.monthly"):
-        assert host.file(directory).mode == 0o700, directory
+        assert not host.file(directory).exists or host.file(directory).mode == 0o700, directory
 
 
 def test_package_integrity_restart_needs_activity_history_and_accounting(host):
