@@ -487,13 +487,13 @@ def missing_env(site: dict) -> list[str]:
     return sorted(set(required) - present)
 
 
-def run(argv, env=None, timeout=30) -> str:
+def run(argv, env=None, timeout=30, ok_codes=(0,)) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                               env=dict(os.environ, **(env or {})))
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CheckError(f"{os.path.basename(argv[0])}_failed") from exc
-    if done.returncode != 0:
+    if done.returncode not in ok_codes:
         raise CheckError(f"{os.path.basename(argv[0])}_failed")
     return done.stdout
 
@@ -699,7 +699,8 @@ def _login_defs(path: str = "/etc/login.defs") -> dict:
 def _installed(packages) -> bool:
     if not packages:
         return True
-    listing = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}\n", *packages], timeout=60)
+    # dpkg-query exits 1 when it knows a package not at all (purged): the others are still listed.
+    listing = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}\n", *packages], timeout=60, ok_codes=(0, 1))
     installed = {line.split()[1] for line in listing.splitlines() if line.startswith("ii ") and len(line.split()) > 1}
     return set(packages) <= installed
 
@@ -727,7 +728,10 @@ def control_holds(control: dict) -> bool:
         if any(defs.get(key) != str(value) for key, value in control["login_defs"].items()):
             return False
     if control.get("modprobe_refuses"):
-        config = run(["modprobe", "--showconfig"], timeout=60).splitlines()
+        try:
+            config = run(["modprobe", "--showconfig"], timeout=60).splitlines()
+        except CheckError:  # modprobe gone (kmod removed): nothing keeps the modules out
+            return False
         if any(f"install {name.replace('-', '_')} /bin/false" not in config for name in control["modprobe_refuses"]):
             return False
     if control.get("sysctl") and _sysctl_writable():

@@ -122,7 +122,8 @@ def test_package_integrity_restart_needs_activity_history_and_accounting(host):
 
 def test_no_security_update_is_pending_right_after_provisioning(host):
     simulated = host.check_output("apt-get --simulate -o Debug::NoLocking=1 dist-upgrade")
-    pending = [line.split()[1] for line in simulated.splitlines() if line.startswith("Inst ") and "security" in line.lower()]
+    pending = [line.split()[1] for line in simulated.splitlines()
+               if re.match(r"^Inst \S+ (\[[^\]]*\] )?\([^)]*-security[ ,\]]", line)]
     assert pending == []
 
 

@@ -71,7 +71,7 @@ def box(tmp_path, monkeypatch):
              "ended_at": ended.strftime("%Y-%m-%dT%H:%M:%SZ")}))
     live = {"table": listing(), "sshd": "port 22\npermitrootlogin no\npasswordauthentication no\nmaxauthtries 3\n"}
 
-    def fake_run(argv, env=None, timeout=30):
+    def fake_run(argv, env=None, timeout=30, ok_codes=(0,)):
         if argv[0] == "nft":
             return live["table"]
         if argv[0] == "sshd":
@@ -223,7 +223,7 @@ def test_each_baseline_control_that_no_longer_holds_is_named(tmp_path, monkeypat
                  "modes": {str(allow): "0640"}},
         "debsums": {"packages": ["debsums"]}}}))
     monkeypatch.setattr(health, "_sysctl_writable", lambda: False)
-    monkeypatch.setattr(health, "run", lambda argv, env=None, timeout=30: "ii debsums\n")
+    monkeypatch.setattr(health, "run", lambda argv, env=None, timeout=30, ok_codes=(0,): "ii debsums\n")
 
     def hardening():
         checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
@@ -236,6 +236,9 @@ def test_each_baseline_control_that_no_longer_holds_is_named(tmp_path, monkeypat
     found = hardening()
     assert (found.status, found.reason, found.figures["names"]) == ("fail", "control_changed", ["cron", "sysctl"])
     assert "names=cron,sysctl" in found.line()
+    # A purged package: dpkg-query lists the others and exits 1; the control is named, not an error.
+    monkeypatch.setattr(health, "run", lambda argv, env=None, timeout=30, ok_codes=(0,): "" if 1 in ok_codes else "x")
+    assert hardening().figures["names"] == ["cron", "debsums", "sysctl"]
     manifest.unlink()
     assert hardening().reason == "baseline_not_applied"
 
