@@ -75,7 +75,7 @@ SEVERITIES = {
     "redis_evictions": "P4", "traffic": "P4",
     # The production verification's own checks.
     "https_redirect": "P2", "tls_protocols": "P2", "security_headers": "P3", "maintenance": "P2",
-    "firewall": "P2", "ssh": "P2", "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
+    "firewall": "P2", "ssh": "P2", "ssh_host_keys": "P2", "hardening": "P2", "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
 }
 # Who hears of each severity (events.CHANNELS names the same for incidents; a unit test keeps them equal).
 CHANNELS = {"P1": "page", "P2": "page", "P3": "notify", "P4": "log"}
@@ -487,13 +487,13 @@ def missing_env(site: dict) -> list[str]:
     return sorted(set(required) - present)
 
 
-def run(argv, env=None, timeout=30) -> str:
+def run(argv, env=None, timeout=30, ok_codes=(0,)) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                               env=dict(os.environ, **(env or {})))
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CheckError(f"{os.path.basename(argv[0])}_failed") from exc
-    if done.returncode != 0:
+    if done.returncode not in ok_codes:
         raise CheckError(f"{os.path.basename(argv[0])}_failed")
     return done.stdout
 
@@ -663,6 +663,86 @@ def sshd_settings() -> dict:
         if keyword and keyword.lower() not in found:
             found[keyword.lower()] = value.strip()
     return found
+
+
+def host_key_types(directory: str = "/etc/ssh") -> list[str]:
+    """Types of the host key files on disk (ssh_host_<type>_key), whether sshd offers them or not."""
+    found = []
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        match = re.match(r"^ssh_host_([a-z0-9]+)_key$", name)
+        if match:
+            found.append(match.group(1))
+    return found
+
+
+def _file_sha256(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _login_defs(path: str = "/etc/login.defs") -> dict:
+    found = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                words = line.split()
+                if len(words) >= 2 and not words[0].startswith("#"):
+                    found.setdefault(words[0], words[1])
+    except OSError:
+        pass
+    return found
+
+
+def _installed(packages) -> bool:
+    if not packages:
+        return True
+    # dpkg-query exits 1 when it knows a package not at all (purged): the others are still listed.
+    listing = run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}\n", *packages], timeout=60, ok_codes=(0, 1))
+    installed = {line.split()[1] for line in listing.splitlines() if line.startswith("ii ") and len(line.split()) > 1}
+    return set(packages) <= installed
+
+
+def _sysctl_writable() -> bool:
+    # A container's /proc/sys is read-only: there the settings are only in the files.
+    return os.access("/proc/sys/kernel/dmesg_restrict", os.W_OK)
+
+
+def control_holds(control: dict) -> bool:
+    """Whether one baseline control (a manifest entry) holds on this host."""
+    for path, digest in control.get("files", {}).items():
+        if _file_sha256(path) != digest:
+            return False
+    if any(os.path.lexists(path) for path in control.get("absent", [])):
+        return False
+    for path, mode in control.get("modes", {}).items():
+        try:
+            if os.stat(path).st_mode & 0o7777 != int(str(mode), 8):
+                return False
+        except OSError:
+            return False
+    if control.get("login_defs"):
+        defs = _login_defs()
+        if any(defs.get(key) != str(value) for key, value in control["login_defs"].items()):
+            return False
+    if control.get("modprobe_refuses"):
+        try:
+            config = run(["modprobe", "--showconfig"], timeout=60).splitlines()
+        except CheckError:  # modprobe gone (kmod removed): nothing keeps the modules out
+            return False
+        if any(f"install {name.replace('-', '_')} /bin/false" not in config for name in control["modprobe_refuses"]):
+            return False
+    if control.get("sysctl") and _sysctl_writable():
+        for key, value in control["sysctl"].items():
+            try:
+                with open("/proc/sys/" + key.replace(".", "/"), encoding="utf-8") as handle:
+                    if handle.read().split() != str(value).split():
+                        return False
+            except OSError:
+                return False
+    return _installed(control.get("packages", []))
 
 
 def _sshd_value(value) -> str:
@@ -961,6 +1041,8 @@ class Checks:
             self.guarded("firewall", self.firewall)
         if self.config.get("ssh"):
             self.guarded("ssh", self.ssh)
+        if self.config.get("hardening"):
+            self.guarded("hardening", self.hardening)
         if self.config.get("backups"):
             self.guarded("backup_age", lambda: self.backup_age(expected_backups))
         if self.config.get("pitr"):
@@ -1016,6 +1098,26 @@ class Checks:
                          if _sshd_value(live.get(keyword.lower(), "")) != _sshd_value(value))
         self.add("ssh", "fail" if differs else "ok", reason="policy_differs" if differs else "",
                  settings=len(expected), differs=len(differs), names=differs)
+        allowed = self.config.get("ssh_host_key_types")
+        if allowed is not None:
+            extra = sorted(set(host_key_types()) - set(allowed))
+            self.add("ssh_host_keys", "fail" if extra else "ok", reason="host_key_not_allowed" if extra else "",
+                     names=extra)
+
+    def hardening(self):
+        """Each control of the OS baseline as the baseline role left it (its manifest): files
+        with their content, files that must be gone, modes, login.defs keys, packages, modules
+        modprobe refuses, and the kernel settings live where the host may set them. Fails naming
+        the controls that differ."""
+        try:
+            with open(self.config["hardening"]["manifest"], encoding="utf-8") as handle:
+                controls = json.load(handle)["controls"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.add("hardening", "fail", reason="baseline_not_applied")
+            return
+        differs = sorted(name for name, control in controls.items() if not control_holds(control))
+        self.add("hardening", "fail" if differs else "ok", reason="control_changed" if differs else "",
+                 controls=len(controls), differs=len(differs), names=differs)
 
     def backup_age(self, expected_backups=()):
         settings = self.config["backups"]

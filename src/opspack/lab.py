@@ -35,9 +35,12 @@ PACKAGES = (
 # Lab-only: user namespaces cannot be set up inside these containers, so units with
 # PrivateUsers=yes (Debian's redis-server) would fail with 217/USER. Never on a real server.
 LAB_SERVICE_DROPIN = "[Service]\nPrivateUsers=no\n"
-# Host keys are made on each host's first boot, so no two lab hosts share one.
+# Host keys are made on each host's first boot, so no two lab hosts share one; only then, as a
+# VPS provider's first boot does: a later start must not bring back key types the access role deleted.
 SSH_HOSTKEY_DROPIN = (
-    "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n"
+    "[Service]\nExecStartPre=\n"
+    "ExecStartPre=/bin/sh -c 'ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 || exec /usr/bin/ssh-keygen -A'\n"
+    "ExecStartPre=/usr/sbin/sshd -t\n"
 )
 # Lab-only, Debian 13 and Ubuntu 24.04: systemd 255 and later keep CAP_SYS_ADMIN across the switch
 # to User= so that it can load a unit's seccomp filters (LockPersonality=, ProtectKernel*=, SystemCallArchitectures=,
@@ -154,12 +157,19 @@ IMAGE_REPOSITORY = "opspack/lab-vps"
 # seconds. One image per host, since a host's name shapes what was provisioned on it.
 SNAPSHOT_REPOSITORY = "opspack/lab-snapshot"
 SNAPSHOT_MANIFEST = "snapshot.json"
+# The host key files a snapshot's host had (the access role keeps only some types): the base image's
+# `ssh-keygen -A` makes every type at first boot, and the lab deletes those the snapshot did not have.
+SNAPSHOT_HOST_KEYS = "/etc/ssh/lab-snapshot-host-keys"
+KEEP_SNAPSHOT_HOST_KEYS = (
+    f"if [ -f {SNAPSHOT_HOST_KEYS} ]; then for key in /etc/ssh/ssh_host_*_key; do "
+    f"grep -qxF \"$key\" {SNAPSHOT_HOST_KEYS} || rm -f \"$key\" \"$key.pub\"; done; fi"
+)
 # Run in each host before it is committed: what must differ between two hosts started from one
 # snapshot is removed, and made again at their first boot, as on the base image (sshd's
 # `ssh-keygen -A` drop-in, systemd's machine-id). Apt's package cache is not state. The timers'
 # stamps go too: a persistent timer whose stamp predates a missed run would fire at first boot.
 SNAPSHOT_PREPARE = (
-    "set -e; rm -f /etc/ssh/ssh_host_*; : > /etc/machine-id; rm -f /var/lib/systemd/timers/stamp-*; "
+    f"set -e; ls /etc/ssh/ssh_host_*_key > {SNAPSHOT_HOST_KEYS}; rm -f /etc/ssh/ssh_host_*; : > /etc/machine-id; rm -f /var/lib/systemd/timers/stamp-*; "
     "if [ -f /var/lib/dbus/machine-id ] && [ ! -L /var/lib/dbus/machine-id ]; then rm -f /var/lib/dbus/machine-id; fi; "
     "rm -rf /var/log/journal/*; apt-get clean"
 )
@@ -790,6 +800,7 @@ class Lab:
         # a first connection comes. The key is read from the host, never trusted from the wire.
         while time.monotonic() < deadline:
             if ssh_greets(host.ports.ssh):
+                run(["docker", "exec", host.container, "sh", "-c", KEEP_SNAPSHOT_HOST_KEYS], timeout=20)
                 host_key = run(["docker", "exec", host.container, "cat", "/etc/ssh/ssh_host_ed25519_key.pub"],
                                check=False).stdout.split()
                 if len(host_key) >= 2:

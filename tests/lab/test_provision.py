@@ -1,9 +1,12 @@
 """provision.yml on real lab hosts: bad input changes nothing; a run cut off halfway converges."""
 
+import hashlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,7 +29,13 @@ def provision(lab_dir, extra_vars: dict, *options: str, **popen):
     vars_file = lab_dir / "vars.yml"
     vars_file.write_text(yaml.safe_dump(extra_vars))
     args = ["ansible-playbook", "-i", str(lab_dir / "hosts.yml"), "playbooks/provision.yml", "-e", f"@{vars_file}", *options]
-    env = tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_SSH_ARGS="-o ControlMaster=no")
+    # Ansible's own connection pattern (ansible.cfg: ControlMaster, ControlPersist), in a control
+    # path directory of this host's own, so no connection of an earlier test's host is reused. A
+    # connection per task (ControlMaster=no) would be throttled by the firewall's per-source SSH
+    # limit, as any burst from one address is.
+    control_dir = Path(tempfile.gettempdir()) / f"opscp-{hashlib.sha256(str(lab_dir).encode()).hexdigest()[:8]}"
+    control_dir.mkdir(mode=0o700, exist_ok=True)
+    env = tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", ANSIBLE_SSH_CONTROL_PATH_DIR=str(control_dir))
     if popen:
         return subprocess.Popen(args, cwd=ROOT, env=env, **popen)
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)

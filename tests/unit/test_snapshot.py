@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,19 @@ def test_a_build_takes_the_first_port_block_nothing_listens_on(monkeypatch):
     monkeypatch.setattr(lab, "taken_ports", lambda ports: list(ports))
     with pytest.raises(lab.LabError, match="no free ports for a snapshot build"):
         snapshot.free_base_port()
+
+
+def test_a_snapshot_host_keeps_only_the_host_key_types_it_was_committed_with(tmp_path):
+    # ssh-keygen -A at first boot makes every type; the lab deletes those the snapshot's host did
+    # not have (the access role deletes ECDSA and DSA keys), and starts never make them again.
+    etc_ssh = tmp_path / "ssh"
+    etc_ssh.mkdir()
+    (etc_ssh / "lab-snapshot-host-keys").write_text(f"{etc_ssh}/ssh_host_ed25519_key\n")
+    for kind in ("ed25519", "ecdsa", "rsa"):
+        (etc_ssh / f"ssh_host_{kind}_key").write_text("private")
+        (etc_ssh / f"ssh_host_{kind}_key.pub").write_text("public")
+    subprocess.run(["sh", "-c", lab.KEEP_SNAPSHOT_HOST_KEYS.replace("/etc/ssh", str(etc_ssh))], check=True)
+    assert sorted(path.name for path in etc_ssh.iterdir()) == [
+        "lab-snapshot-host-keys", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
+    assert "ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 ||" in lab.SSH_HOSTKEY_DROPIN
+    assert lab.SNAPSHOT_PREPARE.index(lab.SNAPSHOT_HOST_KEYS) < lab.SNAPSHOT_PREPARE.index("rm -f /etc/ssh/ssh_host_*")

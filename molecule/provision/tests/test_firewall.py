@@ -10,14 +10,21 @@ afterwards.
 """
 
 import json
+import os
 import random
 import re
 import shlex
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import lab_port
+
+from opspack.lab import ssh_greets
 
 IF_OUT, IF_IN = "opsfwt1", "opsfwt0"  # we send on IF_OUT, the host receives on IF_IN
 HOST_IP = "192.0.2.1"
@@ -178,16 +185,86 @@ def test_port_outside_the_allowlist_is_dropped(host, veth):
     assert _probe(host, veth, 443)[0] in ("SYNACK", "RST")
 
 
-def test_new_ssh_connections_are_rate_limited_per_source(host, veth):
+def _ssh_burst(host):
     text = host.check_output("nft list chain inet opspack_filter input")
-    burst = int(re.search(r"ip saddr limit rate over \d+/minute burst (\d+) packets", text).group(1))
-    answers = _probe(host, veth, _ssh_port(host), count=min(burst, 200) + 5)
-    # The burst gets through; past it, tokens come back at the per-minute rate, so most of
-    # the extra SYNs are dropped (some may pass as tokens refill between probes).
-    assert "NOREPLY" not in answers[: burst - 5]
-    assert answers[-5:].count("NOREPLY") >= 2
+    return int(re.search(r"ip saddr limit rate over \d+/minute burst (\d+) packets", text).group(1))
+
+
+def _ssh_drops(host) -> int:
+    """SYNs the per-source SSH limit has dropped so far (the counter of its two drop rules)."""
+    text = host.check_output("nft list chain inet opspack_filter input")
+    return sum(int(found) for found in re.findall(r"limit rate over .*? counter packets (\d+) bytes \d+ drop", text))
+
+
+def test_a_burst_of_new_ssh_connections_from_one_source_is_refused(host, veth):
+    # What an outside audit tried: 40 new connections at once from one address.
+    burst = _ssh_burst(host)
+    assert burst <= 10
+    answers = _probe(host, veth, _ssh_port(host), count=40)
+    # The burst gets through; past it, tokens come back at the per-minute rate only (one every few
+    # seconds), so nearly all of the rest are dropped.
+    assert "NOREPLY" not in answers[: burst - 1]
+    assert answers.count("NOREPLY") >= 40 - burst - 5, answers
     # Only the flooding source was throttled; the controller's own session is unaffected.
     assert host.run("true").rc == 0
+
+
+def _settled_drops(host) -> int:
+    """The drop counter once it has stopped moving: connections an earlier test had throttled may
+    still be retried for a while (Docker's port proxy retries its side of each)."""
+    seen, deadline = _ssh_drops(host), time.monotonic() + 90
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        now = _ssh_drops(host)
+        if now == seen:
+            return now
+        seen = now
+    return seen
+
+
+def test_ansible_runs_sharing_their_connection_are_never_throttled(host):
+    """Fifteen ansible runs in a row from the control node, each a new process, as an operator or
+    a test suite makes them: with ControlMaster/ControlPersist (ansible.cfg) they share one SSH
+    connection, so the per-source limit never drops one of their SYNs. A fresh control path
+    directory (short: a socket path has a length limit) makes the first run open its own
+    connection, as a laptop's first run of the day."""
+    name = host.ansible.get_variables()["inventory_hostname"]
+    inventory = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "inventory")
+    control_dir = tempfile.mkdtemp(prefix="opscp")
+    env = dict(os.environ, ANSIBLE_SSH_CONTROL_PATH_DIR=control_dir)
+    before = _settled_drops(host)
+    try:
+        for _ in range(15):
+            ran = subprocess.run(["ansible", "-i", inventory, name, "-m", "ansible.builtin.command", "-a", "true"],
+                                 env=env, cwd=os.environ["MOLECULE_PROJECT_DIRECTORY"], capture_output=True, text=True,
+                                 timeout=120, check=False)
+            assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert _ssh_drops(host) == before
+    finally:
+        for socket_path in Path(control_dir).iterdir():
+            subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "127.0.0.1"],
+                           capture_output=True, check=False, timeout=30)
+        shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def test_an_outside_ssh_audit_finds_the_connection_rate_throttled(host):
+    """ssh-audit's DHEat test (CVE-2002-20001) opens about 40 connections as fast as it can and
+    reports the server as open to it above 20 a second from one source. Run from the control node,
+    the other side of the firewall, it must not find that (from the host itself, over lo, it does)."""
+    port = host.ansible.get_variables()["ansible_port"]
+    ran = subprocess.run(["ssh-audit", "-j", "-p", str(port), "127.0.0.1"], capture_output=True, text=True,
+                         timeout=300, check=False)
+    report = json.loads(ran.stdout)
+    assert report["kex"], ran.stderr
+    assert not any("DHEat" in note for note in report["additional_notes"]), report["additional_notes"]
+    # The next tests need new connections from this address: wait, boundedly, until sshd greets it
+    # again (past the throttle, and past OpenSSH 10's PerSourcePenalties for the audit's aborted logins).
+    # Docker's port proxy keeps retrying its side of each throttled connection for about two
+    # minutes, and those retries take the tokens as they come back: wait them out.
+    deadline = time.monotonic() + 300
+    while not ssh_greets(int(port), timeout=10) and time.monotonic() < deadline:
+        time.sleep(15)
+    assert ssh_greets(int(port), timeout=10)
 
 
 def test_web_port_is_reachable_from_outside(host):

@@ -4,6 +4,7 @@ judgement of a host (module_utils/verification.py), with the host's programs fak
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 
 import pytest
@@ -70,7 +71,7 @@ def box(tmp_path, monkeypatch):
              "ended_at": ended.strftime("%Y-%m-%dT%H:%M:%SZ")}))
     live = {"table": listing(), "sshd": "port 22\npermitrootlogin no\npasswordauthentication no\nmaxauthtries 3\n"}
 
-    def fake_run(argv, env=None, timeout=30):
+    def fake_run(argv, env=None, timeout=30, ok_codes=(0,)):
         if argv[0] == "nft":
             return live["table"]
         if argv[0] == "sshd":
@@ -190,3 +191,61 @@ def test_times_and_versions_are_not_taken_for_addresses():
     text = ("last restore drill fail (2026-12-05T10:00:00Z); health answers from 1.0.0, not 2.0.0; took 09:14:04; "
             "opspack.platform.nginx : Nginx | Reload")
     assert verification.redact(text) == text
+
+
+def test_host_key_files_of_a_type_not_allowed_fail_the_ssh_check(box, tmp_path, monkeypatch):
+    keys = tmp_path / "ssh"
+    keys.mkdir()
+    for name in ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_ecdsa_key.pub", "sshd_config"):
+        (keys / name).write_text("")
+    on_disk = health.host_key_types
+    monkeypatch.setattr(health, "host_key_types", lambda: on_disk(str(keys)))
+    box["config"]["ssh_host_key_types"] = ["ed25519"]
+    assert own_checks(box, "ssh") == [("ssh", None, "ok", ""), ("ssh_host_keys", None, "ok", "")]
+    (keys / "ssh_host_ecdsa_key").write_text("")
+    checks = health.Checks(box["config"], health.State(None, False), STAMP)
+    checks.ssh()
+    assert (checks.findings[1].status, checks.findings[1].figures["names"]) == ("fail", ["ecdsa"])
+    assert "host_key_not_allowed" in checks.findings[1].line()
+
+
+def test_each_baseline_control_that_no_longer_holds_is_named(tmp_path, monkeypatch):
+    sysctl = tmp_path / "60-baseline.conf"
+    sysctl.write_text("kernel.dmesg_restrict = 1\n")
+    allow = tmp_path / "cron.allow"
+    allow.write_text("root\n")
+    allow.chmod(0o640)
+    manifest = tmp_path / "controls.json"
+    manifest.write_text(json.dumps({"controls": {
+        "sysctl": {"files": {str(sysctl): hashlib.sha256(b"kernel.dmesg_restrict = 1\n").hexdigest()},
+                   "sysctl": {"kernel.dmesg_restrict": 1}},
+        "cron": {"files": {str(allow): hashlib.sha256(b"root\n").hexdigest()}, "absent": [str(tmp_path / "cron.deny")],
+                 "modes": {str(allow): "0640"}},
+        "debsums": {"packages": ["debsums"]}}}))
+    monkeypatch.setattr(health, "_sysctl_writable", lambda: False)
+    monkeypatch.setattr(health, "run", lambda argv, env=None, timeout=30, ok_codes=(0,): "ii debsums\n")
+
+    def hardening():
+        checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
+        checks.hardening()
+        return checks.findings[0]
+    found = hardening()
+    assert (found.status, found.figures["controls"], found.figures["differs"]) == ("ok", 3, 0)
+    (tmp_path / "cron.deny").write_text("")
+    sysctl.write_text("kernel.dmesg_restrict = 0\n")
+    found = hardening()
+    assert (found.status, found.reason, found.figures["names"]) == ("fail", "control_changed", ["cron", "sysctl"])
+    assert "names=cron,sysctl" in found.line()
+    # A purged package: dpkg-query lists the others and exits 1; the control is named, not an error.
+    monkeypatch.setattr(health, "run", lambda argv, env=None, timeout=30, ok_codes=(0,): "" if 1 in ok_codes else "x")
+    assert hardening().figures["names"] == ["cron", "debsums", "sysctl"]
+    manifest.unlink()
+    assert hardening().reason == "baseline_not_applied"
+
+
+def test_the_health_role_reads_the_manifest_where_the_baseline_role_writes_it():
+    import yaml
+    from pathlib import Path
+    roles = Path(__file__).resolve().parents[4] / "roles"
+    written = yaml.safe_load((roles / "baseline" / "vars" / "main.yml").read_text())["__baseline_manifest_file"]
+    assert yaml.safe_load((roles / "health" / "defaults" / "main.yml").read_text())["health_baseline_manifest"] == written
