@@ -125,6 +125,51 @@ def test_package_integrity_restart_needs_activity_history_and_accounting(host):
     assert host.run("systemctl is-failed --quiet acct.service").rc != 0
 
 
+AUDIT_RULES = "/etc/audit/rules.d/50-opspack-baseline.rules"
+# ausyscall's name for each audit ABI, by the host's machine type.
+AUSYSCALL_ABI = {("x86_64", "b64"): "x86_64", ("x86_64", "b32"): "i386", ("aarch64", "b64"): "aarch64"}
+
+
+def test_auditd_has_the_cis_rules_compiled_and_loaded_where_it_can_run(host, baseline):
+    assert host.package("auditd").is_installed
+    rules = host.file(AUDIT_RULES)
+    assert (rules.user, rules.group, rules.mode) == ("root", "root", 0o640)
+    text = rules.content_string
+    # The CIS watches and system call groups are all there.
+    for key in ("scope", "identity", "system-locale", "time-change", "logins", "session", "MAC-policy", "perm_chng",
+                "usermod", "kernel_modules", "user_emulation", "access", "perm_mod", "mounts", "delete"):
+        assert re.search(rf" -k {re.escape(key)}$", text, re.M), key
+    assert ("-e 2" in text.splitlines()) is bool(baseline["baseline_auditd_immutable"])
+    # auditctl cannot read them where auditd cannot run: every system call each rule names must be
+    # one the kernel's ABI has (ausyscall knows each ABI's table), or the whole file fails to load.
+    machine = host.check_output("uname -m")
+    syscall_rules = re.findall(r"^-a always,exit -F arch=(b32|b64) -S (\S+)", text, re.M)
+    assert {arch for arch, _ in syscall_rules} == ({"b64", "b32"} if machine == "x86_64" else {"b64"})
+    for arch, calls in syscall_rules:
+        for call in calls.split(","):
+            known = host.run(f"ausyscall {AUSYSCALL_ABI[(machine, arch)]} {call} --exact")
+            assert known.rc == 0 and known.stdout.strip().isdigit(), (arch, call)
+    # The compiled file auditd loads holds them.
+    assert "No change" in host.check_output("augenrules --check 2>&1")
+    # auditd runs on a VM; inside a container the kernel refuses it, so its unit is off there.
+    in_container = host.run("systemd-detect-virt --container").rc == 0
+    assert host.run("systemctl is-failed --quiet auditd.service").rc != 0
+    assert host.service("auditd").is_running is not in_container
+    if not in_container:
+        loaded = host.check_output("auditctl -l")
+        assert "-w /etc/shadow -p wa -k identity" in loaded
+        assert "-k kernel_modules" in loaded
+
+
+def test_apt_prints_upgraded_packages_news_without_asking(host):
+    assert host.package("apt-listchanges").is_installed
+    # apt-listchanges' own reading of its settings, the conf.d drop-in merged over the package's file.
+    settings = host.check_output("python3 -c %s", "import configparser,glob; c=configparser.ConfigParser(); "
+                                 "c.read(['/etc/apt/listchanges.conf'] + sorted(glob.glob('/etc/apt/listchanges.conf.d/*.conf'))); "
+                                 "print(c['apt']['frontend'], c['apt']['which'], c['apt']['confirm'])")
+    assert settings.split() == ["text", "news", "false"]
+
+
 def test_no_security_update_is_pending_right_after_provisioning(host):
     simulated = host.check_output("apt-get --simulate -o Debug::NoLocking=1 dist-upgrade")
     pending = [line.split()[1] for line in simulated.splitlines()
