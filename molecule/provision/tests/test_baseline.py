@@ -42,7 +42,7 @@ def test_login_defs_age_passwords_hash_them_and_set_the_umask(host, baseline):
     assert defs["UMASK"] == baseline["baseline_umask"]
     assert defs["HOME_MODE"] == "0750"
     assert defs["ENCRYPT_METHOD"] == "YESCRYPT"
-    # The operator's home is closed to others (0750 here, 0700 where the release makes homes so).
+    # The operator's home is closed to others: 0750, or 0700 on targets whose useradd makes homes so.
     assert host.file("/home/ops").mode & 0o027 == 0
 
 
