@@ -75,7 +75,8 @@ SEVERITIES = {
     "redis_evictions": "P4", "traffic": "P4",
     # The production verification's own checks.
     "https_redirect": "P2", "tls_protocols": "P2", "security_headers": "P3", "maintenance": "P2",
-    "firewall": "P2", "ssh": "P2", "ssh_host_keys": "P2", "hardening": "P2", "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
+    "firewall": "P2", "ssh": "P2", "ssh_host_keys": "P2", "hardening": "P2", "file_integrity": "P2",
+    "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
 }
 # Who hears of each severity (events.CHANNELS names the same for incidents; a unit test keeps them equal).
 CHANNELS = {"P1": "page", "P2": "page", "P3": "notify", "P4": "log"}
@@ -550,6 +551,13 @@ def unit_failed(unit: str) -> bool:
     return done.returncode == 0
 
 
+def unit_last_run(unit: str) -> dict:
+    """How a unit's last run ended, as systemd remembers it since boot: Result, ExecMainStatus and
+    ExecMainExitTimestampMonotonic (0 when it has not run)."""
+    out = run(["systemctl", "show", "--property=Result,ExecMainStatus,ExecMainExitTimestampMonotonic", unit])
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
 # --- what the production verification reads besides the daily signals -------------------------
 
 class _SiteHTTPS(http.client.HTTPSConnection):
@@ -873,6 +881,8 @@ class Checks:
             self.guarded("redis", self.redis)
         if self.config.get("failure_marker_dir"):
             self.guarded("backups", self.backups)
+        if self.config.get("hardening"):
+            self.guarded("file_integrity", self.file_integrity)
         # Seen from a run by hand or from the control node: is the scheduled check still running?
         if self.config.get("schedule") and not self.scheduled:
             self.guarded("schedule", self.schedule)
@@ -1118,6 +1128,36 @@ class Checks:
         differs = sorted(name for name, control in controls.items() if not control_holds(control))
         self.add("hardening", "fail" if differs else "ok", reason="control_changed" if differs else "",
                  controls=len(controls), differs=len(differs), names=differs)
+
+    def file_integrity(self):
+        """The daily file integrity check (AIDE against the reference the baseline role made, its
+        unit and database named in the baseline's manifest): fails when its last run found files
+        added, removed or changed (named in its journal), when it failed, or when the database is gone."""
+        try:
+            with open(self.config["hardening"]["manifest"], encoding="utf-8") as handle:
+                control = json.load(handle)["controls"].get("file_integrity") or {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return  # no baseline here: the verification's hardening check says so
+        integrity = control.get("integrity")
+        if not integrity:
+            return
+        if not os.path.exists(integrity["database"]):
+            self.add("file_integrity", "fail", reason="database_missing")
+            return
+        last = unit_last_run(integrity["service"])
+        if last.get("ExecMainExitTimestampMonotonic", "0") in ("", "0"):
+            self.add("file_integrity", "ok", checked=0)  # not run since boot: nothing to report yet
+            return
+        status = int(last.get("ExecMainStatus") or 0)
+        # `systemctl reset-failed` (an operator who has seen the changes) makes the Result success again.
+        if last.get("Result") == "success":
+            self.add("file_integrity", "ok", checked=1)
+        elif 1 <= status <= 7:
+            # AIDE's exit status: 1 files added, 2 removed, 4 changed (summed).
+            self.add("file_integrity", "fail", reason="files_changed", checked=1, added=status & 1,
+                     removed=(status & 2) >> 1, changed=(status & 4) >> 2)
+        else:
+            self.add("file_integrity", "fail", reason="check_failed", checked=1, exit_status=status)
 
     def backup_age(self, expected_backups=()):
         settings = self.config["backups"]

@@ -249,3 +249,50 @@ def test_the_health_role_reads_the_manifest_where_the_baseline_role_writes_it():
     roles = Path(__file__).resolve().parents[4] / "roles"
     written = yaml.safe_load((roles / "baseline" / "vars" / "main.yml").read_text())["__baseline_manifest_file"]
     assert yaml.safe_load((roles / "health" / "defaults" / "main.yml").read_text())["health_baseline_manifest"] == written
+
+
+@pytest.mark.parametrize("last_run, status, reason, figures", [
+    ("Result=success\nExecMainStatus=0\nExecMainExitTimestampMonotonic=0\n", "ok", "", {"checked": 0}),
+    ("Result=success\nExecMainStatus=0\nExecMainExitTimestampMonotonic=91\n", "ok", "", {"checked": 1}),
+    # AIDE's exit status sums 1 added, 2 removed, 4 changed.
+    ("Result=exit-code\nExecMainStatus=5\nExecMainExitTimestampMonotonic=91\n", "fail", "files_changed",
+     {"checked": 1, "added": 1, "removed": 0, "changed": 1}),
+    ("Result=exit-code\nExecMainStatus=17\nExecMainExitTimestampMonotonic=91\n", "fail", "check_failed",
+     {"checked": 1, "exit_status": 17}),
+    ("Result=timeout\nExecMainStatus=0\nExecMainExitTimestampMonotonic=91\n", "fail", "check_failed",
+     {"checked": 1, "exit_status": 0}),
+    # Seen and acknowledged by the operator: systemctl reset-failed.
+    ("Result=success\nExecMainStatus=4\nExecMainExitTimestampMonotonic=91\n", "ok", "", {"checked": 1}),
+])
+def test_the_daily_check_reports_the_last_file_integrity_check(tmp_path, monkeypatch, last_run, status, reason, figures):
+    database = tmp_path / "aide.db"
+    database.write_text("")
+    manifest = tmp_path / "controls.json"
+    manifest.write_text(json.dumps({"controls": {"file_integrity": {
+        "packages": ["aide"], "integrity": {"service": "opspack-file-integrity.service", "database": str(database)}}}}))
+    asked = []
+
+    def fake_run(argv, env=None, timeout=30, ok_codes=(0,)):
+        asked.append(argv)
+        return last_run
+    monkeypatch.setattr(health, "run", fake_run)
+    checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
+    checks.file_integrity()
+    found = checks.findings[0]
+    assert (found.check, found.status, found.reason, found.figures) == ("file_integrity", status, reason, figures)
+    assert asked[0][-1] == "opspack-file-integrity.service"
+    if status == "fail":
+        assert found.severity == "P2"
+    database.unlink()
+    checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
+    checks.file_integrity()
+    assert (checks.findings[0].status, checks.findings[0].reason) == ("fail", "database_missing")
+
+
+def test_no_file_integrity_finding_where_the_baseline_keeps_no_database(tmp_path):
+    manifest = tmp_path / "controls.json"
+    manifest.write_text(json.dumps({"controls": {"debsums": {"packages": ["debsums"]}}}))
+    for config in ({"hardening": {"manifest": str(manifest)}}, {"hardening": {"manifest": str(tmp_path / "none.json")}}):
+        checks = health.Checks(config, health.State(None, False), STAMP)
+        checks.file_integrity()
+        assert checks.findings == []
