@@ -76,6 +76,7 @@ SEVERITIES = {
     # The production verification's own checks.
     "https_redirect": "P2", "tls_protocols": "P2", "security_headers": "P3", "maintenance": "P2",
     "firewall": "P2", "ssh": "P2", "ssh_host_keys": "P2", "hardening": "P2", "file_integrity": "P2",
+    "package_integrity": "P2",
     "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
 }
 # Who hears of each severity (events.CHANNELS names the same for incidents; a unit test keeps them equal).
@@ -883,6 +884,7 @@ class Checks:
             self.guarded("backups", self.backups)
         if self.config.get("hardening"):
             self.guarded("file_integrity", self.file_integrity)
+            self.guarded("package_integrity", self.package_integrity)
         # Seen from a run by hand or from the control node: is the scheduled check still running?
         if self.config.get("schedule") and not self.scheduled:
             self.guarded("schedule", self.schedule)
@@ -1130,34 +1132,51 @@ class Checks:
                  controls=len(controls), differs=len(differs), names=differs)
 
     def file_integrity(self):
-        """The daily file integrity check (AIDE against the reference the baseline role made, its
-        unit and database named in the baseline's manifest): fails when its last run found files
-        added, removed or changed (named in its journal), when it failed, or when the database is gone."""
+        """The daily file integrity check (AIDE against the reference the baseline role made): fails
+        when its last run found files added, removed or changed (named in its journal), when it
+        failed, or when the database is gone."""
+        def verdict(status):
+            if 1 <= status <= 7:
+                # AIDE's exit status: 1 files added, 2 removed, 4 changed (summed).
+                return {"reason": "files_changed", "added": status & 1, "removed": (status & 2) >> 1,
+                        "changed": (status & 4) >> 2}
+            return {"reason": "check_failed", "exit_status": status}
+        self.scheduled_check("file_integrity", "file_integrity", verdict)
+
+    def package_integrity(self):
+        """The daily package integrity check (debsums: the installed programs and libraries against
+        their packages' checksums, configuration files left out): fails when its last run found a
+        file changed or missing (named in its journal), or when it failed."""
+        def verdict(status):
+            if status == 2:
+                return {"reason": "files_changed"}
+            return {"reason": "check_failed", "exit_status": status}
+        self.scheduled_check("package_integrity", "debsums", verdict)
+
+    def scheduled_check(self, check, control_name, verdict):
+        """The last run of a check the baseline role schedules (its unit, and the reference it
+        needs, named in the baseline's manifest under the control's `integrity`). `verdict` turns
+        a failed run's exit status into the result's reason and fields."""
         try:
             with open(self.config["hardening"]["manifest"], encoding="utf-8") as handle:
-                control = json.load(handle)["controls"].get("file_integrity") or {}
+                control = json.load(handle)["controls"].get(control_name) or {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return  # no baseline here: the verification's hardening check says so
         integrity = control.get("integrity")
         if not integrity:
             return
-        if not os.path.exists(integrity["database"]):
-            self.add("file_integrity", "fail", reason="database_missing")
+        if integrity.get("database") and not os.path.exists(integrity["database"]):
+            self.add(check, "fail", reason="database_missing")
             return
         last = unit_last_run(integrity["service"])
         if last.get("ExecMainExitTimestampMonotonic", "0") in ("", "0"):
-            self.add("file_integrity", "ok", checked=0)  # not run since boot: nothing to report yet
+            self.add(check, "ok", checked=0)  # not run since boot: nothing to report yet
             return
-        status = int(last.get("ExecMainStatus") or 0)
-        # `systemctl reset-failed` (an operator who has seen the changes) makes the Result success again.
+        # `systemctl reset-failed` (an operator who has seen the findings) makes the Result success again.
         if last.get("Result") == "success":
-            self.add("file_integrity", "ok", checked=1)
-        elif 1 <= status <= 7:
-            # AIDE's exit status: 1 files added, 2 removed, 4 changed (summed).
-            self.add("file_integrity", "fail", reason="files_changed", checked=1, added=status & 1,
-                     removed=(status & 2) >> 1, changed=(status & 4) >> 2)
+            self.add(check, "ok", checked=1)
         else:
-            self.add("file_integrity", "fail", reason="check_failed", checked=1, exit_status=status)
+            self.add(check, "fail", checked=1, **verdict(int(last.get("ExecMainStatus") or 0)))
 
     def backup_age(self, expected_backups=()):
         settings = self.config["backups"]

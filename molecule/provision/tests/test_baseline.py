@@ -175,22 +175,23 @@ def test_apt_prints_upgraded_packages_news_without_asking(host):
 
 AIDE_DATABASE = "/var/lib/aide/aide.db"
 AIDE_UNIT = "opspack-file-integrity.service"
+DEBSUMS_UNIT = "opspack-package-integrity.service"
 PLANTED = "/usr/local/sbin/opspack-planted-by-test"
 
 
-def _integrity_line(host) -> str:
+def _integrity_line(host, check="file_integrity") -> str:
     out = host.run("ops_daily --mode prod").stdout
-    line = next((line for line in out.splitlines() if " check=file_integrity " in line), None)
+    line = next((line for line in out.splitlines() if f" check={check} " in line), None)
     assert line, out
     return line
 
 
-def _run_integrity_check(host) -> tuple[int, str]:
-    """Runs the daily check's own unit now, as its timer does; returns AIDE's exit status and this run's report."""
+def _run_integrity_check(host, unit=AIDE_UNIT) -> tuple[int, str]:
+    """Runs a daily check's own unit now, as its timer does; returns its exit status and this run's report."""
     since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
-    host.run(f"timeout 900 systemctl start {AIDE_UNIT}")
-    status = int(host.check_output(f"systemctl show --property=ExecMainStatus --value {AIDE_UNIT}"))
-    return status, host.check_output(f"journalctl --unit={AIDE_UNIT} --since='{since}' --no-pager --output=cat")
+    host.run(f"timeout 900 systemctl start {unit}")
+    status = int(host.check_output(f"systemctl show --property=ExecMainStatus --value {unit}"))
+    return status, host.check_output(f"journalctl --unit={unit} --since='{since}' --no-pager --output=cat")
 
 
 def test_file_integrity_is_checked_daily_against_the_reference_made_by_provisioning(host):
@@ -222,6 +223,34 @@ def test_file_integrity_is_checked_daily_against_the_reference_made_by_provision
         # (and a failed unit would leave the system "degraded" for the tests after this one).
         host.run_expect([0], f"systemctl reset-failed {AIDE_UNIT}")
     assert "status=ok" in _integrity_line(host)
+
+
+def test_package_integrity_is_checked_daily(host):
+    timer = host.service("opspack-package-integrity.timer")
+    assert timer.is_enabled and timer.is_running
+    # debsums' own cron job would run the same check again.
+    assert host.file("/etc/default/debsums").contains("^CRON_CHECK=never$")
+    # The host as provisioning left it: every installed program and library as its package made it.
+    status, report = _run_integrity_check(host, DEBSUMS_UNIT)
+    assert status == 0, report[-2000:]
+    assert "status=ok" in _integrity_line(host, "package_integrity")
+    # A file of an installed package changed behind the packages' back (one of debsums' own, kept
+    # aside and put back) is found, named, and reported by the daily health check.
+    packaged = [line.split(None, 1)[1] for line in host.file("/var/lib/dpkg/info/debsums.md5sums").content_string.splitlines()]
+    target = next("/" + path for path in packaged if path.startswith("usr/share/") and host.file("/" + path).is_file)
+    host.run_expect([0], f"cp -p {target} /root/debsums-planted.saved && printf 'planted' >> {target}")
+    try:
+        status, report = _run_integrity_check(host, DEBSUMS_UNIT)
+        assert status == 2, report[-2000:]
+        assert f"changed file {target}" in report, report[-2000:]
+        line = _integrity_line(host, "package_integrity")
+        assert "status=fail" in line and "reason=files_changed" in line, line
+    finally:
+        host.run(f"mv -f /root/debsums-planted.saved {target}")
+        host.run_expect([0], f"systemctl reset-failed {DEBSUMS_UNIT}")
+    status, report = _run_integrity_check(host, DEBSUMS_UNIT)
+    assert status == 0, report[-2000:]
+    assert "status=ok" in _integrity_line(host, "package_integrity")
 
 
 def test_no_security_update_is_pending_right_after_provisioning(host):

@@ -289,10 +289,40 @@ def test_the_daily_check_reports_the_last_file_integrity_check(tmp_path, monkeyp
     assert (checks.findings[0].status, checks.findings[0].reason) == ("fail", "database_missing")
 
 
-def test_no_file_integrity_finding_where_the_baseline_keeps_no_database(tmp_path):
+def test_no_integrity_finding_where_the_baseline_schedules_no_check(tmp_path):
     manifest = tmp_path / "controls.json"
     manifest.write_text(json.dumps({"controls": {"debsums": {"packages": ["debsums"]}}}))
     for config in ({"hardening": {"manifest": str(manifest)}}, {"hardening": {"manifest": str(tmp_path / "none.json")}}):
         checks = health.Checks(config, health.State(None, False), STAMP)
         checks.file_integrity()
+        checks.package_integrity()
         assert checks.findings == []
+
+
+@pytest.mark.parametrize("last_run, status, reason, figures", [
+    ("Result=success\nExecMainStatus=0\nExecMainExitTimestampMonotonic=0\n", "ok", "", {"checked": 0}),
+    ("Result=success\nExecMainStatus=0\nExecMainExitTimestampMonotonic=91\n", "ok", "", {"checked": 1}),
+    # debsums: 2 is a file changed or missing.
+    ("Result=exit-code\nExecMainStatus=2\nExecMainExitTimestampMonotonic=91\n", "fail", "files_changed", {"checked": 1}),
+    ("Result=exit-code\nExecMainStatus=1\nExecMainExitTimestampMonotonic=91\n", "fail", "check_failed",
+     {"checked": 1, "exit_status": 1}),
+    ("Result=signal\nExecMainStatus=9\nExecMainExitTimestampMonotonic=91\n", "fail", "check_failed",
+     {"checked": 1, "exit_status": 9}),
+    ("Result=success\nExecMainStatus=2\nExecMainExitTimestampMonotonic=91\n", "ok", "", {"checked": 1}),
+])
+def test_the_daily_check_reports_the_last_package_integrity_check(tmp_path, monkeypatch, last_run, status, reason, figures):
+    manifest = tmp_path / "controls.json"
+    manifest.write_text(json.dumps({"controls": {"debsums": {
+        "packages": ["debsums"], "integrity": {"service": "opspack-package-integrity.service"}}}}))
+    asked = []
+
+    def fake_run(argv, env=None, timeout=30, ok_codes=(0,)):
+        asked.append(argv)
+        return last_run
+    monkeypatch.setattr(health, "run", fake_run)
+    checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
+    checks.package_integrity()
+    found = checks.findings[0]
+    assert (found.check, found.status, found.reason, found.figures) == ("package_integrity", status, reason, figures)
+    assert asked[0][-1] == "opspack-package-integrity.service"
+    assert found.severity == "P2" or status == "ok"
