@@ -8,6 +8,7 @@ live values wherever the host could apply them); docs/provision.md lists what ca
 
 import os
 import re
+import shlex
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -251,6 +252,59 @@ def test_package_integrity_is_checked_daily(host):
     status, report = _run_integrity_check(host, DEBSUMS_UNIT)
     assert status == 0, report[-2000:]
     assert "status=ok" in _integrity_line(host, "package_integrity")
+
+
+LOG_SHIPPING_FILE = "/etc/rsyslog.d/60-opspack-log-shipping.conf"
+# A log host for one test: reads rsyslog's TCP stream on the host's loopback into a file, for at
+# most two minutes (systemd stops it then, whatever happens to the test).
+LOG_HOST = (
+    "import socket\n"
+    "server = socket.create_server(('127.0.0.1', {port}))\n"
+    "with open('/root/log-host.received', 'ab', buffering=0) as out:\n"
+    "    while True:\n"
+    "        connection, _ = server.accept()\n"
+    "        while data := connection.recv(65536):\n"
+    "            out.write(data)\n"
+)
+
+
+def _received(host, *marks, seconds=150) -> str:
+    """What the log host received, once every mark is in it (or the time is up)."""
+    for _ in range(seconds // 5):
+        received = host.run("cat /root/log-host.received 2>/dev/null").stdout
+        if all(mark in received for mark in marks):
+            break
+        host.run("sleep 5")
+    return received
+
+
+def test_logs_go_to_the_central_log_host_and_none_are_lost_while_it_is_down(host):
+    given = host.ansible.get_variables()
+    if not given.get("baseline_log_shipping_host"):
+        # The default: the logs stay on the host, and rsyslog is not configured to send them anywhere.
+        assert not host.file(LOG_SHIPPING_FILE).exists
+        return
+    assert host.service("rsyslog").is_enabled and host.service("rsyslog").is_running
+    config = host.file(LOG_SHIPPING_FILE).content_string
+    assert f'target="{given["baseline_log_shipping_host"]}" port="{given["baseline_log_shipping_port"]}"' in config
+    nonce = host.check_output("cat /proc/sys/kernel/random/uuid")
+    down, up = f"logged-while-the-log-host-was-down-{nonce}", f"logged-while-the-log-host-was-up-{nonce}"
+    host.run("systemctl stop lab-test-log-host 2>/dev/null; rm -f /root/log-host.received")
+    # Logged while nothing listens: it waits in rsyslog's queue.
+    host.run_expect([0], f"logger -t opspack-lab-test {down}")
+    host.run("sleep 3")
+    script = LOG_HOST.format(port=given["baseline_log_shipping_port"])
+    host.run_expect([0], "systemd-run --unit lab-test-log-host --property=RuntimeMaxSec=180 --collect "
+                         f"/usr/bin/python3 -c {shlex.quote(script)}")
+    try:
+        host.run_expect([0], f"logger -t opspack-lab-test {up}")
+        received = _received(host, down, up)
+        assert down in received and up in received, received[-2000:]
+        # RFC 5424 lines, each naming the host and the program that logged.
+        line = next(line for line in received.splitlines() if down in line)
+        assert line.startswith("<") and " opspack-lab-test " in line, line
+    finally:
+        host.run("systemctl stop lab-test-log-host; rm -f /root/log-host.received")
 
 
 def test_no_security_update_is_pending_right_after_provisioning(host):
