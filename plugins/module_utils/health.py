@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import datetime
+import fnmatch
 import hashlib
 import json
 import math
@@ -46,6 +47,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
+from stat import S_ISREG
 
 CONFIG_PATH = "/etc/opspack/health/config.json"
 CONFIG_VERSION = 1
@@ -732,6 +734,9 @@ def control_holds(control: dict) -> bool:
                 return False
         except OSError:
             return False
+    restricted = control.get("executables_restricted")
+    if restricted and _executables_open_to_others(restricted["dir"], restricted["patterns"]):
+        return False
     if control.get("login_defs"):
         defs = _login_defs()
         if any(defs.get(key) != str(value) for key, value in control["login_defs"].items()):
@@ -752,6 +757,27 @@ def control_holds(control: dict) -> bool:
             except OSError:
                 return False
     return _installed(control.get("packages", []))
+
+
+def _executables_open_to_others(directory: str, patterns: list) -> list:
+    """The files in directory named by one of the (shell) patterns that are not root's or that
+    others may run: links are left out (they point at the files themselves)."""
+    open_files = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    for name in names:
+        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            status = os.lstat(path)
+        except OSError:
+            continue
+        if S_ISREG(status.st_mode) and (status.st_uid != 0 or status.st_mode & 0o007):
+            open_files.append(path)
+    return open_files
 
 
 def _sshd_value(value) -> str:

@@ -307,6 +307,29 @@ def test_logs_go_to_the_central_log_host_and_none_are_lost_while_it_is_down(host
         host.run("systemctl stop lab-test-log-host; rm -f /root/log-host.received")
 
 
+def test_only_root_runs_the_compilers(host):
+    # build-essential (app_runtime) brings gcc, g++ and as: the plain names are links to the real files.
+    compilers = {name: host.check_output(f"readlink -f $(command -v {name})") for name in ("gcc", "g++", "cc", "as")}
+    overrides = host.check_output("dpkg-statoverride --list").splitlines()
+    for name, path in compilers.items():
+        real = host.file(path)
+        assert (real.user, real.group, real.mode) == ("root", "root", 0o750), (name, path)
+        assert f"root root 750 {path}" in overrides, (name, path)  # kept across package upgrades
+    # A service's user cannot build a program; root (a release's pip builds) still can.
+    refused = host.run("runuser -u nobody -- gcc --version")
+    assert refused.rc == 126 and "Permission denied" in refused.stderr, refused.stderr
+    host.run_expect([0], "printf 'int main(void) { return 0; }\\n' | gcc -x c -o /root/compiler-test - && /root/compiler-test")
+    host.run("rm -f /root/compiler-test")
+    # Opened by hand: the verification names the control.
+    host.run_expect([0], f"chmod 0755 {compilers['gcc']}")
+    try:
+        line = _hardening_line(host)
+        assert "status=fail" in line and "names=compilers" in line, line
+    finally:
+        host.run_expect([0], f"chmod 0750 {compilers['gcc']}")
+    assert "status=ok" in _hardening_line(host)
+
+
 def test_no_security_update_is_pending_right_after_provisioning(host):
     simulated = host.check_output("apt-get --simulate -o Debug::NoLocking=1 dist-upgrade")
     pending = [line.split()[1] for line in simulated.splitlines()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -326,3 +327,25 @@ def test_the_daily_check_reports_the_last_package_integrity_check(tmp_path, monk
     assert (found.check, found.status, found.reason, found.figures) == ("package_integrity", status, reason, figures)
     assert asked[0][-1] == "opspack-package-integrity.service"
     assert found.severity == "P2" or status == "ok"
+
+
+def test_compilers_open_to_others_break_the_control_links_and_other_programs_do_not(tmp_path, monkeypatch):
+    patterns = ["as", "*-linux-gnu*-as", "gcc-[0-9]*", "*-linux-gnu*-gcc-[0-9]*"]
+    gcc = tmp_path / "x86_64-linux-gnu-gcc-12"
+    gcc.write_text("")
+    gcc.chmod(0o750)
+    (tmp_path / "gcc-12").symlink_to(gcc.name)  # the plain names are links: left out
+    (tmp_path / "cpp-12").write_text("")  # not a compiler here
+    (tmp_path / "cpp-12").chmod(0o755)
+    monkeypatch.setattr(health, "_installed", lambda packages: True)
+    control = {"executables_restricted": {"dir": str(tmp_path), "patterns": patterns}}
+    root = os.getuid() == 0
+    assert health._executables_open_to_others(str(tmp_path), patterns) == ([] if root else [str(gcc)])
+    assert health.control_holds(control) is root
+    assembler = tmp_path / "as"
+    assembler.write_text("")
+    assembler.chmod(0o755)  # a new compiler, installed since the run, open to everyone
+    assert health._executables_open_to_others(str(tmp_path), patterns) == [str(assembler)] + ([] if root else [str(gcc)])
+    assert not health.control_holds(control)
+    # A host without the directory has no compiler to restrict.
+    assert health._executables_open_to_others(str(tmp_path / "none"), patterns) == []
