@@ -555,9 +555,9 @@ def unit_failed(unit: str) -> bool:
 
 
 def unit_last_run(unit: str) -> dict:
-    """How a unit's last run ended, as systemd remembers it since boot: Result, ExecMainStatus,
-    ExecMainExitTimestampMonotonic (0 when it has not run) and InvocationID (its journal's)."""
-    out = run(["systemctl", "show", "--property=Result,ExecMainStatus,ExecMainExitTimestampMonotonic,InvocationID", unit])
+    """How a unit's last run ended, as systemd remembers it since boot: Result, ExecMainStatus and
+    ExecMainExitTimestampMonotonic (0 when it has not run)."""
+    out = run(["systemctl", "show", "--property=Result,ExecMainStatus,ExecMainExitTimestampMonotonic", unit])
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -759,134 +759,9 @@ def control_holds(control: dict) -> bool:
     return _installed(control.get("packages", []))
 
 
-# --- what a file integrity finding is made of ---------------------------------------------------
-
-_AIDE_SECTIONS = {"Added entries:": "added", "Removed entries:": "removed", "Changed entries:": "changed"}
-# An entry: its type (f, d, l...), its attribute flags (no letter right after the type), its path.
-_AIDE_ENTRY = re.compile(r"^[a-zA-Z!?][^a-zA-Z:][^:]*: (/.*)$")
-_AIDE_SUMMARY = re.compile(r"^\s+(Added|Removed|Changed) entries:\s+(\d+)\s*$")
-# Python's bytecode cache, written by the package's own postinst (py3compile), owned by no package.
-_PYCACHE_FILE = re.compile(r"^(.*)/__pycache__/([^/.]+)\.[^/]*\.pyc$")
-
-
-def aide_entries(report: str) -> tuple[dict, bool]:
-    """The paths an AIDE report names, by kind ({'added': [...], 'removed': [...], 'changed': [...]}),
-    and whether it names as many as its summary counts (journald may have dropped lines)."""
-    entries = {"added": [], "removed": [], "changed": []}
-    counted = {}
-    section = None
-    for line in report.splitlines():
-        summary = _AIDE_SUMMARY.match(line)
-        if summary:
-            counted[summary.group(1).lower()] = int(summary.group(2))
-            continue
-        header = line.strip()
-        if header in _AIDE_SECTIONS:
-            section = _AIDE_SECTIONS[header]
-        elif header.startswith("Detailed information about changes"):
-            section = None
-        elif section:
-            entry = _AIDE_ENTRY.match(line)
-            if entry:
-                entries[section].append(entry.group(1))
-    complete = bool(counted) and all(len(entries[kind]) == counted.get(kind, 0) for kind in entries)
-    return entries, complete
-
-
-def _package_path(path: str) -> str:
-    """The path dpkg knows for path: a bytecode cache file stands for its source, a cache directory
-    for the directory it caches."""
-    cached = _PYCACHE_FILE.match(path)
-    if cached:
-        return f"{cached.group(1)}/{cached.group(2)}.py"
-    if path.endswith("/__pycache__"):
-        return os.path.dirname(path)
-    return path
-
-
-def _bare_package(name: str) -> str:
-    return name.split(":", 1)[0]
-
-
-_DPKG_INFO = "/var/lib/dpkg/info"
-
-
-def _dpkg_info_package(path: str) -> str | None:
-    """The package a file of dpkg's own database is about (/var/lib/dpkg/info/<package>[:<arch>].<kind>)."""
-    directory, name = os.path.split(path)
-    if directory != _DPKG_INFO or "." not in name:
-        return None
-    return _bare_package(name.rsplit(".", 1)[0])
-
-
-def package_owners(paths: list) -> dict:
-    """path -> the packages that own it now (dpkg's database), for the paths some package owns."""
-    owners = {}
-    unique = sorted(set(paths))
-    for start in range(0, len(unique), 200):
-        out = run(["dpkg-query", "--search", "--"] + unique[start:start + 200], timeout=120, ok_codes=(0, 1))
-        for line in out.splitlines():
-            if line.startswith("diversion by") or ": " not in line:
-                continue
-            names, path = line.split(": ", 1)
-            owners.setdefault(path, set()).update(_bare_package(name.strip()) for name in names.split(","))
-    return owners
-
-
-def packages_changed_since(packages: set, since: float) -> set:
-    """The packages dpkg installed, upgraded or reinstalled since the time given."""
-    if not packages:
-        return set()
-    out = run(["dpkg-query", "--show", "--showformat", "${binary:Package}\t${db-fsys:Last-Modified}\n"]
-              + sorted(packages), timeout=120, ok_codes=(0, 1))
-    changed = set()
-    for line in out.splitlines():
-        name, _, modified = line.partition("\t")
-        if modified.strip().isdigit() and int(modified) >= int(since):
-            changed.add(_bare_package(name))
-    return changed
-
-
-def package_files_differing(packages: set) -> set:
-    """The files of the packages that differ from their packages' checksums, or are missing."""
-    if not packages:
-        return set()
-    out = run(["dpkg", "--verify"] + sorted(packages), timeout=600, ok_codes=(0, 1))
-    return {line[line.index(" /") + 1:] for line in out.splitlines() if " /" in line}
-
-
-def changes_by_packages(entries: dict, since: float) -> tuple[int, int]:
-    """(explained, unexplained): how many of the findings dpkg made (a package installed, upgraded
-    or reinstalled since the reference, its files matching its checksums) and how many not.
-    A file added or changed: owned by such a package and as the package made it (a bytecode
-    cache file: its source so). A file removed: owned by no package any more, in a directory of
-    such a package (the upgrade dropped it). dpkg's own records of such a package. Anything else,
-    a file no package owns above all, is unexplained."""
-    findings = [(kind, path) for kind, paths in entries.items() for path in paths]
-    lookups = {path: _package_path(path) for _kind, path in findings}
-    for _kind, path in findings:
-        lookups.setdefault(os.path.dirname(lookups[path]), os.path.dirname(lookups[path]))
-    owners = package_owners(list(lookups.values()))
-    described = {path: _dpkg_info_package(path) for _kind, path in findings}
-    changed = packages_changed_since(set().union(*owners.values(), {name for name in described.values() if name}), since)
-    differing = package_files_differing(changed)
-    explained = 0
-    for kind, path in findings:
-        lookup = lookups[path]
-        if described[path] or path == _DPKG_INFO:
-            # dpkg's record of a package it changed (its file list, checksums, maintainer scripts).
-            ok = (described[path] or "") in changed or (path == _DPKG_INFO and bool(changed))
-        elif kind == "removed":
-            ok = not owners.get(lookup) and bool(owners.get(os.path.dirname(lookup), set()) & changed)
-        else:
-            ok = bool(owners.get(lookup, set()) & changed) and lookup not in differing and path not in differing
-        explained += ok
-    return explained, len(findings) - explained
-
-
 def _executables_open_to_others(directory: str, patterns: list) -> list:
-    """The files in directory named by one of the (shell) patterns that are not root's or that
-    others may run: links are left out (they point at the files themselves)."""
+    """The files in directory named by one of the (shell) patterns that are not root's (owner and
+    group) or that others may run: links are left out (they point at the files themselves)."""
     open_files = []
     try:
         names = sorted(os.listdir(directory))
@@ -900,7 +775,7 @@ def _executables_open_to_others(directory: str, patterns: list) -> list:
             status = os.lstat(path)
         except OSError:
             continue
-        if S_ISREG(status.st_mode) and (status.st_uid != 0 or status.st_mode & 0o007):
+        if S_ISREG(status.st_mode) and (status.st_uid != 0 or status.st_gid != 0 or status.st_mode & 0o007):
             open_files.append(path)
     return open_files
 
@@ -1284,44 +1159,31 @@ class Checks:
 
     def file_integrity(self):
         """The daily file integrity check (AIDE against the reference the baseline role made): fails
-        when its last run found files added, removed or changed (named in its journal) that no
-        package installation or upgrade since the reference explains, when it failed, or when the
-        database is gone. Changes dpkg made, each file as its package's checksums say, are counted
-        (by_packages) and pass: unattended upgrades would otherwise page every day."""
-        def verdict(status, integrity, unit_state):
-            if not 1 <= status <= 7:
-                return {"reason": "check_failed", "exit_status": status}
-            # AIDE's exit status: 1 files added, 2 removed, 4 changed (summed).
-            found = {"reason": "files_changed", "added": status & 1, "removed": (status & 2) >> 1,
-                     "changed": (status & 4) >> 2}
-            if not unit_state.get("InvocationID"):
-                return dict(found, report="unavailable")
-            report = run(["journalctl", "--output=cat", "--no-pager",
-                          f"_SYSTEMD_INVOCATION_ID={unit_state['InvocationID']}"], timeout=120)
-            entries, complete = aide_entries(report)
-            if not complete:
-                return dict(found, report="incomplete")
-            explained, unexplained = changes_by_packages(entries, os.stat(integrity["database"]).st_mtime)
-            if unexplained:
-                return dict(found, by_packages=explained, unexplained=unexplained)
-            return {"by_packages": explained}  # no reason: the check passes
+        when its last run found files added, removed or changed (named in its journal), when it
+        failed, or when the database is gone."""
+        def verdict(status):
+            if 1 <= status <= 7:
+                # AIDE's exit status: 1 files added, 2 removed, 4 changed (summed).
+                return {"reason": "files_changed", "added": status & 1, "removed": (status & 2) >> 1,
+                        "changed": (status & 4) >> 2}
+            return {"reason": "check_failed", "exit_status": status}
         self.scheduled_check("file_integrity", "file_integrity", verdict)
 
     def package_integrity(self):
         """The daily package integrity check (debsums: the installed programs and libraries against
         their packages' checksums, configuration files left out): fails when its last run found a
         file changed or missing (named in its journal), or when it failed."""
-        def verdict(status, _integrity, _unit_state):
-            if status == 2:
-                return {"reason": "files_changed"}
+        def verdict(status):
+            # debsums' exit status: 2 a file changed or missing, 1 an error; both can be set (3).
+            if status & 2 and status < 8:
+                return {"reason": "files_changed", "exit_status": status}
             return {"reason": "check_failed", "exit_status": status}
         self.scheduled_check("package_integrity", "debsums", verdict)
 
     def scheduled_check(self, check, control_name, verdict):
         """The last run of a check the baseline role schedules (its unit, and the reference it
         needs, named in the baseline's manifest under the control's `integrity`). `verdict` turns
-        a failed run's exit status into the result's reason and fields; without a reason, the run's
-        findings are all explained and the check passes with those fields."""
+        a failed run's exit status into the result's reason and fields."""
         try:
             with open(self.config["hardening"]["manifest"], encoding="utf-8") as handle:
                 control = json.load(handle)["controls"].get(control_name) or {}
@@ -1340,10 +1202,8 @@ class Checks:
         # `systemctl reset-failed` (an operator who has seen the findings) makes the Result success again.
         if last.get("Result") == "success":
             self.add(check, "ok", checked=1)
-            return
-        status = int(last.get("ExecMainStatus") or 0)
-        found = verdict(status, integrity, last)
-        self.add(check, "fail" if found.get("reason") else "ok", checked=1, **found)
+        else:
+            self.add(check, "fail", checked=1, **verdict(int(last.get("ExecMainStatus") or 0)))
 
     def backup_age(self, expected_backups=()):
         settings = self.config["backups"]
