@@ -252,6 +252,24 @@ def test_the_health_role_reads_the_manifest_where_the_baseline_role_writes_it():
     assert yaml.safe_load((roles / "health" / "defaults" / "main.yml").read_text())["health_baseline_manifest"] == written
 
 
+def _scheduled_check_result(tmp_path, monkeypatch, check, control, last_run):
+    """The finding `check` makes from a unit whose last run systemd describes as last_run; the unit
+    it asked about."""
+    manifest = tmp_path / "controls.json"
+    manifest.write_text(json.dumps({"controls": control}))
+    asked = []
+
+    def fake_run(argv, env=None, timeout=30, ok_codes=(0,)):
+        asked.append(argv)
+        return last_run
+    monkeypatch.setattr(health, "run", fake_run)
+    checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
+    getattr(checks, check)()
+    found = checks.findings[0]
+    assert found.severity == "P2" or found.status == "ok"
+    return found, asked[0][-1]
+
+
 @pytest.mark.parametrize("last_run, status, reason, figures", [
     ("Result=success\nExecMainStatus=0\nExecMainExitTimestampMonotonic=0\n", "ok", "", {"checked": 0}),
     ("Result=success\nExecMainStatus=0\nExecMainExitTimestampMonotonic=91\n", "ok", "", {"checked": 1}),
@@ -268,23 +286,13 @@ def test_the_health_role_reads_the_manifest_where_the_baseline_role_writes_it():
 def test_the_daily_check_reports_the_last_file_integrity_check(tmp_path, monkeypatch, last_run, status, reason, figures):
     database = tmp_path / "aide.db"
     database.write_text("")
-    manifest = tmp_path / "controls.json"
-    manifest.write_text(json.dumps({"controls": {"file_integrity": {
-        "packages": ["aide"], "integrity": {"service": "opspack-file-integrity.service", "database": str(database)}}}}))
-    asked = []
-
-    def fake_run(argv, env=None, timeout=30, ok_codes=(0,)):
-        asked.append(argv)
-        return last_run
-    monkeypatch.setattr(health, "run", fake_run)
-    checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
-    checks.file_integrity()
-    found = checks.findings[0]
+    control = {"file_integrity": {"packages": ["aide"],
+                                  "integrity": {"service": "opspack-file-integrity.service", "database": str(database)}}}
+    found, unit = _scheduled_check_result(tmp_path, monkeypatch, "file_integrity", control, last_run)
     assert (found.check, found.status, found.reason, found.figures) == ("file_integrity", status, reason, figures)
-    assert asked[0][-1] == "opspack-file-integrity.service"
-    if status == "fail":
-        assert found.severity == "P2"
+    assert unit == "opspack-file-integrity.service"
     database.unlink()
+    manifest = tmp_path / "controls.json"
     checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
     checks.file_integrity()
     assert (checks.findings[0].status, checks.findings[0].reason) == ("fail", "database_missing")
@@ -316,21 +324,10 @@ def test_no_integrity_finding_where_the_baseline_schedules_no_check(tmp_path):
     ("Result=success\nExecMainStatus=2\nExecMainExitTimestampMonotonic=91\n", "ok", "", {"checked": 1}),
 ])
 def test_the_daily_check_reports_the_last_package_integrity_check(tmp_path, monkeypatch, last_run, status, reason, figures):
-    manifest = tmp_path / "controls.json"
-    manifest.write_text(json.dumps({"controls": {"debsums": {
-        "packages": ["debsums"], "integrity": {"service": "opspack-package-integrity.service"}}}}))
-    asked = []
-
-    def fake_run(argv, env=None, timeout=30, ok_codes=(0,)):
-        asked.append(argv)
-        return last_run
-    monkeypatch.setattr(health, "run", fake_run)
-    checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
-    checks.package_integrity()
-    found = checks.findings[0]
+    control = {"debsums": {"packages": ["debsums"], "integrity": {"service": "opspack-package-integrity.service"}}}
+    found, unit = _scheduled_check_result(tmp_path, monkeypatch, "package_integrity", control, last_run)
     assert (found.check, found.status, found.reason, found.figures) == ("package_integrity", status, reason, figures)
-    assert asked[0][-1] == "opspack-package-integrity.service"
-    assert found.severity == "P2" or status == "ok"
+    assert unit == "opspack-package-integrity.service"
 
 
 def test_compilers_open_to_others_break_the_control_links_and_other_programs_do_not(tmp_path, monkeypatch):
