@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import datetime
+import fnmatch
 import hashlib
 import json
 import math
@@ -46,6 +47,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
+from stat import S_ISREG
 
 CONFIG_PATH = "/etc/opspack/health/config.json"
 CONFIG_VERSION = 1
@@ -75,7 +77,9 @@ SEVERITIES = {
     "redis_evictions": "P4", "traffic": "P4",
     # The production verification's own checks.
     "https_redirect": "P2", "tls_protocols": "P2", "security_headers": "P3", "maintenance": "P2",
-    "firewall": "P2", "ssh": "P2", "ssh_host_keys": "P2", "hardening": "P2", "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
+    "firewall": "P2", "ssh": "P2", "ssh_host_keys": "P2", "hardening": "P2", "file_integrity": "P2",
+    "package_integrity": "P2",
+    "backup_age": "P2", "backup_missing": "P2", "pitr": "P2", "updates": "P3",
 }
 # Who hears of each severity (events.CHANNELS names the same for incidents; a unit test keeps them equal).
 CHANNELS = {"P1": "page", "P2": "page", "P3": "notify", "P4": "log"}
@@ -550,6 +554,13 @@ def unit_failed(unit: str) -> bool:
     return done.returncode == 0
 
 
+def unit_last_run(unit: str) -> dict:
+    """How a unit's last run ended, as systemd remembers it since boot: Result, ExecMainStatus and
+    ExecMainExitTimestampMonotonic (0 when it has not run)."""
+    out = run(["systemctl", "show", "--property=Result,ExecMainStatus,ExecMainExitTimestampMonotonic", unit])
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
 # --- what the production verification reads besides the daily signals -------------------------
 
 class _SiteHTTPS(http.client.HTTPSConnection):
@@ -723,6 +734,9 @@ def control_holds(control: dict) -> bool:
                 return False
         except OSError:
             return False
+    restricted = control.get("executables_restricted")
+    if restricted and _executables_open_to_others(restricted["dir"], restricted["patterns"]):
+        return False
     if control.get("login_defs"):
         defs = _login_defs()
         if any(defs.get(key) != str(value) for key, value in control["login_defs"].items()):
@@ -743,6 +757,27 @@ def control_holds(control: dict) -> bool:
             except OSError:
                 return False
     return _installed(control.get("packages", []))
+
+
+def _executables_open_to_others(directory: str, patterns: list) -> list:
+    """The files in directory named by one of the (shell) patterns that are not root's (owner and
+    group) or that others may run: links are left out (they point at the files themselves)."""
+    open_files = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    for name in names:
+        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            status = os.lstat(path)
+        except OSError:
+            continue
+        if S_ISREG(status.st_mode) and (status.st_uid != 0 or status.st_gid != 0 or status.st_mode & 0o007):
+            open_files.append(path)
+    return open_files
 
 
 def _sshd_value(value) -> str:
@@ -873,6 +908,9 @@ class Checks:
             self.guarded("redis", self.redis)
         if self.config.get("failure_marker_dir"):
             self.guarded("backups", self.backups)
+        if self.config.get("hardening"):
+            self.guarded("file_integrity", self.file_integrity)
+            self.guarded("package_integrity", self.package_integrity)
         # Seen from a run by hand or from the control node: is the scheduled check still running?
         if self.config.get("schedule") and not self.scheduled:
             self.guarded("schedule", self.schedule)
@@ -1118,6 +1156,54 @@ class Checks:
         differs = sorted(name for name, control in controls.items() if not control_holds(control))
         self.add("hardening", "fail" if differs else "ok", reason="control_changed" if differs else "",
                  controls=len(controls), differs=len(differs), names=differs)
+
+    def file_integrity(self):
+        """The daily file integrity check (AIDE against the reference the baseline role made): fails
+        when its last run found files added, removed or changed (named in its journal), when it
+        failed, or when the database is gone."""
+        def verdict(status):
+            if 1 <= status <= 7:
+                # AIDE's exit status: 1 files added, 2 removed, 4 changed (summed).
+                return {"reason": "files_changed", "added": status & 1, "removed": (status & 2) >> 1,
+                        "changed": (status & 4) >> 2}
+            return {"reason": "check_failed", "exit_status": status}
+        self.scheduled_check("file_integrity", "file_integrity", verdict)
+
+    def package_integrity(self):
+        """The daily package integrity check (debsums: the installed programs and libraries against
+        their packages' checksums, configuration files left out): fails when its last run found a
+        file changed or missing (named in its journal), or when it failed."""
+        def verdict(status):
+            # debsums' exit status: 2 a file changed or missing, 1 an error; both can be set (3).
+            if status & 2 and status < 8:
+                return {"reason": "files_changed", "exit_status": status}
+            return {"reason": "check_failed", "exit_status": status}
+        self.scheduled_check("package_integrity", "debsums", verdict)
+
+    def scheduled_check(self, check, control_name, verdict):
+        """The last run of a check the baseline role schedules (its unit, and the reference it
+        needs, named in the baseline's manifest under the control's `integrity`). `verdict` turns
+        a failed run's exit status into the result's reason and fields."""
+        try:
+            with open(self.config["hardening"]["manifest"], encoding="utf-8") as handle:
+                control = json.load(handle)["controls"].get(control_name) or {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return  # no baseline here: the verification's hardening check says so
+        integrity = control.get("integrity")
+        if not integrity:
+            return
+        if integrity.get("database") and not os.path.exists(integrity["database"]):
+            self.add(check, "fail", reason="database_missing")
+            return
+        last = unit_last_run(integrity["service"])
+        if last.get("ExecMainExitTimestampMonotonic", "0") in ("", "0"):
+            self.add(check, "ok", checked=0)  # not run since boot: nothing to report yet
+            return
+        # `systemctl reset-failed` (an operator who has seen the findings) makes the Result success again.
+        if last.get("Result") == "success":
+            self.add(check, "ok", checked=1)
+        else:
+            self.add(check, "fail", checked=1, **verdict(int(last.get("ExecMainStatus") or 0)))
 
     def backup_age(self, expected_backups=()):
         settings = self.config["backups"]

@@ -183,6 +183,16 @@ def jobs_document(params: dict) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
+HOMES = ("/home", "/root", "/run/user")
+
+
+def writes_under_homes(params: dict) -> bool:
+    """Whether a job's backups or the failure markers live under a home directory, which the unit
+    otherwise keeps read-only."""
+    paths = [job["args"]["backup_dir"] for job in params["jobs"]] + [params["failure_marker_dir"]]
+    return any(path == home or path.startswith(home + "/") for path in paths for home in HOMES)
+
+
 def service_unit(params: dict) -> bytes:
     names = sorted({credential for job in params["jobs"] for credential in (job.get("credentials") or {}).values()})
     lines = [
@@ -203,6 +213,30 @@ def service_unit(params: dict) -> bytes:
         "IOSchedulingPriority=7",
         "PrivateTmp=true",
         f"TimeoutStartSec={params['job_timeout'] * max(len(params['jobs']), 1) + 300}",
+        # It reads the databases (pg_dump as postgres, through runuser), the sites' files and Redis,
+        # and writes backups under /var: /usr, /boot and /etc stay read-only, homes readable only,
+        # and root keeps only what runuser and reading or writing others' files need.
+        "ProtectSystem=full",
+        f"ProtectHome={'no' if writes_under_homes(params) else 'read-only'}",
+        "PrivateDevices=true",
+        "NoNewPrivileges=true",
+        "ProtectKernelTunables=true",
+        "ProtectKernelModules=true",
+        "ProtectKernelLogs=true",
+        "ProtectControlGroups=true",
+        "ProtectClock=true",
+        "ProtectHostname=true",
+        "RestrictNamespaces=true",
+        "RestrictRealtime=true",
+        "RestrictSUIDSGID=true",
+        "LockPersonality=true",
+        "SystemCallArchitectures=native",
+        "SystemCallFilter=@system-service",
+        "SystemCallErrorNumber=EPERM",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        # CAP_KILL: a job past its timeout runs as another user (pg_dump as postgres) and is stopped.
+        "CapabilityBoundingSet=CAP_SETUID CAP_SETGID CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_CHOWN CAP_FOWNER"
+        " CAP_KILL CAP_AUDIT_WRITE CAP_SYS_RESOURCE",
         "",
     ]
     return "\n".join(lines).encode()

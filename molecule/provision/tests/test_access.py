@@ -41,6 +41,14 @@ def test_root_login_is_refused(host, key_file):
     assert "Permission denied" in result.stderr
 
 
+def test_the_legal_banner_is_shown_before_any_login_never_the_os_release(host, key_file):
+    banner = host.file("/etc/issue.net").content_string.strip()
+    assert banner and not any(name in banner for name in ("Debian", "Ubuntu", "GNU/Linux"))
+    for user in ("ops", "root"):  # accepted, and refused
+        result = _ssh(host, user, "-i", key_file, "-o", "IdentitiesOnly=yes")
+        assert banner.splitlines()[0] in result.stderr, (user, result.stderr)
+
+
 def test_password_login_is_refused(host):
     result = _ssh(host, "ops", "-o", "PubkeyAuthentication=no",
                   "-o", "PreferredAuthentications=password,keyboard-interactive")
@@ -72,7 +80,7 @@ def test_sshd_effective_config_is_hardened(host):
         "maxauthtries": "3", "allowgroups": "opspack-ssh", "x11forwarding": "no", "allowagentforwarding": "no",
         "allowtcpforwarding": "no", "allowstreamlocalforwarding": "no", "gatewayports": "no", "permittunnel": "no",
         "permituserenvironment": "no", "compression": "no", "maxsessions": "4", "maxstartups": "10:30:60",
-        "persourcemaxstartups": "4", "logingracetime": "30",
+        "persourcemaxstartups": "4", "logingracetime": "30", "banner": "/etc/issue.net",
     }
     assert {keyword: sshd[keyword][0] for keyword in expected} == expected
     assert "hmac-sha1" not in sshd["macs"][0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 
 import pytest
 
@@ -249,3 +250,107 @@ def test_the_health_role_reads_the_manifest_where_the_baseline_role_writes_it():
     roles = Path(__file__).resolve().parents[4] / "roles"
     written = yaml.safe_load((roles / "baseline" / "vars" / "main.yml").read_text())["__baseline_manifest_file"]
     assert yaml.safe_load((roles / "health" / "defaults" / "main.yml").read_text())["health_baseline_manifest"] == written
+
+
+def _scheduled_check_result(tmp_path, monkeypatch, check, control, last_run):
+    """The finding `check` makes from a unit whose last run systemd describes as last_run; the unit
+    it asked about."""
+    manifest = tmp_path / "controls.json"
+    manifest.write_text(json.dumps({"controls": control}))
+    asked = []
+
+    def fake_run(argv, env=None, timeout=30, ok_codes=(0,)):
+        asked.append(argv)
+        return last_run
+    monkeypatch.setattr(health, "run", fake_run)
+    checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
+    getattr(checks, check)()
+    found = checks.findings[0]
+    assert found.severity == "P2" or found.status == "ok"
+    return found, asked[0][-1]
+
+
+@pytest.mark.parametrize("last_run, status, reason, figures", [
+    ("Result=success\nExecMainStatus=0\nExecMainExitTimestampMonotonic=0\n", "ok", "", {"checked": 0}),
+    ("Result=success\nExecMainStatus=0\nExecMainExitTimestampMonotonic=91\n", "ok", "", {"checked": 1}),
+    # AIDE's exit status sums 1 added, 2 removed, 4 changed.
+    ("Result=exit-code\nExecMainStatus=5\nExecMainExitTimestampMonotonic=91\n", "fail", "files_changed",
+     {"checked": 1, "added": 1, "removed": 0, "changed": 1}),
+    ("Result=exit-code\nExecMainStatus=17\nExecMainExitTimestampMonotonic=91\n", "fail", "check_failed",
+     {"checked": 1, "exit_status": 17}),
+    ("Result=timeout\nExecMainStatus=0\nExecMainExitTimestampMonotonic=91\n", "fail", "check_failed",
+     {"checked": 1, "exit_status": 0}),
+    # Seen and acknowledged by the operator: systemctl reset-failed.
+    ("Result=success\nExecMainStatus=4\nExecMainExitTimestampMonotonic=91\n", "ok", "", {"checked": 1}),
+])
+def test_the_daily_check_reports_the_last_file_integrity_check(tmp_path, monkeypatch, last_run, status, reason, figures):
+    database = tmp_path / "aide.db"
+    database.write_text("")
+    control = {"file_integrity": {"packages": ["aide"],
+                                  "integrity": {"service": "opspack-file-integrity.service", "database": str(database)}}}
+    found, unit = _scheduled_check_result(tmp_path, monkeypatch, "file_integrity", control, last_run)
+    assert (found.check, found.status, found.reason, found.figures) == ("file_integrity", status, reason, figures)
+    assert unit == "opspack-file-integrity.service"
+    database.unlink()
+    manifest = tmp_path / "controls.json"
+    checks = health.Checks({"hardening": {"manifest": str(manifest)}}, health.State(None, False), STAMP)
+    checks.file_integrity()
+    assert (checks.findings[0].status, checks.findings[0].reason) == ("fail", "database_missing")
+
+
+def test_no_integrity_finding_where_the_baseline_schedules_no_check(tmp_path):
+    manifest = tmp_path / "controls.json"
+    manifest.write_text(json.dumps({"controls": {"debsums": {"packages": ["debsums"]}}}))
+    for config in ({"hardening": {"manifest": str(manifest)}}, {"hardening": {"manifest": str(tmp_path / "none.json")}}):
+        checks = health.Checks(config, health.State(None, False), STAMP)
+        checks.file_integrity()
+        checks.package_integrity()
+        assert checks.findings == []
+
+
+@pytest.mark.parametrize("last_run, status, reason, figures", [
+    ("Result=success\nExecMainStatus=0\nExecMainExitTimestampMonotonic=0\n", "ok", "", {"checked": 0}),
+    ("Result=success\nExecMainStatus=0\nExecMainExitTimestampMonotonic=91\n", "ok", "", {"checked": 1}),
+    # debsums: 2 is a file changed or missing.
+    ("Result=exit-code\nExecMainStatus=2\nExecMainExitTimestampMonotonic=91\n", "fail", "files_changed",
+     {"checked": 1, "exit_status": 2}),
+    # A file changed, and an error besides: the change is not hidden behind the error.
+    ("Result=exit-code\nExecMainStatus=3\nExecMainExitTimestampMonotonic=91\n", "fail", "files_changed",
+     {"checked": 1, "exit_status": 3}),
+    ("Result=exit-code\nExecMainStatus=1\nExecMainExitTimestampMonotonic=91\n", "fail", "check_failed",
+     {"checked": 1, "exit_status": 1}),
+    ("Result=signal\nExecMainStatus=9\nExecMainExitTimestampMonotonic=91\n", "fail", "check_failed",
+     {"checked": 1, "exit_status": 9}),
+    ("Result=success\nExecMainStatus=2\nExecMainExitTimestampMonotonic=91\n", "ok", "", {"checked": 1}),
+])
+def test_the_daily_check_reports_the_last_package_integrity_check(tmp_path, monkeypatch, last_run, status, reason, figures):
+    control = {"debsums": {"packages": ["debsums"], "integrity": {"service": "opspack-package-integrity.service"}}}
+    found, unit = _scheduled_check_result(tmp_path, monkeypatch, "package_integrity", control, last_run)
+    assert (found.check, found.status, found.reason, found.figures) == ("package_integrity", status, reason, figures)
+    assert unit == "opspack-package-integrity.service"
+
+
+def test_compilers_open_to_others_break_the_control_links_and_other_programs_do_not(tmp_path, monkeypatch):
+    patterns = ["as", "*-linux-gnu*-as", "gcc-[0-9]*", "*-linux-gnu*-gcc-[0-9]*"]
+    gcc = tmp_path / "x86_64-linux-gnu-gcc-12"
+    gcc.write_text("")
+    gcc.chmod(0o750)
+    (tmp_path / "gcc-12").symlink_to(gcc.name)  # the plain names are links: left out
+    (tmp_path / "cpp-12").write_text("")  # not a compiler here
+    (tmp_path / "cpp-12").chmod(0o755)
+    monkeypatch.setattr(health, "_installed", lambda packages: True)
+    control = {"executables_restricted": {"dir": str(tmp_path), "patterns": patterns}}
+    root = os.getuid() == 0
+    assert health._executables_open_to_others(str(tmp_path), patterns) == ([] if root else [str(gcc)])
+    assert health.control_holds(control) is root
+    assembler = tmp_path / "as"
+    assembler.write_text("")
+    assembler.chmod(0o755)  # a new compiler, installed since the run, open to everyone
+    assert health._executables_open_to_others(str(tmp_path), patterns) == [str(assembler)] + ([] if root else [str(gcc)])
+    assert not health.control_holds(control)
+    # A host without the directory has no compiler to restrict.
+    assert health._executables_open_to_others(str(tmp_path / "none"), patterns) == []
+    if root:  # a group that is not root's may run it too
+        assembler.chmod(0o750)
+        os.chown(gcc, 0, 33)
+        assert health._executables_open_to_others(str(tmp_path), patterns) == [str(gcc)]

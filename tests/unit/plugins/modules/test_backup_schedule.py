@@ -127,3 +127,20 @@ def test_the_marker_of_a_job_no_longer_scheduled_goes_and_other_markers_stay(sch
     # redis is still scheduled: its marker is the program's to remove, after its next success.
     assert sorted(path.name for path in markers.iterdir()) == ["backup-redis", "backup-redis.tmp", "pgbackrest-full"]
     assert not schedule()["changed"]
+
+
+@pytest.mark.parametrize("backup_dir, protect_home", [
+    ("/var/backups/opspack/blog", "read-only"),
+    ("/home/backups/blog", "no"),
+    ("/root/backups", "no"),
+    ("/homestead/backups", "read-only"),
+])
+def test_homes_stay_read_only_unless_backups_are_written_there(backup_dir, protect_home):
+    from ansible_collections.opspack.platform.plugins.modules import backup_schedule
+    params = {"jobs": [{"name": "blog", "module": "files_backup", "args": {"site": "blog", "backup_dir": backup_dir}}],
+              "program_path": "/usr/local/lib/opspack/opspack-backup.pyz", "jobs_path": "/etc/opspack/backup/jobs.json",
+              "credentials_dir": "/etc/opspack/backup/credentials", "failure_marker_dir": "/var/lib/opspack/backup-failed",
+              "job_timeout": 60}
+    unit = backup_schedule.service_unit(params).decode()
+    assert f"\nProtectHome={protect_home}\n" in unit
+    assert "CAP_KILL" in unit and "\nNoNewPrivileges=true\n" in unit
