@@ -791,7 +791,11 @@ class Lab:
         if state != "running":
             failed = run(["docker", "exec", host.container, "systemctl", "--failed", "--plain", "--no-legend"], check=False).stdout
             units = ", ".join(line.split()[0] for line in failed.splitlines() if line.strip()) or "none listed"
-            raise LabError(f"{host.name} did not reach systemd state 'running' within {BOOT_TIMEOUT:.0f} s (state {state}; failed units: {units})")
+            # A boot that is still "starting" has jobs queued: name them, they are what holds it.
+            jobs = run(["docker", "exec", host.container, "systemctl", "list-jobs", "--plain", "--no-legend"], check=False).stdout
+            waiting = "; ".join(" ".join(line.split()[1:4]) for line in jobs.splitlines() if line.strip()) or "none listed"
+            raise LabError(f"{host.name} did not reach systemd state 'running' within {BOOT_TIMEOUT:.0f} s "
+                           f"(state {state}; failed units: {units}; queued jobs: {waiting})")
         authorized = self.key_file.with_suffix(".pub").read_text()
         run(["docker", "exec", "-i", host.container, "sh", "-c",
              "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys"], input_text=authorized)

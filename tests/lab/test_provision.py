@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import BASE_PORT, ROOT, opspack
 
-from opspack.testing.config import LAB_SITE, assert_no_secret, operator_vars, tool_env
+from opspack.testing.config import LAB_SITE, OPERATOR, assert_no_secret, operator_vars, tool_env
 
 PORT = BASE_PORT + 300
 
@@ -47,6 +47,12 @@ def as_root(lab_dir, command):
                            "-a", command], cwd=ROOT, capture_output=True, text=True, check=False,
                           env=tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
 
+
+def as_operator(lab_dir, command):
+    """Run a command on a provisioned host as the operator does (root login is off there)."""
+    return subprocess.run(["ansible", "all", "-i", str(lab_dir / "hosts.yml"), "-m", "ansible.builtin.command",
+                           "-a", command, "-e", f"ansible_user={OPERATOR}", "--become"], cwd=ROOT, capture_output=True, text=True,
+                          check=False, env=tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
 
 
 def lab_site():
@@ -92,3 +98,12 @@ def test_a_run_cut_off_halfway_converges_when_run_again(fresh_host, tmp_path):
     assert settled.returncode == 0
     assert "changed=0" in settled.stdout and "failed=0" in settled.stdout
     assert_no_secret(settled.stdout + settled.stderr, "the settled provision run at -vvvv", files=(LAB_SITE,))
+    # The scheduled checks switched off: their timers stop and their units go, and that settles too.
+    checks = {"opspack-file-integrity": "baseline_file_integrity_enabled", "opspack-package-integrity": "baseline_debsums_enabled"}
+    checks_off = {**site_vars, **dict.fromkeys(checks.values(), False)}
+    assert provision(fresh_host, checks_off).returncode == 0
+    left = as_operator(fresh_host, "sh -c 'systemctl list-timers --all --plain --no-legend; ls /etc/systemd/system'")
+    assert left.returncode == 0, left.stdout + left.stderr
+    assert not [unit for unit in checks if unit in left.stdout], left.stdout
+    again = provision(fresh_host, checks_off)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-4000:]
