@@ -41,18 +41,21 @@ def provision(lab_dir, extra_vars: dict, *options: str, **popen):
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
 
 
+def on_host(lab_dir, command, *options):
+    """Run a command on the lab host with ad-hoc ansible (OPTIONS: how to log in)."""
+    return subprocess.run(["ansible", "all", "-i", str(lab_dir / "hosts.yml"), "-m", "ansible.builtin.command",
+                           "-a", command, *options], cwd=ROOT, capture_output=True, text=True, check=False,
+                          env=tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+
+
 def as_root(lab_dir, command):
     """Run a command on the host the way it was handed over (root by key)."""
-    return subprocess.run(["ansible", "all", "-i", str(lab_dir / "hosts.yml"), "-m", "ansible.builtin.command",
-                           "-a", command], cwd=ROOT, capture_output=True, text=True, check=False,
-                          env=tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+    return on_host(lab_dir, command)
 
 
 def as_operator(lab_dir, command):
     """Run a command on a provisioned host as the operator does (root login is off there)."""
-    return subprocess.run(["ansible", "all", "-i", str(lab_dir / "hosts.yml"), "-m", "ansible.builtin.command",
-                           "-a", command, "-e", f"ansible_user={OPERATOR}", "--become"], cwd=ROOT, capture_output=True, text=True,
-                          check=False, env=tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg")))
+    return on_host(lab_dir, command, "-e", f"ansible_user={OPERATOR}", "--become")
 
 
 def lab_site():
