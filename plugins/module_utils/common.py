@@ -34,6 +34,23 @@ def sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def makedirs_mode(path: str, mode: int = 0o755) -> None:
+    """os.makedirs, with every directory it creates given exactly mode: os.makedirs' own mode is
+    cut by the umask, and a host's login.defs may set 027, which would shut out the other users
+    (postgres, the site's user, nginx) that must reach what is inside."""
+    missing = []
+    head = os.path.abspath(path)
+    while head and not os.path.isdir(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            continue
+        os.chmod(directory, mode)
+
+
 def write_bytes_atomic(path: str, data: bytes, mode: int = 0o640) -> None:
     """Replace path with data in one rename (temp file in the same directory, fsynced first), so
     a reader sees the old file or the new one, never half of it."""

@@ -92,7 +92,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opspack.platform.plugins.module_utils.common import write_bytes_atomic
+from ansible_collections.opspack.platform.plugins.module_utils.common import makedirs_mode, write_bytes_atomic
 from ansible_collections.opspack.platform.plugins.module_utils.events import event
 
 
@@ -126,7 +126,7 @@ def main() -> None:
     if result["changed"] and not module.check_mode:
         try:
             if wanted_on:
-                os.makedirs(os.path.dirname(flag), mode=0o755, exist_ok=True)
+                makedirs_mode(os.path.dirname(flag), 0o755)
                 write_bytes_atomic(flag, (params["note"].strip() + "\n").encode("utf-8"), 0o644)
             else:
                 os.unlink(flag)

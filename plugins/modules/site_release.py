@@ -227,7 +227,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.opspack.platform.plugins.module_utils.common import sha256_file
+from ansible_collections.opspack.platform.plugins.module_utils.common import makedirs_mode, sha256_file
 from ansible_collections.opspack.platform.plugins.module_utils.release import (
     ReleaseError, check_links, check_release_id, resolve_in_tree)
 from ansible_collections.opspack.platform.plugins.module_utils.site_state import (
@@ -397,7 +397,7 @@ def export(module: AnsibleModule, final: str, release_id: str, result: dict) -> 
     result["changed"] = True
     if module.check_mode:
         return
-    os.makedirs(params["export_migrations"], mode=0o755, exist_ok=True)
+    makedirs_mode(params["export_migrations"], 0o755)
     partial = target + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     os.mkdir(partial, 0o755)
