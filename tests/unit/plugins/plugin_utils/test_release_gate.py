@@ -4,11 +4,14 @@ fail-closed judgement of the dependency audit and the secret scan."""
 from __future__ import annotations
 
 import datetime
+import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from ansible_collections.opspack.platform.plugins.module_utils import release_gate as gate
+from ansible_collections.opspack.platform.plugins.plugin_utils import release_gate as gate
+from ansible_collections.opspack.platform.plugins.plugin_utils.scratch_postgres import ScratchCluster
 
 TODAY = datetime.date(2026, 12, 6)
 
@@ -233,3 +236,45 @@ def test_the_verdict_is_safe_only_when_every_gate_ran_and_passed():
     assert partial["safe_to_ship"] is False and partial["failed"] == ["secret_scan"]
     hotfix = gate.verdict({**release, "version": "1.2.1-hotfix.1"}, passed)
     assert hotfix["hotfix"] is True
+
+
+SAMPLE = Path(__file__).resolve().parents[3] / "sample_site"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with ScratchCluster() as made:
+        yield made
+
+
+def copy_migrations(tmp_path, version="v2"):
+    target = tmp_path / "migrations"
+    shutil.copytree(SAMPLE / version / "migrations", target)
+    return target
+
+
+def test_migrations_that_apply_and_revert_pass(cluster, tmp_path):
+    outcome = gate.migrations_gate(str(copy_migrations(tmp_path)), cluster, database="ok_check")
+    assert outcome["status"] == "pass", outcome
+    assert outcome["details"]["migrations"] == 2
+
+
+def test_a_rollback_that_does_not_revert_is_named(cluster, tmp_path):
+    migrations = copy_migrations(tmp_path)
+    (migrations / "002_add_note_tags.rollback.sql").write_text("SELECT 1;\n")
+    outcome = gate.migrations_gate(str(migrations), cluster, database="norevert_check")
+    assert outcome["status"] == "fail"
+    assert "002_add_note_tags.rollback.sql does not revert 002_add_note_tags.sql" in outcome["reason"]
+    assert "tags" in outcome["reason"], "names what the rollback left"
+
+
+def test_a_missing_rollback_a_failing_migration_and_a_failing_rollback(cluster, tmp_path):
+    migrations = copy_migrations(tmp_path)
+    (migrations / "002_add_note_tags.rollback.sql").unlink()
+    assert "without a rollback script: 002_add_note_tags.sql" in gate.migrations_gate(str(migrations), cluster)["reason"]
+    bad = gate.migrations_gate(str(copy_migrations(tmp_path / "b", "v3-bad-migration")), cluster, database="bad_check")
+    assert bad["status"] == "fail" and "003_archive_notes.sql fails on an empty database" in bad["reason"]
+    broken = copy_migrations(tmp_path / "c")
+    (broken / "001_create_notes.rollback.sql").write_text("DROP TABLE no_such_table;\n")
+    outcome = gate.migrations_gate(str(broken), cluster, database="broken_check")
+    assert "001_create_notes.rollback.sql fails after 001_create_notes.sql" in outcome["reason"]

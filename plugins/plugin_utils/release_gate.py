@@ -18,6 +18,7 @@ import re
 import subprocess
 
 from ansible_collections.opspack.platform.plugins.module_utils.common import OpspackError
+from ansible_collections.opspack.platform.plugins.module_utils.migrations import MigrationError, read_release
 from ansible_collections.opspack.platform.plugins.module_utils.release import VERSION
 
 # The gates, in the order they run (the cheap and the decisive first).
@@ -209,6 +210,57 @@ def git_policy(repo: str, ref: str, version: str, policy: dict, git=run_git) -> 
                           "(git stash -u), then run the gate again", changed=changed[:20], **details)
     return result(gate, True, f"{tag} is an annotated tag on {', '.join(branches)}" if policy["annotated_tag"]
                   else f"{tag} is on {', '.join(branches)}", **details)
+
+
+# --- Migrations ---------------------------------------------------------------------------------
+
+def schema_text(dump: str) -> list[str]:
+    """pg_dump's schema without its comments, settings and blank lines: what a revert must restore."""
+    return [line for line in dump.splitlines()
+            if line.strip() and not line.startswith(("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict"))]
+
+
+def migrations_gate(directory: str, cluster, database: str = "gate_check") -> dict:
+    """Every migration has its rollback script, applies in order on an empty database, and each
+    rollback, newest first, gives back exactly the schema the database had before it."""
+    gate = "migrations"
+    try:
+        found = read_release(directory)
+    except MigrationError as error:
+        return result(gate, False, str(error), "fix the release's migrations directory")
+    if not found:
+        return result(gate, True, "the release has no migrations", migrations=0)
+    missing = [item["file"] for item in found if not item["rollback_sql"]]
+    if missing:
+        return result(gate, False, f"{len(missing)} migration(s) without a rollback script: {', '.join(missing)}",
+                      "write NNN_name.rollback.sql beside each, reverting exactly what the migration does",
+                      migrations=len(found))
+    cluster.create_database(database)
+    schemas = [schema_text(cluster.schema(database))]
+    for item in found:
+        done = cluster.psql(item["sql"], database=database, check=False)
+        if done.returncode != 0:
+            return result(gate, False, f"migration {item['file']} fails on an empty database: {done.stderr.strip()[-400:]}",
+                          "fix the migration; the gate applies the migrations in order to a fresh database",
+                          migrations=len(found), failed=item["file"])
+        schemas.append(schema_text(cluster.schema(database)))
+    for index in range(len(found) - 1, -1, -1):
+        item = found[index]
+        rollback = item["file"][:-4] + ".rollback.sql"
+        done = cluster.psql(item["rollback_sql"], database=database, check=False)
+        if done.returncode != 0:
+            return result(gate, False, f"{rollback} fails after {item['file']}: {done.stderr.strip()[-400:]}",
+                          "fix the rollback script", migrations=len(found), failed=rollback)
+        after = schema_text(cluster.schema(database))
+        if after != schemas[index]:
+            left = sorted(set(after) - set(schemas[index]))[:3]
+            lost = sorted(set(schemas[index]) - set(after))[:3]
+            return result(gate, False, f"{rollback} does not revert {item['file']}: "
+                          + "; ".join(filter(None, [f"left {left}" if left else "", f"lost {lost}" if lost else ""])),
+                          "make the rollback script undo exactly what the migration does", migrations=len(found),
+                          failed=rollback)
+    return result(gate, True, f"{len(found)} migration(s) applied, then each reverted to the schema before it",
+                  migrations=len(found))
 
 
 # --- Dependency audit ---------------------------------------------------------------------------
