@@ -157,7 +157,7 @@ def main() -> None:
         policy=dict(type="dict"), waivers=dict(type="list", elements="dict"),
         test_command=dict(type="list", elements="str"), test_timeout=dict(type="int", default=1800),
         migrations_dir=dict(type="str", default="migrations"), requirements=dict(type="str", default="requirements.txt"),
-        secrets_baseline=dict(type="str", default=".secrets.baseline"),
+        secrets_baseline=dict(type="str", default=".secrets.baseline", no_log=False),
         audit_service=dict(type="str", choices=["pypi", "osv"], default="pypi"), osv_url=dict(type="str"),
         audit_timeout=dict(type="int", default=600), started=dict(type="str")), supports_check_mode=False)
     module.fail_json(msg="release_gate runs on the control node only (its action plugin); it was called as a module")

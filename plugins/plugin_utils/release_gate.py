@@ -165,7 +165,7 @@ def git_policy(repo: str, ref: str, version: str, policy: dict, git=run_git) -> 
     commit = commit.strip()
     details = {"ref": ref, "commit": commit, "version": version}
     tag = policy["tag_format"].replace("{version}", version)
-    code, tags_out, _ = git(repo, "tag", "--points-at", commit)
+    code, tags_out, _stderr = git(repo, "tag", "--points-at", commit)
     tags = sorted(tags_out.split())
     if tag not in tags:
         pattern = re.compile("^" + re.escape(policy["tag_format"]).replace(re.escape("{version}"), "(?P<v>.+)") + "$")
@@ -178,11 +178,11 @@ def git_policy(repo: str, ref: str, version: str, policy: dict, git=run_git) -> 
                       tags=tags, **details)
     details["tag"] = tag
     if policy["annotated_tag"]:
-        code, kind, _ = git(repo, "cat-file", "-t", f"refs/tags/{tag}")
+        code, kind, _stderr = git(repo, "cat-file", "-t", f"refs/tags/{tag}")
         if kind.strip() != "tag":
             return result(gate, False, f"tag {tag} is a lightweight tag: the policy wants an annotated one (who, when, why)",
                           f"replace it: git tag -d {tag}; git tag -a {tag} -m 'Release {version}' {commit[:12]}", **details)
-    code, branches_out, _ = git(repo, "branch", "--all", "--contains", commit, "--format=%(refname)")
+    code, branches_out, _stderr = git(repo, "branch", "--all", "--contains", commit, "--format=%(refname)")
     branches = sorted({re.sub(r"^refs/(heads|remotes/[^/]+)/", "", name) for name in branches_out.split()
                        if name.startswith(("refs/heads/", "refs/remotes/")) and not name.endswith("/HEAD")})
     if not any(fnmatch.fnmatchcase(branch, pattern) for branch in branches for pattern in policy["branches"]):
@@ -191,7 +191,7 @@ def git_policy(repo: str, ref: str, version: str, policy: dict, git=run_git) -> 
                       "or name its branch in release_gate_policy.branches", branches=branches, **details)
     details["branches"] = branches
     if policy["changelog"]:
-        code, text, _ = git(repo, "show", f"{commit}:{policy['changelog']}")
+        code, text, _stderr = git(repo, "show", f"{commit}:{policy['changelog']}")
         if code != 0:
             return result(gate, False, f"{policy['changelog']} is not in {tag}",
                           f"add {policy['changelog']} with a heading for {version}, or set release_gate_policy.changelog",
