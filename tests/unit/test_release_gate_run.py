@@ -113,6 +113,8 @@ def test_a_release_that_passes_every_gate_is_safe_to_ship_with_its_sbom_and_reco
     # The records keep the verdict by release id; a gate is history only (no matrix row, no incident).
     assert [(e["operation"], e["result"], e["release"]) for e in history] == [("gate", "pass", release_id)]
     assert not (tmp_path / "state" / "records" / "what-broke-last-time.md").exists()
+    matrix = tmp_path / "state" / "records" / "loop-sites-matrix.md"
+    assert not matrix.exists() or f"| {SITE} |" not in matrix.read_text()
 
 
 def only_failed(ran, verdict, name):
