@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
+import importlib.metadata
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -64,37 +67,48 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"release gate: {release['path']} is not the artifact {release['release_id']} "
                                     "(its sha256 differs): build it again")
         if self._task.check_mode:
-            result.update(changed=False, skipped=True, msg="check mode: the gate runs the app's tests, so it does not run")
-            return result
+            # Never a pass: a CI job run with --check must not read as a release judged safe.
+            raise AnsibleActionFail("release gate: not judged in check mode (it runs the app's tests); run it without --check")
 
         base = os.path.join(os.path.dirname(release["path"]), release["release_id"])
         work = tempfile.mkdtemp(prefix="opspack-gate-")
         try:
-            tree = os.path.join(work, "tree")
-            with tarfile.open(release["path"]) as archive:
-                archive.extractall(tree, filter="data")
-            requirements = os.path.join(tree, str(args.get("requirements") or "requirements.txt"))
-            if not os.path.isfile(requirements):
-                requirements = os.path.join(work, "no-requirements.txt")
+            # Two copies of the artifact's tree: the app's tests may write into theirs; the other
+            # gates read the other, as shipped.
+            tree, tests_tree = os.path.join(work, "tree"), os.path.join(work, "tests-tree")
+            for target in (tree, tests_tree):
+                with tarfile.open(release["path"]) as archive:
+                    archive.extractall(target, filter="data")
+            # "" declares an app without Python dependencies: an empty SBOM and audit. A file named
+            # but missing is a failure, never an empty audit.
+            requirements_name = str(args.get("requirements") if args.get("requirements") is not None else "requirements.txt")
+            requirements = os.path.join(tree, requirements_name) if requirements_name else os.path.join(work, "none.txt")
+            if not requirements_name:
                 open(requirements, "w", encoding="utf-8").close()
             # Independent of each other, each mostly waiting on its own tool: run side by side.
             runs = [
-                lambda: gate.git_policy(repo, ref, release["version"], policy),
-                lambda: self._tests(tree, command, int(args.get("test_timeout") or 1800), work),
-                lambda: self._migrations(os.path.join(tree, str(args.get("migrations_dir") or "migrations"))),
-                lambda: self._sbom(requirements, base + ".cdx.json", work),
-                lambda: self._audit(requirements, waivers, service, str(args.get("osv_url") or ""),
-                                    int(args.get("audit_timeout") or 600), work),
-                lambda: self._secrets(tree, str(args.get("secrets_baseline") or ".secrets.baseline")),
+                ("git_policy", lambda: gate.git_policy(repo, ref, release["version"], policy,
+                                                       packed=str(release.get("git_sha") or ""))),
+                ("tests", lambda: self._tests(tests_tree, command, int(args.get("test_timeout") or 1800), work)),
+                ("migrations", lambda: self._migrations(os.path.join(tree, str(args.get("migrations_dir") or "migrations")))),
+                ("sbom", lambda: self._sbom(requirements, requirements_name, base + ".cdx.json", work)),
+                ("dependency_audit", lambda: self._audit(requirements, requirements_name, waivers, service,
+                                                         str(args.get("osv_url") or ""), int(args.get("audit_timeout") or 600),
+                                                         work)),
+                ("secret_scan", lambda: self._secrets(tree, str(args.get("secrets_baseline") or ".secrets.baseline"))),
             ]
             with concurrent.futures.ThreadPoolExecutor(max_workers=len(runs)) as pool:
-                gates = list(pool.map(lambda run: run(), runs))
+                gates = list(pool.map(guarded, runs))
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
         verdict = gate.verdict({**release, "site": site}, gates)
-        verdict["checked_at"] = utc_stamp()
-        verdict["git_ref"] = ref
+        # What it was judged under: another policy or waiver list is another verdict.
+        verdict.update(checked_at=utc_stamp(), git_ref=ref, audit_service=service,
+                       policy=policy, waivers=[{**w, "expires": w["expires"].isoformat()} for w in waivers],
+                       tools=tool_versions())
+        if "sbom" in verdict["failed"] and os.path.exists(base + ".cdx.json"):
+            os.unlink(base + ".cdx.json")  # an SBOM of an earlier run is not this verdict's
         write_json_atomic(base + ".gate.json", verdict, mode=0o644)
         failed = [g for g in gates if g["status"] != "pass"]
         outcome = "pass" if verdict["safe_to_ship"] else "fail"
@@ -136,14 +150,24 @@ class ActionModule(ActionBase):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LANG": "C.UTF-8", "CI": "true",
                "PYTHONDONTWRITEBYTECODE": "1"}
         try:
-            done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+            # A session of their own: whatever the tests start is stopped with them.
+            process = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, text=True, start_new_session=True)
         except FileNotFoundError:
             return gate.result(name, False, f"the test command {command[0]!r} was not found", "install it, or fix test_command")
+        try:
+            stdout, _none = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             return gate.result(name, False, f"the tests did not finish within {timeout} s", "make them faster, or raise test_timeout")
-        output = tail(done.stdout + "\n" + done.stderr)
-        if done.returncode != 0:
-            return gate.result(name, False, f"the tests failed (exit status {done.returncode}): "
+        finally:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+        output = tail(stdout)
+        if process.returncode != 0:
+            return gate.result(name, False, f"the tests failed (exit status {process.returncode}): "
                                f"{output[-1] if output else 'no output'}", "fix the failing tests and tag again",
                                command=command, output=output)
         return gate.result(name, True, f"the tests passed: {output[-1] if output else 'exit status 0'}",
@@ -156,13 +180,16 @@ class ActionModule(ActionBase):
         try:
             with ScratchCluster() as cluster:
                 return gate.migrations_gate(directory, cluster)
-        except (ScratchError, subprocess.TimeoutExpired) as error:
+        except (ScratchError, FileNotFoundError) as error:
             return gate.result("migrations", False, f"the scratch PostgreSQL could not run: {error}",
                                "install PostgreSQL's server programs on the control node (apt install postgresql)")
+        except subprocess.TimeoutExpired as error:
+            return gate.result("migrations", False, f"a migration step did not finish within {error.timeout:.0f} s",
+                               "look for a migration that waits on a lock or runs long")
 
-    def _sbom(self, requirements: str, dest: str, work: str) -> dict:
+    def _sbom(self, requirements: str, requirements_name: str, dest: str, work: str) -> dict:
         name = "sbom"
-        missing = self._missing_tool(name)
+        missing = self._missing_tool(name) or missing_requirements(name, requirements, requirements_name)
         if missing:
             return missing
         out = os.path.join(work, "sbom.json")
@@ -180,14 +207,15 @@ class ActionModule(ActionBase):
         write_bytes_atomic(dest, text.encode("utf-8"), mode=0o644)
         components = len(json.loads(text).get("components") or [])
         return gate.result(name, True, f"CycloneDX {CYCLONEDX_SPEC} SBOM of {components} package(s), validated",
-                           path=dest, components=components)
+                           file=os.path.basename(dest), components=components)
 
-    def _audit(self, requirements: str, waivers: list, service: str, osv_url: str, timeout: int, work: str) -> dict:
+    def _audit(self, requirements: str, requirements_name: str, waivers: list, service: str, osv_url: str, timeout: int,
+               work: str) -> dict:
         name = "dependency_audit"
-        missing = self._missing_tool(name)
+        missing = self._missing_tool(name) or missing_requirements(name, requirements, requirements_name)
         if missing:
             return missing
-        with open(requirements, encoding="utf-8") as handle:
+        with open(requirements, encoding="utf-8", errors="replace") as handle:
             pins, loose = gate.pinned_requirements(handle.read())
         argv = ["-r", requirements, "--no-deps", "--disable-pip", "--strict", "--format", "json",
                 "--progress-spinner", "off", "--cache-dir", os.path.join(work, "audit-cache"), "-s", service]
@@ -202,7 +230,8 @@ class ActionModule(ActionBase):
             report = json.loads(stdout) if stdout.strip() else None
         except ValueError:
             report = None
-        return gate.dependency_audit(report, pins, loose, waivers, datetime.date.today(), error=stderr)
+        today = datetime.datetime.now(datetime.timezone.utc).date()
+        return gate.dependency_audit(report, pins, loose, waivers, today, error=stderr)
 
     def _secrets(self, tree: str, baseline_name: str) -> dict:
         name = "secret_scan"
@@ -218,13 +247,43 @@ class ActionModule(ActionBase):
             except ValueError as error:
                 return gate.result(name, False, f"{baseline_name} is not a detect-secrets baseline: {error}",
                                    "make it again: detect-secrets scan > .secrets.baseline, then detect-secrets audit")
-        done = self._tool("detect_secrets", "scan", "--all-files", "--exclude-files", f"^{baseline_name.replace('.', '[.]')}$",
+        # The inline "pragma: allowlist secret" comment is not a review: only the baseline is.
+        done = self._tool("detect_secrets", "scan", "--all-files", "--exclude-files", f"^{re.escape(baseline_name)}$",
+                          "--disable-filter", "detect_secrets.filters.allowlist.is_line_allowlisted",
                           ".", cwd=tree, timeout=600)
         try:
             results = json.loads(done.stdout).get("results") if done.returncode == 0 else None
         except ValueError:
             results = None
         return gate.secret_scan(results, baseline, error=done.stderr)
+
+
+def guarded(named) -> dict:
+    """One gate's run; an error of the gate itself fails that gate, naming it, and the others stand."""
+    name, run = named
+    try:
+        return run()
+    except Exception as error:  # noqa: BLE001 - any failure of a gate is that gate's failure, never a pass
+        return gate.result(name, False, f"the gate could not run: {type(error).__name__}: {first_line(str(error), 200)}",
+                           "report it with the run's output")
+
+
+def missing_requirements(name: str, path: str, declared: str) -> dict | None:
+    if declared and not os.path.isfile(path):
+        return gate.result(name, False, f"the release has no {declared}: its dependencies would be neither listed nor "
+                           "audited", f"ship the pinned {declared} in the release, or set the site's "
+                           "gate.requirements to '' when the app has no Python dependencies")
+    return None
+
+
+def tool_versions() -> dict:
+    found = {}
+    for package in ("cyclonedx-bom", "pip-audit", "detect-secrets"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = ""
+    return found
 
 
 def validate_cyclonedx(text: str) -> str:

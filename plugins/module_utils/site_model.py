@@ -336,9 +336,12 @@ def normalize_site(raw, base_dir="/srv"):
                                                "an environment variable name")))
     gate = _fill(name, "gate", site["gate"], GATE_FIELDS)
     gate["test_command"] = _command(name, "gate.test_command", gate["test_command"])
+    # requirements "" declares an app without Python dependencies.
     for key in ("requirements", "secrets_baseline"):
-        if not isinstance(gate[key], str) or not gate[key] or gate[key].startswith("/") or ".." in gate[key].split("/"):
-            raise _problem(name, f"gate.{key}", f"{gate[key]!r} must be a file inside the release")
+        value = gate[key]
+        if (not isinstance(value, str) or (not value and key == "secrets_baseline") or value.startswith("/")
+                or ".." in value.split("/")):
+            raise _problem(name, f"gate.{key}", f"{value!r} must be a file inside the release")
     site["gate"] = gate
 
     queue = _fill(name, "queue", site["queue"], QUEUE_FIELDS)

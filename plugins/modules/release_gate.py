@@ -51,7 +51,8 @@ options:
     description:
       - The git policy; keys not given keep their defaults.
       - C(tag_format) (C(v{version})), C(annotated_tag) (true), C(branches) (C([main, release/*]), shell
-        patterns, local or remote-tracking), C(changelog) (C(CHANGELOG.md); empty for none), C(clean_tree) (true).
+        patterns, local branches or those of C(remote)), C(remote) (C(origin)), C(changelog) (C(CHANGELOG.md);
+        empty for none), C(clean_tree) (true).
     type: dict
   waivers:
     description:
@@ -72,7 +73,9 @@ options:
     type: str
     default: migrations
   requirements:
-    description: The pinned requirements file inside the release (none is an empty SBOM and audit).
+    description:
+      - The pinned requirements file inside the release; missing, the C(sbom) and C(dependency_audit) gates fail.
+      - An empty string declares an app without Python dependencies (an empty SBOM and audit).
     type: str
     default: requirements.txt
   secrets_baseline:
@@ -98,7 +101,7 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying the target.
     support: none
-    details: In check mode the gate does not run (it would run the app's tests); the artifact's checksum is still checked.
+    details: In check mode the gate fails without judging (it would run the app's tests), so a check run never reads as a pass.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import datetime
 import fnmatch
+import os
 import re
 import subprocess
+
+from packaging.version import InvalidVersion, Version
 
 from ansible_collections.opspack.platform.plugins.module_utils.common import OpspackError
 from ansible_collections.opspack.platform.plugins.module_utils.migrations import MigrationError, read_release
@@ -29,15 +32,17 @@ DEFAULT_POLICY = {
     # The tag a version is released from: annotated, named from the version.
     "tag_format": "v{version}",
     "annotated_tag": True,
-    # Branches the tagged commit must be on (shell patterns, local or remote-tracking).
+    # Branches the tagged commit must be on (shell patterns): local ones, or those of this remote.
     "branches": ["main", "release/*"],
+    "remote": "origin",
     # A file of the tagged tree whose headings must name the version ("" for none).
     "changelog": "CHANGELOG.md",
     # No uncommitted change and no untracked file in the repository's work tree: an untracked
     # file is most often a forgotten `git add` (a new migration the release would lack).
     "clean_tree": True,
 }
-POLICY_TYPES = {"tag_format": str, "annotated_tag": bool, "branches": list, "changelog": str, "clean_tree": bool}
+POLICY_TYPES = {"tag_format": str, "annotated_tag": bool, "branches": list, "remote": str, "changelog": str,
+                "clean_tree": bool}
 # A hotfix pre-release: X.Y.Z-hotfix.N.
 HOTFIX = re.compile(r"^\d+\.\d+\.\d+-hotfix\.\d+$")
 # A requirement pinned to one version: NAME==VERSION, extras and an environment marker allowed.
@@ -49,8 +54,16 @@ class GateError(OpspackError):
     """The gate's input is wrong (policy, waivers): refused before any gate runs."""
 
 
+# user:password@ in a URL (a requirement from a private index, a git URL with a token).
+CREDENTIALS = re.compile(r"//[^/@\s]+@")
+
+
+def scrub(text: str) -> str:
+    return CREDENTIALS.sub("//***@", text)
+
+
 def result(gate: str, ok: bool, reason: str = "", fix: str = "", **details) -> dict:
-    return {"gate": gate, "status": "pass" if ok else "fail", "reason": reason, "fix": "" if ok else fix,
+    return {"gate": gate, "status": "pass" if ok else "fail", "reason": scrub(reason), "fix": "" if ok else fix,
             "details": details}
 
 
@@ -136,8 +149,16 @@ def pinned_requirements(text: str) -> tuple[dict[str, str], list[str]]:
 
 # --- Git policy ---------------------------------------------------------------------------------
 
+# Git's environment is the gate's own: an inherited GIT_DIR (a hook's) would judge another
+# repository, and replace refs (`git replace`) would show another history than the commits'.
+GIT_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+
+
 def run_git(repo: str, *args: str) -> tuple[int, str, str]:
-    done = subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=False)
+    env = {key: value for key, value in os.environ.items() if key in GIT_ENV_KEEP}
+    env.update(GIT_NO_REPLACE_OBJECTS="1", GIT_CONFIG_NOSYSTEM="1", GIT_TERMINAL_PROMPT="0")
+    done = subprocess.run(["git", "--no-replace-objects", "-C", repo, *args], capture_output=True, text=True,
+                          check=False, env=env)
     return done.returncode, done.stdout, done.stderr
 
 
@@ -152,7 +173,7 @@ def changelog_names(text: str, version: str) -> bool:
     return False
 
 
-def git_policy(repo: str, ref: str, version: str, policy: dict, git=run_git) -> dict:
+def git_policy(repo: str, ref: str, version: str, policy: dict, git=run_git, packed: str | None = None) -> dict:
     """The git gate: version, tag, branch, changelog and clean tree, each failure named."""
     gate = "git_policy"
     if not VERSION.match(version or ""):
@@ -164,10 +185,15 @@ def git_policy(repo: str, ref: str, version: str, policy: dict, git=run_git) -> 
                       "give release_git_ref as the release's tag (git tag -l)", ref=ref)
     commit = commit.strip()
     details = {"ref": ref, "commit": commit, "version": version}
+    # The verdict is about the artifact: the commit judged must be the one it was built from.
+    if packed is not None and packed != commit:
+        return result(gate, False, f"the artifact was built from {packed[:12] or 'no commit (a directory)'}, not from "
+                      f"{ref} ({commit[:12]})", "build the artifact from the git ref the gate judges", **details)
     tag = policy["tag_format"].replace("{version}", version)
+    code, tagged, _stderr = git(repo, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}")
     code, tags_out, _stderr = git(repo, "tag", "--points-at", commit)
-    tags = sorted(tags_out.split())
-    if tag not in tags:
+    tags = sorted(set(tags_out.split()) | ({tag} if tagged.strip() == commit else set()))
+    if tagged.strip() != commit:
         pattern = re.compile("^" + re.escape(policy["tag_format"]).replace(re.escape("{version}"), "(?P<v>.+)") + "$")
         versions = [t for t in tags if pattern.match(t)]
         if versions:
@@ -178,13 +204,17 @@ def git_policy(repo: str, ref: str, version: str, policy: dict, git=run_git) -> 
                       tags=tags, **details)
     details["tag"] = tag
     if policy["annotated_tag"]:
-        code, kind, _stderr = git(repo, "cat-file", "-t", f"refs/tags/{tag}")
-        if kind.strip() != "tag":
-            return result(gate, False, f"tag {tag} is a lightweight tag: the policy wants an annotated one (who, when, why)",
+        # An annotated tag of its own name (not a tag object made for another one, stored under this name).
+        code, kind, _stderr = git(repo, "for-each-ref", "--format=%(objecttype) %(tag)", f"refs/tags/{tag}")
+        if kind.strip() != f"tag {tag}":
+            return result(gate, False, f"tag {tag} is no annotated tag of its own (a lightweight tag, or a tag object "
+                          "made for another name): the policy wants an annotated one (who, when, why)",
                           f"replace it: git tag -d {tag}; git tag -a {tag} -m 'Release {version}' {commit[:12]}", **details)
     code, branches_out, _stderr = git(repo, "branch", "--all", "--contains", commit, "--format=%(refname)")
-    branches = sorted({re.sub(r"^refs/(heads|remotes/[^/]+)/", "", name) for name in branches_out.split()
-                       if name.startswith(("refs/heads/", "refs/remotes/")) and not name.endswith("/HEAD")})
+    remote = f"refs/remotes/{policy['remote']}/"
+    branches = sorted({name[len("refs/heads/"):] if name.startswith("refs/heads/") else name[len(remote):]
+                       for name in branches_out.split()
+                       if name.startswith(("refs/heads/", remote)) and not name.endswith("/HEAD")})
     if not any(fnmatch.fnmatchcase(branch, pattern) for branch in branches for pattern in policy["branches"]):
         return result(gate, False, f"{tag} is on no release branch ({', '.join(policy['branches'])}); it is on "
                       f"{', '.join(branches) or 'no branch'}", "merge it into a release branch and tag the merge, "
@@ -265,6 +295,13 @@ def migrations_gate(directory: str, cluster, database: str = "gate_check") -> di
 
 # --- Dependency audit ---------------------------------------------------------------------------
 
+def same_version(left: str, right: str) -> bool:
+    try:
+        return Version(left) == Version(right)
+    except InvalidVersion:
+        return left == right
+
+
 def waiver_for(waivers: list[dict], package: str, ids: set[str]) -> dict | None:
     for waiver in waivers:
         if waiver["advisory"] in ids and waiver["package"] in (None, package):
@@ -287,10 +324,14 @@ def dependency_audit(report: dict | None, pins: dict[str, str], loose: list[str]
         dependencies = []
     else:
         dependencies = report["dependencies"]
-    audited = {}
+    audited, unaudited = {}, set()
     for entry in dependencies:
+        if not isinstance(entry, dict):
+            problems.append(f"the audit's report has an entry that is not a package: {str(entry)[:80]}")
+            continue
         name = normalize_name(str(entry.get("name", "")))
-        if entry.get("skip_reason") or "vulns" not in entry:
+        if entry.get("skip_reason") or not isinstance(entry.get("vulns"), list):
+            unaudited.add(name)
             problems.append(f"{name} could not be audited: {entry.get('skip_reason') or 'no result'}")
             continue
         audited[name] = str(entry.get("version"))
@@ -307,9 +348,9 @@ def dependency_audit(report: dict | None, pins: dict[str, str], loose: list[str]
                 findings.append(record)
     if isinstance(report, dict):
         for name, version in sorted(pins.items()):
-            if name not in audited and not any(name in p for p in problems):
+            if name not in audited and name not in unaudited:
                 problems.append(f"{name}=={version} is missing from the audit's report: it was not checked")
-            elif name in audited and audited[name] != version:
+            elif name in audited and not same_version(audited[name], version):
                 problems.append(f"{name} was audited at {audited[name]}, the release pins {version}")
     for waiver in expired:
         problems.append(f"the waiver of {waiver['advisory']} expired on {waiver['expires'].isoformat()}")
@@ -333,6 +374,9 @@ def secret_scan(results: dict | None, baseline: dict | None, error: str = "") ->
     with `detect-secrets audit`): a finding the baseline lacks, one reviewed as a real secret, or
     one nobody reviewed fails the gate."""
     gate = "secret_scan"
+    if not isinstance(baseline, (dict, type(None))) or not isinstance((baseline or {}).get("results", {}), dict):
+        return result(gate, False, "the secrets baseline is not a detect-secrets baseline (no results mapping)",
+                      "make it again: detect-secrets scan > .secrets.baseline, then detect-secrets audit .secrets.baseline")
     if not isinstance(results, dict):
         return result(gate, False, f"the secret scan gave no report ({error.strip()[-300:] or 'no output'})",
                       "check that detect-secrets runs (pip install 'opspack[gate]')")

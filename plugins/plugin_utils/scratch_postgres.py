@@ -35,7 +35,7 @@ def server_bin() -> str:
     if found:
         return os.path.dirname(os.path.realpath(found))
     raise ScratchError("no PostgreSQL server programs (initdb) on the control node: install PostgreSQL "
-                       "(apt install postgresql), or give release_gate_scratch_dsn")
+                       "(apt install postgresql)")
 
 
 class ScratchCluster:
@@ -79,11 +79,13 @@ class ScratchCluster:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.directory and os.path.exists(os.path.join(self.data, "postmaster.pid")):
-            self._run([os.path.join(self.bin, "pg_ctl"), "--pgdata", self.data, "--mode", "immediate", "--wait", "stop"],
-                      check=False)
-        if self.directory:
-            shutil.rmtree(self.directory, ignore_errors=True)
+        try:
+            if self.directory and os.path.exists(os.path.join(self.data, "postmaster.pid")):
+                self._run([os.path.join(self.bin, "pg_ctl"), "--pgdata", self.data, "--mode", "immediate", "--wait", "stop"],
+                          check=False)
+        finally:
+            if self.directory:
+                shutil.rmtree(self.directory, ignore_errors=True)
 
     def psql(self, sql: str, database: str = "postgres", check: bool = True) -> subprocess.CompletedProcess:
         """Run SQL in one transaction, stopping at the first error."""

@@ -71,7 +71,7 @@ def repo(tmp_path):
     return path
 
 
-def gate(tmp_path, repo, osv, version="1.0.0", ref=None, **extra):
+def gate(tmp_path, repo, osv, version="1.0.0", ref=None, check=False, **extra):
     tmp_path.mkdir(parents=True, exist_ok=True)
     state = tmp_path / "state"
     variables = {
@@ -88,7 +88,7 @@ def gate(tmp_path, repo, osv, version="1.0.0", ref=None, **extra):
         "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
         "children": {"web": {"hosts": {"shop1": {"ansible_host": "192.0.2.10"}}}}}}))
     ran = subprocess.run(["ansible-playbook", "-i", str(tmp_path / "hosts.yml"), str(ROOT / "playbooks" / "release_gate.yml"),
-                          "-e", f"@{tmp_path / 'vars.yml'}"], cwd=ROOT, capture_output=True, text=True, check=False,
+                          "-e", f"@{tmp_path / 'vars.yml'}", *(["--check"] if check else [])], cwd=ROOT, capture_output=True, text=True, check=False,
                          env=tool_env(ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1"))
     verdicts = sorted((state / "artifacts" / SITE).glob("*.gate.json"))
     history = state / "records" / "history.jsonl"
@@ -174,7 +174,8 @@ def test_a_package_that_cannot_be_audited_fails_closed(tmp_path, repo, osv):
 
 
 def test_a_planted_secret_fails_the_secret_scan(tmp_path, repo, osv):
-    release(repo, "1.0.1", {"app/settings.py": "AWS_ACCESS_KEY_ID = 'AKIAIOSFODNN7EXAMPLE'\n"})
+    # An inline allowlist comment is no review: only the baseline is.
+    release(repo, "1.0.1", {"app/settings.py": "AWS_ACCESS_KEY_ID = 'AKIAIOSFODNN7EXAMPLE'  # pragma: allowlist secret\n"})
     failed = only_failed(*gate(tmp_path, repo, osv, "1.0.1")[:2], "secret_scan")
     assert "app/settings.py:1 (AWS Access Key)" in failed["reason"]
 
@@ -183,3 +184,17 @@ def test_bad_input_is_refused_before_anything_is_built(tmp_path, repo, osv):
     ran, verdict, _ = gate(tmp_path, repo, osv, release_gate_waivers=[{"advisory": "PYSEC-2023-62", "expires": "2027-01-01"}])
     assert ran.returncode != 0 and "release_gate_waivers[0].reason: missing" in ran.stdout
     assert verdict is None and not list((tmp_path / "state").glob("artifacts/*/*.tar.gz"))
+
+
+def test_a_release_without_its_requirements_file_fails_the_sbom_and_the_audit(tmp_path, repo, osv):
+    git(repo, "rm", "-q", "requirements.txt")
+    release(repo, "1.0.1")
+    ran, verdict, _ = gate(tmp_path, repo, osv, "1.0.1")
+    assert ran.returncode != 0 and verdict["failed"] == ["sbom", "dependency_audit"]
+    assert "the release has no requirements.txt" in ran.stdout
+
+
+def test_the_gate_is_never_a_pass_in_check_mode(tmp_path, repo, osv):
+    ran, verdict, history = gate(tmp_path, repo, osv, "1.0.0", check=True)
+    assert ran.returncode != 0 and "not judged in check mode" in ran.stdout
+    assert verdict is None and history == []

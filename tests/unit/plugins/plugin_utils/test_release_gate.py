@@ -278,3 +278,68 @@ def test_a_missing_rollback_a_failing_migration_and_a_failing_rollback(cluster, 
     (broken / "001_create_notes.rollback.sql").write_text("DROP TABLE no_such_table;\n")
     outcome = gate.migrations_gate(str(broken), cluster, database="broken_check")
     assert "001_create_notes.rollback.sql fails after 001_create_notes.sql" in outcome["reason"]
+
+
+def head(repo):
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def test_the_commit_judged_must_be_the_one_the_artifact_was_built_from(repo):
+    policy = gate.check_policy({})
+    assert gate.git_policy(str(repo), "v1.2.0", "1.2.0", policy, packed=head(repo))["status"] == "pass"
+    outcome = gate.git_policy(str(repo), "v1.2.0", "1.2.0", policy, packed="")
+    assert outcome["status"] == "fail" and "built from no commit (a directory)" in outcome["reason"]
+
+
+def feature_release(repo):
+    git(repo, "checkout", "-q", "-b", "feature/x")
+    (repo / "CHANGELOG.md").write_text("## 1.3.0\n")
+    git(repo, "commit", "-qam", "feature")
+    git(repo, "tag", "-a", "v1.3.0", "-m", "x")
+    git(repo, "checkout", "-q", "main")
+    return head_of(repo, "feature/x")
+
+
+def head_of(repo, ref):
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", ref], capture_output=True, text=True).stdout.strip()
+
+
+def test_only_the_policy_remote_counts_and_replace_refs_are_ignored(repo):
+    feature = feature_release(repo)
+    git(repo, "update-ref", "refs/remotes/fork/main", feature)
+    assert check(repo, ref="v1.3.0", version="1.3.0")["status"] == "fail", "another remote's main is not a release branch"
+    git(repo, "update-ref", "refs/remotes/origin/release/1.3", feature)
+    assert check(repo, ref="v1.3.0", version="1.3.0")["status"] == "pass"
+    git(repo, "update-ref", "-d", "refs/remotes/origin/release/1.3")
+    # `git replace` showing main's tip with the feature commit as its parent: the real main does not have it.
+    tree = head_of(repo, "main^{tree}")
+    fake = subprocess.run(["git", "-C", str(repo), "commit-tree", tree, "-p", head_of(repo, "main"), "-p", feature, "-m", "x"],
+                          capture_output=True, text=True, env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e",
+                                                               "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e",
+                                                               "PATH": "/usr/bin:/bin"}).stdout.strip()
+    git(repo, "replace", head_of(repo, "main"), fake)
+    assert check(repo, ref="v1.3.0", version="1.3.0")["status"] == "fail"
+
+
+def test_a_tag_object_of_another_name_is_not_the_annotated_tag(repo):
+    git(repo, "tag", "-a", "v0.9.0", "-m", "old")
+    obj = head_of(repo, "refs/tags/v0.9.0")
+    git(repo, "tag", "-d", "v1.2.0")
+    git(repo, "update-ref", "refs/tags/v1.2.0", obj)
+    assert "no annotated tag of its own" in check(repo)["reason"]
+
+
+def test_credentials_never_reach_a_reason():
+    pins, loose = gate.pinned_requirements("private @ https://deploy:ghp_secret@git.example.org/p.tar.gz\n")
+    outcome = gate.dependency_audit({"dependencies": []}, pins, loose, [], TODAY)
+    assert "ghp_secret" not in outcome["reason"] and "//***@" in outcome["reason"]
+
+
+def test_odd_audit_reports_fail_closed_and_versions_compare_as_versions():
+    assert audit([{"name": "flask", "version": "3.0.0", "vulns": None}])["status"] == "fail"
+    assert audit(["flask"], pins={"flask": "3.0"})["status"] == "fail"
+    assert audit([{"name": "flask", "version": "3.0.0", "vulns": []}], pins={"flask": "3.0"})["status"] == "pass"
+
+
+def test_a_baseline_that_is_not_one_fails_the_secret_scan():
+    assert "not a detect-secrets baseline" in gate.secret_scan({}, {"results": []})["reason"]
