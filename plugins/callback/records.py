@@ -148,6 +148,9 @@ def render_table(history: list[dict], now: datetime.datetime) -> str:
     """One row per site and environment, from the history: sorted, fixed format."""
     rows: dict[tuple, dict] = {}
     for entry in history:
+        if entry.get("operation") == "gate":
+            # A release gate's verdict is about an artifact on the control node: history only.
+            continue
         key = (entry.get("site", ""), entry.get("environment", ""))
         row = rows.setdefault(key, {"hosts": set()})
         if entry.get("host"):
@@ -328,6 +331,7 @@ class Records:
         if text != existing:
             atomic_write(matrix_path, text)
         failures = [entry for entry in entries if entry.get("result") not in ("ok", "pass")
+                    and entry.get("operation") != "gate"
                     and not (entry.get("operation") == "verify"
                              and (entry.get("host"), entry.get("site"), entry.get("reason")) in still_failing)]
         if failures:

@@ -22,7 +22,8 @@ options:
       - The view. C(sites) (every site on the host without secrets), C(site) with O(name) (one
         of them), C(site_names), C(postgresql_sites), C(redis_users), C(nginx_sites),
         C(app_runtime_sites), C(app_runtime_site_secrets), C(backup_site_checks), C(site_hosts) with
-        O(name) (the inventory hosts that run it), C(all_site_names), or C(summary)
+        O(name) (the inventory hosts that run it), C(definition) with O(name) (one site wherever it
+        runs, without its secrets), C(all_site_names), or C(summary)
         (lines safe to print), or C(check) (the summary, after refusing the per-role site variables
         that opspack_sites replaced).
     type: list
@@ -54,7 +55,7 @@ from ansible.errors import AnsibleError, AnsibleLookupError, AnsibleUndefinedVar
 from ansible.plugins.lookup import LookupBase
 
 from ansible_collections.opspack.platform.plugins.module_utils.site_model import (
-    LEGACY_VARIABLES, SiteDefinitionError, hosts_running, normalize, summary, views)
+    LEGACY_VARIABLES, SiteDefinitionError, hosts_running, normalize, summary, views, without_secrets)
 
 
 class LookupModule(LookupBase):
@@ -135,6 +136,14 @@ class LookupModule(LookupBase):
                 if not found:
                     raise AnsibleLookupError(f"site {name!r} is not defined in opspack_sites")
                 out.append(hosts_running(found[0], groups))
+            elif term == "definition":
+                # One site as opspack_sites defines it, wherever it runs, without its secrets (the
+                # control node's own tasks, such as the release gate, read it).
+                name = self.get_option("name")
+                found = [site for site in sites if site["name"] == name]
+                if not found:
+                    raise AnsibleLookupError(f"site {name!r} is not defined in opspack_sites")
+                out.append(without_secrets(found[0]))
             elif term == "site":
                 name = self.get_option("name")
                 found = [site for site in view["sites"] if site["name"] == name]

@@ -9,8 +9,9 @@ from a result without one. Two kinds:
 
 - ``operation``: a whole operation ended (a deploy, upgrade or rollback, told by the deploy lock
   when it is released with the run's outcome; a maintenance switch, a restore, a backup, a
-  drill). The callback writes one history line per operation event, and an incident entry when
-  its result is not ``ok``/``pass``.
+  drill, a release gate's verdict). The callback writes one history line per operation event, and
+  an incident entry when its result is not ``ok``/``pass`` (not for a gate: a release refused
+  before any host was touched broke nothing).
 - ``step``: one step of an operation behind the deploy lock (lock taken, unpack, migrate,
   switch, record, prune). The callback keeps the last one per host and site only to name where
   a run stopped when it ended without the operation's event (the lock still held).
@@ -31,7 +32,7 @@ from __future__ import annotations
 import datetime
 
 KINDS = ("operation", "step")
-OPERATIONS = ("deploy", "upgrade", "rollback", "maintenance", "restore", "backup", "drill", "verify")
+OPERATIONS = ("deploy", "upgrade", "rollback", "maintenance", "restore", "backup", "drill", "verify", "gate")
 # Results of an operation event: the records' result column.
 OPERATION_RESULTS = ("ok", "failed", "rolled back", "interrupted", "pass", "fail")
 STEP_RESULTS = ("done", "failed")

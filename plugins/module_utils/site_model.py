@@ -52,6 +52,7 @@ SITE_FIELDS = {
     "thresholds": {},
     "required_env": [],
     "queue": {},
+    "gate": {},
 }
 APP_FIELDS = {"kind": "wsgi", "module": "", "web_command": "", "worker_command": "", "workers": 2}
 DATABASE_FIELDS = {"name": None, "user": None, "password": REQUIRED}
@@ -65,6 +66,10 @@ THRESHOLD_FIELDS = {"cpu_percent": 80, "memory_percent": 85, "disk_percent": 80,
 # Where the health checks read the length of the app's queue: a command (argv, run as the
 # site's user, printing a number) or a URL answering with one.
 QUEUE_FIELDS = {"command": [], "url": ""}
+# What the release gate (opspack.platform.release_gate) runs and reads in a release's tree: the
+# app's tests (argv, run in the unpacked release), its pinned requirements, its reviewed
+# detect-secrets baseline.
+GATE_FIELDS = {"test_command": [], "requirements": "requirements.txt", "secrets_baseline": ".secrets.baseline"}
 SECRET_FIELDS = ("database.password", "redis.password", "secrets")
 
 # A site's name becomes its service user, units, directories, database and backups: the
@@ -329,6 +334,16 @@ def normalize_site(raw, base_dir="/srv"):
     site["thresholds"] = thresholds
     site["required_env"] = sorted(set(_strings(name, "required_env", site["required_env"], ENV_NAME,
                                                "an environment variable name")))
+    gate = _fill(name, "gate", site["gate"], GATE_FIELDS)
+    gate["test_command"] = _command(name, "gate.test_command", gate["test_command"])
+    # requirements "" declares an app without Python dependencies.
+    for key in ("requirements", "secrets_baseline"):
+        value = gate[key]
+        if (not isinstance(value, str) or (not value and key == "secrets_baseline") or value.startswith("/")
+                or ".." in value.split("/")):
+            raise _problem(name, f"gate.{key}", f"{value!r} must be a file inside the release")
+    site["gate"] = gate
+
     queue = _fill(name, "queue", site["queue"], QUEUE_FIELDS)
     queue["command"] = _command(name, "queue.command", queue["command"])
     if not isinstance(queue["url"], str) or (queue["url"] and not re.fullmatch(r"https?://[^\s]+", queue["url"])):
@@ -439,15 +454,21 @@ def web_command(site, base_dir="/srv"):
     return f"{venv}/gunicorn --bind 127.0.0.1:${{PORT}} --workers {app['workers']} {app['module']}"
 
 
-def public(site, slots):
-    """A site without its secrets: what releases, checks and messages may read (with the port of
-    each of its slots)."""
+def without_secrets(site):
+    """A site with every SECRET_FIELDS entry left out (a secrets mapping keeps only its names)."""
     out = {key: value for key, value in site.items() if key != "secrets"}
     out["secret_names"] = sorted(site["secrets"])
-    out["slot_ports"] = slot_ports(site, slots)
     for key in ("database", "redis"):
         if site[key] is not None:
             out[key] = {k: v for k, v in site[key].items() if k != "password"}
+    return out
+
+
+def public(site, slots):
+    """A site without its secrets: what releases, checks and messages may read (with the port of
+    each of its slots)."""
+    out = without_secrets(site)
+    out["slot_ports"] = slot_ports(site, slots)
     return out
 
 

@@ -115,6 +115,8 @@ def test_hosts_given_different_state_directories_are_refused_before_connecting(i
 
 
 PLAYBOOKS = sorted(path.stem for path in (ROOT / "playbooks").glob("*.yml"))
+# Playbooks of the control node alone (hosts: localhost): an inventory host is never in them.
+CONTROL_NODE_PLAYBOOKS = {"release_gate"}
 
 
 def plays_and_hosts(listing: str) -> dict[str, list[str]]:
@@ -139,6 +141,9 @@ def test_every_play_of_every_playbook_runs_on_the_narrowed_hosts_only(inventory,
         assert ran.returncode == 0, (name, (ran.stdout + ran.stderr)[-2000:])
         plays = plays_and_hosts(ran.stdout)
         assert plays, (name, ran.stdout)
+        if name in CONTROL_NODE_PLAYBOOKS:
+            assert all(hosts in ([], ["localhost"]) for hosts in plays.values()), (name, plays)
+            continue
         assert all(hosts == ["web-2"] for hosts in plays.values()), (name, plays)
     whole = plays_and_hosts(ansible(str(Path(sys.executable).parent / "ansible-playbook"), inventory,
                                     "opspack.platform.deploy", "--list-hosts").stdout)
