@@ -18,8 +18,6 @@ import os
 import re
 import subprocess
 
-from packaging.version import InvalidVersion, Version
-
 from ansible_collections.opspack.platform.plugins.module_utils.common import OpspackError
 from ansible_collections.opspack.platform.plugins.module_utils.migrations import MigrationError, read_release
 from ansible_collections.opspack.platform.plugins.module_utils.release import VERSION
@@ -296,6 +294,10 @@ def migrations_gate(directory: str, cluster, database: str = "gate_check") -> di
 # --- Dependency audit ---------------------------------------------------------------------------
 
 def same_version(left: str, right: str) -> bool:
+    """PEP 440 equality ("1.0" is "1.0.0"). packaging comes with pip-audit (the `gate` extra),
+    which the audit checks for before it runs; it is imported here, not at the top, so that the
+    plugins load (ansible-doc, sanity's import test) where the extra is not installed."""
+    from packaging.version import InvalidVersion, Version
     try:
         return Version(left) == Version(right)
     except InvalidVersion:
