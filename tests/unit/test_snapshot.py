@@ -143,3 +143,27 @@ def test_a_snapshot_host_keeps_only_the_host_key_types_it_was_committed_with(tmp
         "lab-snapshot-host-keys", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
     assert "ls /etc/ssh/ssh_host_*_key >/dev/null 2>&1 ||" in lab.SSH_HOSTKEY_DROPIN
     assert lab.SNAPSHOT_PREPARE.index(lab.SNAPSHOT_HOST_KEYS) < lab.SNAPSHOT_PREPARE.index("rm -f /etc/ssh/ssh_host_*")
+
+
+def test_a_snapshot_holds_as_many_hosts_as_the_largest_scenario_started_from_it():
+    # fleet and verify run two Debian 12 hosts; every Debian 13 and Ubuntu scenario runs one.
+    assert snapshot.size("debian12") == 2
+    assert snapshot.size("debian13") == 1
+    assert snapshot.size("ubuntu2404") == 1
+
+
+def test_a_scenario_with_more_hosts_makes_a_bigger_snapshot_with_its_own_key(tmp_path, monkeypatch):
+    scenario = tmp_path / "big" / "molecule.yml"
+    scenario.parent.mkdir()
+    scenario.write_text(yaml.safe_dump({"platforms": [{"name": f"vps{index}"} for index in (1, 2, 3)],
+                                        "provisioner": {"env": {"OPSPACK_LAB_FROM": "snapshot", "OPSPACK_LAB_OS": "debian13"}}}))
+    fresh = tmp_path / "fresh" / "molecule.yml"
+    fresh.parent.mkdir()
+    fresh.write_text(yaml.safe_dump({"platforms": [{"name": f"vps{index}"} for index in range(1, 6)],
+                                     "provisioner": {"env": {"OPSPACK_LAB_FROM": "fresh", "OPSPACK_LAB_OS": "debian13"}}}))
+    before = snapshot.key(target="debian13")
+    monkeypatch.setattr(snapshot, "SCENARIOS", tmp_path)
+    assert snapshot.size("debian13") == 3, "fresh scenarios do not count"
+    assert snapshot.size("debian12") == 1
+    assert snapshot.key(target="debian13") != before
+    assert snapshot.key(target="debian13") == snapshot.key(target="debian13", hosts=3)
