@@ -20,8 +20,8 @@ DRY_RUN_OK = "db_bootstrap_dry_run status=ok migrations=2"
 ALL_OK = "db_bootstrap status=ok mode=all"
 
 
-def bootstrap(mode: str, *extra: str):
-    return playbook("db_bootstrap", "-e", f"release_version={RELEASE}", "-e", f"release_source={sample_releases() / RELEASE}",
+def bootstrap(mode: str, *extra: str, release: str = RELEASE):
+    return playbook("db_bootstrap", "-e", f"release_version={release}", "-e", f"release_source={sample_releases() / release}",
                     "-e", f"db_bootstrap_mode={mode}", *extra, site=SITE)
 
 
@@ -68,6 +68,10 @@ def test_the_dry_run_says_what_all_would_do_and_changes_nothing(host):
     assert recap_changed(out) == 0
     assert database_state(host) == "0:0"
     assert host.run("ls -d /var/tmp/opspack-db-bootstrap.* 2>/dev/null").stdout == "", "the scratch copy is removed"
+    # --check is a dry run whatever the mode.
+    checked = bootstrap("all", "--check")
+    assert checked.returncode == 0 and DRY_RUN_OK in checked.stdout and ALL_OK not in checked.stdout, checked.stdout[-3000:]
+    assert database_state(host) == "0:0"
 
 
 def test_all_creates_the_role_and_database_and_applies_the_migrations_in_order_once(host):
@@ -86,3 +90,13 @@ def test_all_creates_the_role_and_database_and_applies_the_migrations_in_order_o
     dry = bootstrap("dry_run")
     assert "db_bootstrap_dry_run status=ok migrations=0" in dry.stdout, dry.stdout[-3000:]
     assert "role shop: present; database shop: present" in dry.stdout
+
+
+def test_a_database_past_the_release_is_not_a_first_setup_and_is_left_alone(host):
+    before = database_state(host)
+    assert before.startswith("1:1|"), "after the test above"
+    ran = bootstrap("all", release="1.0.0")
+    out = ran.stdout + ran.stderr
+    assert ran.returncode != 0 and "it is not a first setup" in out, out[-3000:]
+    assert ALL_OK not in out
+    assert database_state(host) == before
