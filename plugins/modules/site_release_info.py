@@ -24,15 +24,8 @@ options:
     type: path
     default: /etc/nginx/conf.d
 extends_documentation_fragment:
+  - opspack.platform.read_only
   - opspack.platform.site
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the target.
-    support: full
-    details: It only reads.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
 seealso:
   - module: opspack.platform.site_release
   - module: opspack.platform.site_upstream
